@@ -1,0 +1,65 @@
+"""Where every stage writes, and the columns of the tables that pass between stages.
+
+Paths are relative to the repository root (dvc.yaml runs every stage from there). The tables are
+parquet; lists are parquet list columns. Identifiers are strings built by the functions below so that
+every stage spells them the same way, and every frame reference is an absolute frame index of the
+source video (never a file order).
+
+videos.parquet       uid, fps, width, height, num_frames, duration_s, split, video_path, gaze_path
+gaze_frames.parquet  uid, frame, t, x, y, confidence, label, valid
+                     one row per video frame; x/y in pixels, origin top-left (y flipped once, when
+                     the Ego4D CSV is read); label in GAZE_LABELS; valid = label in {fixation, saccade}
+keyframes.parquet    keyframe_id, uid, frame, t, split, path  (path: JPEG at native resolution,
+                     relative to the repository root)
+windows.parquet      window_id, task, uid, split, obs_frames, obs_keyframe_ids, target_frames,
+                     target_keyframe_ids, t_start, t_end
+captions.parquet     keyframe_id, uid, frame, t, caption, source, flags, flagged
+targets.parquet      window_id, task, split, target_text, n_frames, n_flagged, dropped, drop_reason
+
+Shards (WebDataset, one set per task and split: data/shards/<task>/<split>-NNNNNN.tar), one sample
+per window, key = window_id:
+  f0.jpg ... f{T-1}.jpg   observed keyframes after the model preset's resize + centre crop
+  target.npy              (T, gh, gw) float32 patch gaze distribution (rows of invalid frames are 0)
+  valid.npy               (T,) bool, False where the keyframe has no valid gaze point
+  heatmap.npy             (T, S, S) float16 full heatmap after the same resize/crop (analysis only)
+  json                    window_id, uid, task, split, frames, timestamps, keyframe_ids, target_text
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+GAZE_LABELS = ("fixation", "saccade", "out_of_frame", "untracked")
+TASKS = ("future", "activity")
+SPLITS = ("train", "val", "test")
+
+EXTRACT_DIR = Path("data/extract")
+ANNOTATE_DIR = Path("data/annotate")
+SHARDS_DIR = Path("data/shards")
+MODELS_DIR = Path("models")
+PREDICTIONS_DIR = Path("data/predictions")
+ATTENTION_DIR = Path("data/attention")
+METRICS_DIR = Path("metrics")
+REPORTS_DIR = Path("reports")
+TABLES_DIR = REPORTS_DIR / "tables"
+FIGURES_DIR = REPORTS_DIR / "figures"
+
+
+def keyframe_id(uid: str, frame: int) -> str:
+    return f"{uid}_{frame:07d}"
+
+
+def window_id(task: str, uid: str, first_frame: int) -> str:
+    return f"{task}_{uid}_{first_frame:07d}"
+
+
+def shard_pattern(task: str, split: str, root: Path = SHARDS_DIR) -> str:
+    """The printf-style pattern webdataset.ShardWriter writes to."""
+    return str(root / task / f"{split}-%06d.tar")
+
+
+def shard_files(task: str, split: str, root: Path = SHARDS_DIR) -> list[str]:
+    return sorted(str(p) for p in (root / task).glob(f"{split}-*.tar"))
+
+
+def run_dir(run: str, task: str, root: Path = MODELS_DIR) -> Path:
+    return root / run / task
