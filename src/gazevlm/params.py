@@ -89,6 +89,7 @@ class HeatmapParams:
     heatmap_size: int = 64
     shard_max_samples: int = 256
     seed: int = 0
+    raft_weights: str | None = None   # local torchvision RAFT checkpoint; None = look in the torch hub cache
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class TrainParams:
     cache_vision_features: bool = True
     num_workers: int = 0
     shuffle_buffer: int = 64
+    checkpoint_every_steps: int = 0   # also save a resumable state every N optimizer steps (0: epoch ends only)
+    select_on: str = "ce"             # best checkpoint by validation ce | loss (ce + lambda * kl)
+    cpu_threads: int = 1              # intra-op threads per process on CPU (0: torch's default)
 
 
 @dataclass(frozen=True)

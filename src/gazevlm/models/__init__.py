@@ -1,0 +1,123 @@
+"""Gaze-regularised OpenFlamingo: build_model is the one way stages get a model.
+
+    model = build_model(params, run, tokenizer)        # run: a name under `runs` in params.yaml
+    out = model(pixels, input_ids, attention_mask, labels)   # out.loss (CE), out.logits, out.attention
+    ids = model.generate(pixels, input_ids, attention_mask, max_new_tokens)
+
+Gaze never enters the model: it meets out.attention only in gazevlm.losses.gaze_kl.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from open_flamingo.src.helpers import PerceiverResampler
+from transformers import PreTrainedTokenizerBase
+
+from ..params import Params
+from .compat import SUPPORTED_LM_FAMILIES, adapt_language_model, lm_family
+from .flamingo import BACKBONES, FrameTokens, GazeFlamingo, GazeVLM, GazeVLMOutput
+from .gaze_block import GazeBlock
+from .presets import PRESETS, Preset, build_language_model, build_vision_encoder, get_preset
+from .tokenizer import build_tokenizer, special_token_ids, vocabulary_fingerprint
+
+CONFIG_FILE = "model_config.json"
+CONFIG_FORMAT = 1
+
+__all__ = ["build_model", "build_tokenizer", "GazeVLM", "GazeVLMOutput", "Preset", "PRESETS", "get_preset", "CONFIG_FILE",
+           "save_model_config", "check_model_config", "SUPPORTED_LM_FAMILIES"]
+
+
+def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
+                preset: Preset | None = None) -> GazeVLM:
+    """The model for a named run. Seed torch before calling: weights of the tiny preset are random.
+
+    The gaze block is built on a forked RNG, so the backbone's weights and the RNG state after this
+    call are the same with and without the block: base and gaze runs differ only in the block.
+    `preset` overrides params.model.preset (tests use scaled-down copies of the paper preset).
+    """
+    m = params.model
+    preset = preset or get_preset(m.preset)
+    run_params = params.run(run)
+    if m.backbone not in BACKBONES:
+        raise ValueError(f"params.model.backbone: {m.backbone!r} is not one of {BACKBONES}")
+    ids = special_token_ids(tokenizer)
+    vision = build_vision_encoder(preset, m.weights_dir)
+    lm = build_language_model(preset, len(tokenizer), {k: ids[k] for k in ("pad_token_id", "eos_token_id",
+                                                                          "bos_token_id")}, m.weights_dir)
+    adapt_language_model(lm)
+    vis_dim = vision.visual.transformer.width
+    if m.backbone == "openflamingo":
+        resampler = PerceiverResampler(dim=vis_dim, max_num_frames=preset.max_frames, **preset.perceiver)
+    else:
+        resampler = FrameTokens(vis_dim, preset.max_frames)
+    flamingo = GazeFlamingo(vision, lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim, resampler=resampler,
+                            cross_attn_every_n_layers=preset.xattn_every, xattn=preset.xattn)
+    if run_params.block:
+        with torch.random.fork_rng(devices=[]):
+            flamingo.gaze_block = GazeBlock(vis_dim, layers=m.block_layers, heads=preset.block_heads,
+                                            query=m.query, output=m.block_output, head_reduce=m.head_reduce,
+                                            ff_mult=preset.block_ff_mult)
+
+    flamingo.requires_grad_(False)
+    flamingo.perceiver.requires_grad_(True)
+    lm.gated_cross_attn_layers.requires_grad_(True)
+    if preset.train_lm:
+        lm.requires_grad_(True)
+    else:
+        lm.get_input_embeddings().requires_grad_(True)
+    if flamingo.gaze_block is not None:
+        flamingo.gaze_block.requires_grad_(True)
+    if not params.train.freeze_vision:
+        flamingo.vision_encoder.requires_grad_(True)
+
+    image_size, patch_size = preset.geometry
+    block = bool(run_params.block)
+    config = {
+        "format": CONFIG_FORMAT,
+        "preset": preset.name,
+        "backbone": m.backbone,
+        "block": block,
+        "query": m.query if block else None,
+        "block_output": m.block_output if block else None,
+        "block_layers": m.block_layers if block else None,
+        "head_reduce": m.head_reduce if block else None,
+        "block_heads": preset.block_heads if block else None,
+        "block_ff_mult": preset.block_ff_mult if block else None,
+        "lm_family": lm_family(lm),
+        "vocab": len(tokenizer),
+        "vocab_sha1": vocabulary_fingerprint(tokenizer),
+        "geometry": {"image_size": image_size, "patch_size": patch_size},
+        "vision_dim": vis_dim,
+        "max_frames": preset.max_frames,
+    }
+    return GazeVLM(flamingo, config, pad_token_id=ids["pad_token_id"])
+
+
+def save_model_config(model: GazeVLM, directory: str | Path) -> Path:
+    path = Path(directory) / CONFIG_FILE
+    path.write_text(json.dumps(model.config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def check_model_config(saved: dict[str, Any] | str | Path, model: GazeVLM) -> None:
+    """Raise a clear error if a checkpoint's model config (dict, or its directory/file) differs from the
+    model it is about to be loaded into."""
+    source = "checkpoint"
+    if not isinstance(saved, dict):
+        path = Path(saved)
+        path = path / CONFIG_FILE if path.is_dir() else path
+        source = str(path)
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: model config missing (the checkpoint has no {CONFIG_FILE})") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: model config is not valid JSON ({err})") from None
+    keys = sorted(set(saved) | set(model.config))
+    diff = {k: (saved.get(k), model.config.get(k)) for k in keys if saved.get(k) != model.config.get(k)}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{source}: checkpoint does not match this model ({lines})")

@@ -1,0 +1,77 @@
+# The paper's ablations, one target each (included from the Makefile).
+# Each target queues one DVC experiment per variant (`dvc exp run --queue -n <name> -S key=value`),
+# runs the queue, saves `dvc exp show --json` and builds reports/ablations/<table>.{md,csv} from the
+# experiments' metrics/eval/*.json. Stages whose inputs a variant does not change come from DVC's
+# run cache. Re-running a target replaces its experiments (same names).
+#   make ablation-table9            # one table
+#   make ablations                  # all of them, one after the other
+DVC ?= dvc
+ABL_PYTHON ?= $(if $(BIN),$(BIN)/python,python)
+ABL_JOBS ?= 1
+ABL_DIR ?= reports/ablations
+
+ABLATION_TARGETS := ablation-table2 ablation-table3 ablation-table9 ablation-table11 \
+                    ablation-table12 ablation-table14 ablation-table19
+.PHONY: ablations $(ABLATION_TARGETS)
+
+# $(call abl_queue,<experiment name>,<-S overrides>)
+define abl_queue
+	@$(DVC) exp remove $(1) >/dev/null 2>&1 || true
+	$(DVC) exp run --queue -n $(1) $(2)
+endef
+
+# $(call abl_finish,<table>,<experiment names in row order>)
+# A failed variant does not stop the table: it shows as "not found" and the target exits non-zero.
+define abl_finish
+	-$(DVC) exp run --run-all --jobs $(ABL_JOBS)
+	@mkdir -p $(ABL_DIR)
+	$(DVC) exp show --json > $(ABL_DIR)/$(1).exp.json
+	$(ABL_PYTHON) -m gazevlm.evaluate.ablations $(1) $(ABL_DIR)/$(1).exp.json $(2) --out $(ABL_DIR)
+endef
+
+ablations: $(ABLATION_TARGETS)
+
+# Table 2: gaze-loss weight lambda 0 / 100 / 1000
+ablation-table2:
+	$(call abl_queue,t2-lambda0,-S runs.gaze.lambda=0)
+	$(call abl_queue,t2-lambda100,-S runs.gaze.lambda=100)
+	$(call abl_queue,t2-lambda1000,-S runs.gaze.lambda=1000)
+	$(call abl_finish,table2,t2-lambda0 t2-lambda100 t2-lambda1000)
+
+# Table 3: anticipation horizon tau_a 2 s vs 5 s
+ablation-table3:
+	$(call abl_queue,t3-tau2,-S extract.future_horizon_s=2)
+	$(call abl_queue,t3-tau5,-S extract.future_horizon_s=5)
+	$(call abl_finish,table3,t3-tau2 t3-tau5)
+
+# Table 9: single-point vs aggregated heatmaps, sigma 20 vs 50 px
+ablation-table9:
+	$(call abl_queue,t9-single-s20,-S heatmaps.aggregate=false -S heatmaps.sigma_px=20)
+	$(call abl_queue,t9-single-s50,-S heatmaps.aggregate=false -S heatmaps.sigma_px=50)
+	$(call abl_queue,t9-agg-s20,-S heatmaps.aggregate=true -S heatmaps.sigma_px=20)
+	$(call abl_queue,t9-agg-s50,-S heatmaps.aggregate=true -S heatmaps.sigma_px=50)
+	$(call abl_finish,table9,t9-single-s20 t9-single-s50 t9-agg-s20 t9-agg-s50)
+
+# Table 11: 6 vs 12 aggregated points (delta 200 vs 400 ms at 30 fps)
+ablation-table11:
+	$(call abl_queue,t11-delta200,-S heatmaps.delta_ms=200)
+	$(call abl_queue,t11-delta400,-S heatmaps.delta_ms=400)
+	$(call abl_finish,table11,t11-delta200 t11-delta400)
+
+# Table 12: occlusion filter off vs on
+ablation-table12:
+	$(call abl_queue,t12-occlusion-off,-S heatmaps.occlusion_filter=false)
+	$(call abl_queue,t12-occlusion-on,-S heatmaps.occlusion_filter=true)
+	$(call abl_finish,table12,t12-occlusion-off t12-occlusion-on)
+
+# Table 14: the block without gaze loss is the `lambda0` run of every experiment; one experiment at the
+# committed params gives base / lambda0 / gaze rows.
+ablation-table14:
+	$(call abl_queue,t14-runs,)
+	$(call abl_finish,table14,t14-runs)
+
+# Table 19: global vs frame-level query
+ablation-table19:
+	$(call abl_queue,t19-global,-S model.query=global)
+	$(call abl_queue,t19-frame,-S model.query=frame)
+	$(call abl_finish,table19,t19-global t19-frame)

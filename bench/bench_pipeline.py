@@ -1,0 +1,129 @@
+"""Wall time of the README's install and of the full default pipeline, from a fresh clone.
+
+    git clone <this repo> <tmp>/gazevlm          # the committed HEAD, nothing of the working tree
+    make install                                   # the README's install: .venv + pinned stack
+    mkdir -p data/ego4d && .venv/bin/dvc repro --force
+
+pip runs as configured on this machine (its cache and wheel sources are reused: nothing is
+downloaded twice). Stage times come from the lines DVC prints when it starts each stage. Takes
+about 10 minutes, so `python -m bench` runs it only with --pipeline.
+
+    python -m bench.bench_pipeline [--keep] [--repo PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import Figure, goal_at_most, load_average, quiet
+
+REPO = Path(__file__).resolve().parent.parent
+# the last measurement, kept so that `python -m bench` (without --pipeline) still reports it, dated
+RESULTS = Path("reports/bench_pipeline.json")
+INSTALL_GOAL_S = 5 * 60
+REPRO_GOAL_S = 10 * 60
+MODULE = "python -m bench.bench_pipeline"
+_STAGE = re.compile(r"Running stage '([^']+)'")
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float) -> tuple[float, dict[str, float]]:
+    """Wall seconds of cmd, and seconds per DVC stage (from one 'Running stage' line to the next)."""
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    current, since = None, t0
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                m = _STAGE.search(line)
+                if m:
+                    now = time.perf_counter()
+                    if current:
+                        stages[current] = now - since
+                    current, since = m.group(1), now
+                if time.perf_counter() - t0 > timeout_s:
+                    proc.kill()
+                    raise TimeoutError(f"{' '.join(cmd)}: still running after {timeout_s:.0f} s (log {log})")
+        finally:
+            rc = proc.wait()
+    wall = time.perf_counter() - t0
+    if current:
+        stages[current] = t0 + wall - since
+    if rc != 0:
+        tail = log.read_text().splitlines()[-30:]
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {rc}) in {cwd}; log {log}:\n" + "\n".join(tail))
+    return wall, stages
+
+
+def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_dir: Path | None = None) -> list[Figure]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-clone-"))
+    clone = tmp / "gazevlm"
+    log = (log_dir or tmp) / "bench_pipeline.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    # the clone's own venv first, as the Makefile does: papermill's `python3` kernel must be its python
+    env["PATH"] = f"{clone / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True, env=env)
+        load0 = load_average()
+        install_s, _ = _run(["make", "install"], clone, env, log, timeout_s)
+        (clone / "data" / "ego4d").mkdir(parents=True, exist_ok=True)  # `make repro` does the same
+        load1 = load_average()
+        repro_s, stages = _run([str(clone / ".venv" / "bin" / "dvc"), "repro", "--force"], clone, env, log, timeout_s)
+        load2 = load_average()
+    finally:
+        if keep:
+            print(f"clone kept in {clone}; log {log}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    where = f"fresh clone of {head}"
+    g1, m1 = goal_at_most(install_s / 60, INSTALL_GOAL_S / 60)
+    g2, m2 = goal_at_most(repro_s / 60, REPRO_GOAL_S / 60)
+    split = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+    return [
+        Figure("pipeline", f"README install (`make install`), {where}", install_s / 60, "min", "n=1", g1, m1,
+               f"{MODULE}", f"{install_s:.0f} s; load average {load0:.1f} at start", {"seconds": install_s}),
+        Figure("pipeline", f"default `dvc repro --force`, {where}", repro_s / 60, "min", "n=1", g2, m2,
+               f"{MODULE}", f"{repro_s:.0f} s; load average {load1:.1f} at start, {load2:.1f} at end; {split}",
+               {"seconds": repro_s, "stages_s": stages}),
+    ]
+
+
+def save(figures: list[Figure], commit: str, path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                                "commit": commit, "figures": [f.as_dict() for f in figures]}, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path, default=REPO, help="the repository to clone (default: this one)")
+    ap.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
+    ap.add_argument("--log-dir", type=Path, default=None, help="write bench_pipeline.log here (default: in the clone's temp dir)")
+    args = ap.parse_args(argv)
+    quiet()
+    figures = run(args.repo, args.keep, log_dir=args.log_dir)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True).stdout.strip()
+    save(figures, head)
+    for f in figures:
+        print(f"{f.name}: {f.value:.1f} {f.unit} goal {f.goal}  {f.note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

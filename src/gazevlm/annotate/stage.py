@@ -1,0 +1,303 @@
+"""The annotate stage: one caption per keyframe a window uses, then each window's text target.
+
+Reads data/extract/{keyframes,windows}.parquet and, for the narrations source, the Ego4D
+narration.json under params.data.root/<version>/annotations/. Writes data/annotate/{captions,
+targets}.parquet, data/annotate/prompt_history.json and reports/annotate.json (layout.py).
+
+Window targets: the captions of the window's target keyframes in time order, empty ones left out,
+consecutive duplicates removed (dedupe_consecutive), joined with params.annotate.joiner. A window is
+dropped (kept in the table with dropped=True and a reason) when
+- failed_chunk: one of its target keyframes lies in an LLM chunk that failed (never filled in);
+- no_caption:   none of its target keyframes has a caption (no narration within tolerance);
+- qc_flagged:   more than qc_max_flagged of its target keyframes carry a QC flag (qc.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import ego4d, layout
+from ..params import Params
+from . import qc
+from .cache import ResponseCache
+from .llm_captions import ChunkResult, annotate_chunks, make_chunks, sha256_text
+from .llm_client import ChatClient
+from .narrations import caption_keyframes, load_narrations
+from .refine import RefinementSession, load_feedback, replay, select_validation
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("narrations", "llm")
+KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
+WINDOW_COLUMNS = ("window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids", "target_frames",
+                  "target_keyframe_ids", "t_start", "t_end")
+DROP_REASONS = ("failed_chunk", "no_caption", "qc_flagged", "no_target_frames")
+
+CAPTIONS_SCHEMA = pa.schema([("keyframe_id", pa.string()), ("uid", pa.string()), ("frame", pa.int64()),
+                             ("t", pa.float64()), ("caption", pa.string()), ("source", pa.string()),
+                             ("flags", pa.list_(pa.string())), ("flagged", pa.bool_())])
+TARGETS_SCHEMA = pa.schema([("window_id", pa.string()), ("task", pa.string()), ("split", pa.string()),
+                            ("target_text", pa.string()), ("n_frames", pa.int64()), ("n_flagged", pa.int64()),
+                            ("dropped", pa.bool_()), ("drop_reason", pa.string())])
+
+
+def paths(root: str | Path = ".") -> dict[str, Path]:
+    """Every file the stage reads or writes, under the repository root."""
+    root = Path(root)
+    out = root / layout.ANNOTATE_DIR
+    return {"keyframes": root / layout.EXTRACT_DIR / "keyframes.parquet",
+            "windows": root / layout.EXTRACT_DIR / "windows.parquet",
+            "captions": out / "captions.parquet", "targets": out / "targets.parquet",
+            "prompt_history": out / "prompt_history.json", "cache": out / "cache",
+            "report": root / layout.REPORTS_DIR / "annotate.json"}
+
+
+def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
+    """Caption the keyframes, build the window targets, write the outputs; return the report."""
+    root = Path(root)
+    a = params.annotate
+    if a.source not in SOURCES:
+        raise ValueError(f"params.yaml: annotate.source must be one of {SOURCES}, got {a.source!r}")
+    if not 0.0 <= a.qc_max_flagged <= 1.0:
+        raise ValueError(f"params.yaml: annotate.qc_max_flagged must be in [0, 1], got {a.qc_max_flagged}")
+    p = paths(root)
+    keyframes, windows = load_inputs(p["keyframes"], p["windows"])
+    used = used_keyframes(keyframes, windows)
+
+    failed_keyframes: set[str] = set()
+    if a.source == "narrations":
+        captions, source_report, history = _captions_from_narrations(params, root, used)
+    else:
+        captions, source_report, history, failed_keyframes = _captions_from_llm(params, root, used)
+
+    captions["source"] = a.source
+    captions["flags"] = [qc.flag_caption(c) if isinstance(c, str) else [] for c in captions["caption"]]
+    captions["flagged"] = captions["flags"].map(bool)
+    captions = captions[list(CAPTIONS_SCHEMA.names)]
+    targets = build_targets(windows, captions, joiner=a.joiner, dedupe_consecutive=a.dedupe_consecutive,
+                            qc_max_flagged=a.qc_max_flagged, failed_keyframes=failed_keyframes)
+
+    report = build_report(a.source, keyframes, captions, targets)
+    report[a.source] = source_report
+    if a.source == "llm":
+        report["llm"]["windows_skipped_failed_chunk"] = int((targets["drop_reason"] == "failed_chunk").sum())
+
+    p["cache"].mkdir(parents=True, exist_ok=True)  # a declared DVC output even for the narrations source
+    _write_parquet(captions, CAPTIONS_SCHEMA, p["captions"])
+    _write_parquet(targets, TARGETS_SCHEMA, p["targets"])
+    _write_json(history, p["prompt_history"])
+    _write_json(report, p["report"])
+    log.info("annotate: %d/%d keyframes captioned, %d/%d windows kept", report["keyframes"]["captioned"],
+             report["keyframes"]["used_by_windows"], report["windows"]["kept"], report["windows"]["total"])
+    return report
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    keyframes = _read_table(keyframes_path, KEYFRAME_COLUMNS)
+    windows = _read_table(windows_path, WINDOW_COLUMNS)
+    dup = keyframes["keyframe_id"][keyframes["keyframe_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"{keyframes_path}: duplicated keyframe_id {sorted(set(dup))[:5]}")
+    known = set(keyframes["keyframe_id"])
+    for column in ("obs_keyframe_ids", "target_keyframe_ids"):
+        missing = {k for ids in windows[column] for k in _ids(ids)} - known
+        if missing:
+            raise ValueError(f"{windows_path}: {column} names {len(missing)} keyframe(s) absent from "
+                             f"{keyframes_path.name}, e.g. {sorted(missing)[:3]}")
+    keyframes = keyframes.astype({"keyframe_id": str, "uid": str, "frame": "int64", "t": "float64"})
+    return keyframes, windows
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (run the extract stage first)")
+    table = pd.read_parquet(path)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (layout.py contract)")
+    return table
+
+
+def _ids(ids: Any) -> list[str]:
+    return [] if ids is None else [str(k) for k in ids]
+
+
+def used_keyframes(keyframes: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """The keyframes some window observes or targets, ordered by video and frame."""
+    ids = {k for column in ("obs_keyframe_ids", "target_keyframe_ids") for v in windows[column] for k in _ids(v)}
+    return keyframes[keyframes["keyframe_id"].isin(ids)].sort_values(["uid", "frame"]).reset_index(drop=True)
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
+    data_root = resolve_path(root, params.data.root)
+    path = ego4d.version_dir(data_root, params.data.version) / ego4d.NARRATION_FILE
+    index = load_narrations(data_root, params.data.version)
+    matched = caption_keyframes(used, index, params.annotate.tolerance_s)
+    captions = used[["keyframe_id", "uid", "frame", "t"]].merge(matched[["keyframe_id", "caption"]],
+                                                                 on="keyframe_id", how="left")
+    uids = sorted(used["uid"].unique())
+    report = {"file": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+              "videos_in_file": len(index.by_uid),
+              "videos_without_narrations": [u for u in uids if not index.by_uid.get(u)],
+              "entries_skipped": dict(sorted(index.skipped.items())),
+              "tolerance_s": params.annotate.tolerance_s}
+    history = {"source": "narrations", "note": "captions are cleaned Ego4D narrations; no prompt was used",
+               "narration_file": report["file"]}
+    return captions, report, history
+
+
+def client_from_params(params: Params) -> ChatClient:
+    llm = params.annotate.llm
+    return ChatClient(model=llm.model, base_url_env=llm.base_url_env, api_key_env=llm.api_key_env,
+                      timeout_s=llm.timeout_s, retries=llm.retries, backoff_s=llm.backoff_s)
+
+
+def resolve_path(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def build_session(params: Params, root: str | Path = ".", client: ChatClient | None = None) -> RefinementSession:
+    """A fresh refinement session over the validation chunks (used by run and by the review form)."""
+    root = Path(root)
+    llm = params.annotate.llm
+    p = paths(root)
+    keyframes, windows = load_inputs(p["keyframes"], p["windows"])
+    chunks = make_chunks(used_keyframes(keyframes, windows), llm.chunk_size)
+    prompt_file = resolve_path(root, llm.initial_prompt_file)
+    try:
+        prompt = prompt_file.read_text()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{prompt_file}: initial prompt not found (annotate.llm.initial_prompt_file)") from err
+    return RefinementSession(client=client or client_from_params(params), cache=ResponseCache(p["cache"]),
+                             initial_prompt=prompt, chunks=select_validation(chunks, llm.validation_sequences),
+                             root=root, max_rounds=llm.max_rounds)
+
+
+def _captions_from_llm(params: Params, root: Path, used: pd.DataFrame):
+    llm = params.annotate.llm
+    session = build_session(params, root)
+    feedback_file = resolve_path(root, llm.feedback_file)
+    entries = load_feedback(feedback_file) if llm.max_rounds > 0 else []
+    replay(session, entries)
+    client, cache = session.client, session.cache
+
+    chunks = make_chunks(used, llm.chunk_size)
+    results: dict[str, ChunkResult] = annotate_chunks(client, cache, session.final_prompt, chunks, root)
+    caption_of: dict[str, str | None] = {}
+    failed_keyframes: set[str] = set()
+    failures = []
+    for chunk in chunks:
+        result = results[chunk.chunk_id]
+        if result.captions is None:
+            failed_keyframes.update(chunk.keyframe_ids)
+            failures.append({"chunk_id": chunk.chunk_id, "keyframe_ids": list(chunk.keyframe_ids),
+                             "error": result.error})
+        for i, kf in enumerate(chunk.keyframe_ids):
+            caption_of[kf] = result.captions[i] if result.captions is not None else None
+    captions = used[["keyframe_id", "uid", "frame", "t"]].copy()
+    captions["caption"] = captions["keyframe_id"].map(caption_of)
+
+    history = session.history()
+    history.update({"feedback_file": str(llm.feedback_file),
+                    "feedback_sha256": sha256_text(feedback_file.read_text()) if feedback_file.exists() else None,
+                    "unused_feedback_entries": session.unused_feedback,
+                    "final_annotation": {"chunks": len(chunks), "failed": failures}})
+    report = {"model": llm.model, "chunk_size": llm.chunk_size, "chunks": len(chunks),
+              "failed_chunks": len(failures), "failed_chunk_ids": [f["chunk_id"] for f in failures],
+              "requests_sent": client.requests_sent, "cache_hits": cache.hits, "cache_misses": cache.misses,
+              "cache_damaged": cache.corrupt, "rounds": len(session.rounds), "accepted": session.accepted,
+              "stop_reason": session.stop_reason, "final_prompt_sha256": sha256_text(session.final_prompt)}
+    return captions, report, history, failed_keyframes
+
+
+# --- targets and report ---------------------------------------------------------------------------
+
+def build_targets(windows: pd.DataFrame, captions: pd.DataFrame, *, joiner: str, dedupe_consecutive: bool,
+                  qc_max_flagged: float, failed_keyframes: set[str] = frozenset()) -> pd.DataFrame:
+    by_id = captions.set_index("keyframe_id")
+    rows = []
+    for w in windows.itertuples(index=False):
+        ids = _ids(w.target_keyframe_ids)
+        # time order from the keyframes' own timestamps, never from list or file order
+        ids = sorted(ids, key=lambda k: (by_id.at[k, "t"], by_id.at[k, "frame"])) if ids else ids
+        texts = [by_id.at[k, "caption"] for k in ids]
+        texts = [t for t in texts if isinstance(t, str) and t]
+        if dedupe_consecutive:
+            texts = [t for i, t in enumerate(texts) if i == 0 or t != texts[i - 1]]
+        n_flagged = int(sum(bool(by_id.at[k, "flagged"]) for k in ids))
+        text: str | None = joiner.join(texts) if texts else None
+        reason = None
+        if not ids:
+            reason = "no_target_frames"
+        elif failed_keyframes.intersection(ids):
+            reason, text = "failed_chunk", None
+        elif not texts:
+            reason = "no_caption"
+        elif n_flagged / len(ids) > qc_max_flagged:
+            reason = "qc_flagged"
+        rows.append({"window_id": str(w.window_id), "task": str(w.task), "split": str(w.split),
+                     "target_text": text, "n_frames": len(ids), "n_flagged": n_flagged,
+                     "dropped": reason is not None, "drop_reason": reason})
+    return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
+
+
+def _length_stats(texts: pd.Series) -> dict[str, float]:
+    lengths = np.array([len(qc.words(t)) for t in texts if isinstance(t, str)])
+    if not len(lengths):
+        return {"n": 0}
+    return {"n": int(len(lengths)), "mean": round(float(lengths.mean()), 3), "median": float(np.median(lengths)),
+            "min": int(lengths.min()), "max": int(lengths.max()),
+            "p10": float(np.percentile(lengths, 10)), "p90": float(np.percentile(lengths, 90))}
+
+
+def build_report(source: str, keyframes: pd.DataFrame, captions: pd.DataFrame, targets: pd.DataFrame) -> dict:
+    has_caption = captions["caption"].notna()
+    kept = targets[~targets["dropped"]]
+    by_task = {}
+    for task, group in targets.groupby("task", sort=True):
+        by_task[str(task)] = {"kept": int((~group["dropped"]).sum()), "dropped": int(group["dropped"].sum()),
+                              "kept_by_split": {str(s): int(n) for s, n in
+                                                group[~group["dropped"]]["split"].value_counts().sort_index().items()}}
+    return {
+        "source": source,
+        "keyframes": {"total": int(len(keyframes)), "used_by_windows": int(len(captions)),
+                      "captioned": int(has_caption.sum()), "without_caption": int((~has_caption).sum())},
+        "flags": qc.count_flags(captions["flags"]),
+        "flagged_keyframes": int(captions["flagged"].sum()),
+        "windows": {"total": int(len(targets)), "kept": int(len(kept)),
+                    "dropped": {r: int((targets["drop_reason"] == r).sum()) for r in DROP_REASONS},
+                    "by_task": by_task},
+        "caption_words": _length_stats(captions["caption"]),
+        "target_words": _length_stats(kept["target_text"]),
+    }
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,276 @@
+"""Checkpoints of the training stage: what is written, how it is read back, and the strict checks.
+
+models/<run>/<task>/
+  model.safetensors   the best weights by validation loss (full, unsharded state dict)
+  config.json         what built them: run, task, switches, the model and train sections of params,
+                      the model's own config dict, and the best epoch/step/validation losses
+  tokenizer/          the task's tokenizer (built from the train split's target texts)
+  state/latest        name of the newest resumable training state below
+  state/step-NNNNNNNNN[-end]/model.safetensors  the latest weights (not the best)
+  state/step-NNNNNNNNN[-end]/train_state.pt     optimizer, scheduler, RNG states, counters, best so far;
+                                           plain tensors and numbers, read with weights_only=True
+
+Every file is written to a temporary name and renamed, and a training state directory becomes
+visible only through the `latest` pointer, so a process killed at any moment leaves either the old
+or the new checkpoint, never half of one. Loading is strict: a missing, unexpected or mis-shaped
+tensor, a truncated file, or a config from another preset raises CheckpointError naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "gazevlm-checkpoint/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+STATE_DIR = "state"
+STATE_FILE = "train_state.pt"
+LATEST_FILE = "latest"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, or does not fit the model it is loaded into."""
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    _replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON (truncated or corrupt?): {err}") from None
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
+                 metadata: Mapping[str, str] | None = None) -> None:
+    """Write a full state dict as safetensors (tied tensors are stored once per name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seen: set[int] = set()
+    tensors = {}
+    for name, t in state_dict.items():
+        t = t.detach().cpu().contiguous()
+        if t.untyped_storage().data_ptr() in seen and t.numel() > 0:
+            t = t.clone()  # safetensors refuses shared storage (e.g. tied embeddings)
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[name] = t
+    tmp = _tmp_name(path)
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, **(metadata or {})})
+    _replace(tmp, path)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read safetensors weights (truncated or corrupt?): {err}") from None
+
+
+def expected_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Global (unsharded) shapes of every state-dict entry; DTensor reports its global shape."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_compatible(expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor],
+                     path: Path, hint: str = "") -> None:
+    """Strict key and shape check with a message that says what differs (never strict=False)."""
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mis_shaped = sorted(k for k in set(expected) & set(weights) if tuple(weights[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or mis_shaped):
+        return
+
+    def show(keys: list[str], fmt=lambda k: k) -> str:
+        head = ", ".join(fmt(k) for k in keys[:5])
+        return head + (f" ... (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {show(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {show(unexpected)}")
+    if mis_shaped:
+        parts.append(f"{len(mis_shaped)} with another shape: "
+                     + show(mis_shaped, lambda k: f"{k} {tuple(weights[k].shape)} vs model {tuple(expected[k])}"))
+    raise CheckpointError(
+        f"{path}: weights do not fit this model ({'; '.join(parts)})."
+        + (f" {hint}" if hint else " Was it saved from another preset, backbone or run?"))
+
+
+# --- resumable training state ------------------------------------------------------------------
+
+def save_train_state(state_root: Path, name: str, weights: Mapping[str, torch.Tensor],
+                     state: Mapping[str, Any]) -> Path:
+    """Write a new state directory `name` (never the one `latest` names), publish it through
+    `latest`, then delete the older ones."""
+    state_root = Path(state_root)
+    state_root.mkdir(parents=True, exist_ok=True)
+    if not name.startswith("step-"):
+        raise ValueError(f"state directory names start with 'step-', got {name!r}")
+    final = state_root / name
+    pointer = state_root / LATEST_FILE
+    if pointer.is_file() and pointer.read_text().strip() == name:
+        raise ValueError(f"{final}: is the published state; a new state needs a new name")
+    tmp = state_root / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_weights(weights, tmp / WEIGHTS_FILE)
+    torch.save(dict(state), tmp / STATE_FILE)
+    with open(tmp / STATE_FILE, "rb") as fh:
+        os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    ptmp = _tmp_name(pointer)
+    ptmp.write_text(name + "\n")
+    _replace(ptmp, pointer)
+    for old in state_root.iterdir():
+        if old.name not in (name, LATEST_FILE) and (old.name.startswith("step-") or old.name.startswith(".step-")):
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_train_state(state_root: Path) -> Path | None:
+    """The directory named by state/latest, or None when no state was ever published."""
+    pointer = Path(state_root) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    target = Path(state_root) / pointer.read_text().strip()
+    if not target.is_dir():
+        raise CheckpointError(f"{pointer}: names {target.name!r}, which does not exist")
+    return target
+
+
+def load_train_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state_dir = Path(state_dir)
+    weights = load_weights(state_dir / WEIGHTS_FILE)
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: training state file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for bad files
+        raise CheckpointError(f"{path}: cannot read training state (truncated or corrupt?): {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} training state")
+    return weights, state
+
+
+# --- the trained model, for evaluation and attention analysis -----------------------------------
+
+def save_tokenizer(tokenizer: Any, directory: Path) -> None:
+    from gazevlm.models import tokenizer as tokmod
+
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if hasattr(tokmod, "save_tokenizer"):
+        tokmod.save_tokenizer(tokenizer, tmp)
+    else:
+        tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.rename(tmp, directory)
+
+
+def load_tokenizer(directory: Path) -> Any:
+    from gazevlm.models import tokenizer as tokmod
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: tokenizer directory not found")
+    try:
+        if hasattr(tokmod, "load_tokenizer"):
+            return tokmod.load_tokenizer(directory)
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{directory}: cannot load the tokenizer: {err}") from None
+
+
+def config_params(config: Mapping[str, Any], path: Path):
+    """The Params a checkpoint was trained with (model and train sections, and its run's switches)."""
+    from gazevlm import params as params_mod
+
+    try:
+        return params_mod.from_dict(config["params"])
+    except (KeyError, TypeError, params_mod.ParamsError) as err:
+        raise CheckpointError(f"{path}: no usable `params` section: {err}") from None
+
+
+def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu"):
+    """(model, tokenizer) of a finished run, in eval mode, for the evaluation and attention stages.
+
+    If `params` is given, its model section must equal the one the checkpoint was trained with (a
+    checkpoint of another preset or variant is refused with the differing keys named), except
+    `weights_dir`, a local path: the caller's is used to build the pretrained parts.
+    """
+    from gazevlm.models import build_model
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    config = read_json(cfg_path)
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config (format={config.get('format')!r})")
+    saved = config_params(config, cfg_path)
+    if params is not None:
+        a, b = _asdict(params.model), _asdict(saved.model)
+        diff = {k: (b.get(k), a.get(k)) for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k) and k != "weights_dir"}
+        if diff:
+            shown = ", ".join(f"model.{k}: checkpoint {v[0]!r} vs params {v[1]!r}" for k, v in diff.items())
+            raise CheckpointError(f"{cfg_path}: checkpoint was trained with other model params ({shown})")
+        saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, weights_dir=params.model.weights_dir))
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+    torch.manual_seed(0)  # every weight is overwritten below; seeding only keeps construction quiet
+    model = build_model(saved, config["run"], tokenizer)
+    weights_path = run_dir / WEIGHTS_FILE
+    weights = load_weights(weights_path)
+    check_compatible(expected_shapes(model), weights, weights_path)
+    model.load_state_dict(weights, strict=True)
+    if "model_config" in config and _jsonable(getattr(model, "config", None)) != config["model_config"]:
+        raise CheckpointError(f"{cfg_path}: model_config differs from the model this code builds "
+                              f"from the same params (code changed since training?)")
+    return model.to(device).eval(), tokenizer
+
+
+def _asdict(obj: Any) -> dict:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str)) if obj is not None else None

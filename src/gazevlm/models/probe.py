@@ -1,0 +1,75 @@
+"""The backbone's own attention over each frame's patches, for comparing models without a gaze block.
+
+openflamingo: the Perceiver's last layer, latents -> patch tokens, mean over heads and latents.
+openflamingo_noperceiver: the last gated cross-attention layer, text tokens after the <image> token
+(and inside attention_mask) -> visual tokens, mean over heads and those tokens.
+Either way the weights on each frame's P patch tokens are renormalised to a distribution per frame
+(B, T, P). A forward hook records the module's inputs and the attention is recomputed from the
+module's own projections, so the forward pass itself is untouched. Only used when asked for.
+"""
+from __future__ import annotations
+
+import torch
+from open_flamingo.src.helpers import MaskedCrossAttention, PerceiverAttention, PerceiverResampler
+from torch import nn
+
+
+class BackboneAttentionProbe:
+    def __init__(self, flamingo: nn.Module, n_frames: int, n_patches: int, attention_mask: torch.Tensor | None,
+                 tokens_at_end: bool = False):
+        self.n_frames, self.n_patches, self.attention_mask = n_frames, n_patches, attention_mask
+        # "pooled_lm" appends one token per frame after all visual tokens (seen by cross-attention only)
+        self.tokens_at_end = tokens_at_end
+        self.attention: torch.Tensor | None = None
+        if isinstance(flamingo.perceiver, PerceiverResampler):
+            self.module = flamingo.perceiver.layers[-1][0]
+        else:
+            xattn = [layer for layer in flamingo.lang_encoder.gated_cross_attn_layers if layer is not None]
+            self.module = xattn[-1].attn
+        self._handle = None
+
+    def __enter__(self) -> "BackboneAttentionProbe":
+        self._handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    @torch.no_grad()
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        if isinstance(module, PerceiverAttention):
+            weights = _perceiver_weights(module, *args)
+        else:
+            weights = _cross_attention_weights(module, args[0], args[1], kwargs.get("media_locations"),
+                                               self.attention_mask)
+            if self.tokens_at_end:
+                weights = weights[:, : -self.n_frames]
+        b = weights.shape[0]
+        per_frame = weights.reshape(b, self.n_frames, -1)[..., : self.n_patches]  # drop a "pooled" token
+        self.attention = per_frame / per_frame.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return x.unflatten(-1, (heads, -1)).movedim(-2, 1)  # (b, ..., n, h*d) -> (b, h, ..., n, d)
+
+
+def _perceiver_weights(module: PerceiverAttention, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """x (b, 1, N, D) media tokens, latents (b, 1, n, D) -> (b, N) mean attention on media tokens."""
+    x, lat = module.norm_media(x), module.norm_latents(latents)
+    q = _heads(module.to_q(lat), module.heads) * module.scale
+    k = _heads(module.to_kv(torch.cat((x, lat), dim=-2)).chunk(2, dim=-1)[0], module.heads)
+    attn = (q.float() @ k.float().transpose(-1, -2)).softmax(dim=-1)  # (b, h, 1, n, N + n)
+    return attn[..., : x.shape[-2]].mean(dim=(1, 3))[:, 0]
+
+
+def _cross_attention_weights(module: MaskedCrossAttention, x: torch.Tensor, media: torch.Tensor,
+                             media_locations: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Text x (b, L, D), media (b, 1, N, D) -> (b, N) mean attention of the text after the media token."""
+    q = _heads(module.to_q(module.norm(x)), module.heads) * module.scale
+    k = _heads(module.to_kv(media.flatten(1, 2)).chunk(2, dim=-1)[0], module.heads)
+    attn = (q.float() @ k.float().transpose(-1, -2)).softmax(dim=-1).mean(dim=1)  # (b, L, N)
+    after_media = media_locations.cumsum(dim=-1) > 0
+    if attention_mask is not None:
+        after_media = after_media & attention_mask.bool()
+    w = after_media.to(attn.dtype).unsqueeze(-1)
+    return (attn * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)

@@ -1,0 +1,348 @@
+"""WebDataset shards of observation windows: writing, and reading per rank and per worker.
+
+Sample layout (see gazevlm.layout): key = window_id; f0.jpg .. f{T-1}.jpg; target.npy (T, gh, gw)
+float32; valid.npy (T,) bool; heatmap.npy (T, S, S) float16; json (metadata incl. target_text and
+absolute frame indices). Frames are read back by their index from the json, never by file order.
+
+Reading: `make_loader` returns a torch DataLoader of model-ready batches. Each of the
+world_size x num_workers readers ("slots") gets a disjoint part of the data without needing an
+initialised process group (see `assign_shards`): whole shards where they divide evenly, the
+remainder shared sample by sample, so every rank sees about the same number of windows (the
+training loop stops an epoch at the rank with the fewest batches). Shards are shuffled with
+(seed, epoch), identically on every rank so the parts stay disjoint, then samples pass through a
+bounded shuffle buffer of still-encoded bytes (small, unlike decoded frames). With
+with_gaze=False the gaze entries are never decoded and the batches carry no gaze keys at all (the
+evaluation reader).
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import webdataset as wds
+
+from gazevlm import layout
+
+GAZE_ENTRIES = ("target.npy", "valid.npy", "heatmap.npy")
+
+
+class ShardError(RuntimeError):
+    """A shard or a sample in it is unreadable or incomplete."""
+
+
+# --------------------------------------------------------------------------------------- writing
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_sample(window_id: str, frames_jpeg: Sequence[bytes], target: np.ndarray, valid: np.ndarray,
+                  heatmap: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    """One window as a WebDataset sample (all values already bytes)."""
+    if "." in window_id:
+        raise ValueError(f"window_id {window_id!r} contains '.', which WebDataset reads as an extension")
+    t = len(frames_jpeg)
+    if target.shape[0] != t or valid.shape != (t,) or heatmap.shape[0] != t:
+        raise ValueError(f"{window_id}: {t} frames but target {target.shape}, valid {valid.shape}, "
+                         f"heatmap {heatmap.shape}")
+    sample: dict[str, Any] = {"__key__": window_id}
+    for i, jpeg in enumerate(frames_jpeg):
+        sample[f"f{i}.jpg"] = jpeg
+    sample["target.npy"] = npy_bytes(target.astype(np.float32))
+    sample["valid.npy"] = npy_bytes(valid.astype(bool))
+    sample["heatmap.npy"] = npy_bytes(heatmap.astype(np.float16))
+    sample["json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
+    return sample
+
+
+def even_shard_size(n_samples: int, max_samples: int) -> int:
+    """Samples per shard so that n_samples fill ceil(n / max) shards evenly (e.g. 266 at most 256
+    -> 133 + 133, not 256 + 10): whole-shard splits between ranks then stay balanced."""
+    if max_samples < 1:
+        raise ValueError(f"heatmaps.shard_max_samples must be >= 1, got {max_samples}")
+    n_shards = max(1, -(-n_samples // max_samples))
+    return max(1, -(-n_samples // n_shards))
+
+
+class ShardSetWriter:
+    """Writes one (task, split) shard set through webdataset.ShardWriter, opened on the first sample
+    (an empty split leaves no empty tar behind), reproducible bytes (fixed mtime)."""
+
+    def __init__(self, pattern: str, max_samples: int) -> None:
+        if max_samples < 1:
+            raise ValueError(f"heatmaps.shard_max_samples must be >= 1, got {max_samples}")
+        self.pattern = pattern
+        self.max_samples = max_samples
+        self.count = 0
+        self.files: list[str] = []
+        self._writer: wds.ShardWriter | None = None
+
+    def write(self, sample: dict[str, Any]) -> None:
+        if self._writer is None:
+            Path(self.pattern).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = wds.ShardWriter(self.pattern, maxcount=self.max_samples, verbose=0,
+                                           encoder=False, mtime=0.0, post=self.files.append)
+        self._writer.write(sample)
+        self.count += 1
+
+    def close(self) -> list[str]:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.files
+
+
+class PooledWriter:
+    """Bounded shuffle on the writing side: windows arrive video by video; a pool of `pool` pending
+    windows emits a random one whenever it is full, so each shard mixes many videos. Pending items
+    stay unencoded (`encode(item)` runs on emission) so windows sharing keyframes share their arrays."""
+
+    def __init__(self, writer: ShardSetWriter, pool: int, rng: random.Random,
+                 encode: Callable[[Any], dict[str, Any]] | None = None) -> None:
+        self.writer, self.pool, self.rng = writer, max(1, pool), rng
+        self.encode = encode or (lambda item: item)
+        self._buf: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        self._buf.append(item)
+        if len(self._buf) > self.pool:
+            self._emit()
+
+    def _emit(self) -> None:
+        k = self.rng.randrange(len(self._buf))
+        self._buf[k], self._buf[-1] = self._buf[-1], self._buf[k]
+        self.writer.write(self.encode(self._buf.pop()))
+
+    def close(self) -> list[str]:
+        while self._buf:
+            self._emit()
+        return self.writer.close()
+
+
+# --------------------------------------------------------------------------------------- reading
+def resolve_files(source: Sequence[str] | tuple[str, str], root: str | Path = layout.SHARDS_DIR) -> list[str]:
+    """A list of shard paths/URLs, or (task, split) looked up under `root`."""
+    if isinstance(source, tuple) and len(source) == 2 and source[0] in layout.TASKS:
+        files = layout.shard_files(source[0], source[1], Path(root))
+        if not files:
+            raise ShardError(f"no shards for task {source[0]!r}, split {source[1]!r} under {root} "
+                             f"(pattern {layout.shard_pattern(source[0], source[1], Path(root))})")
+        return files
+    files = [str(f) for f in source]
+    if not files:
+        raise ShardError("no shard files given")
+    return files
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one slot (rank x worker) reads: whole shards, plus every n_slots-th sample (from `offset`)
+    of the stream of shared shards."""
+
+    whole: list[str]
+    shared: list[str]
+    stride: int
+    offset: int
+
+
+def assign_shards(files: Sequence[str], slot: int, n_slots: int, *, shuffle: bool, seed: int, epoch: int,
+                  mode: str = "auto") -> SlotPlan:
+    """Split the shards among n_slots readers, disjointly and completely.
+
+    The shard order depends only on (seed, epoch), the same for every slot.
+    "auto": the largest multiple of n_slots of the shards is dealt out whole; the few remaining
+    shards are read by every slot, each keeping every n_slots-th of their samples. Counts per slot
+    then differ only by shard-size differences (the writer makes shards even), at the cost of
+    reading fewer than n_slots shards n_slots times.
+    "shards": whole shards only (unequal counts when n_slots does not divide the shard count).
+    "samples": every slot reads every shard and keeps every n_slots-th sample."""
+    if not 0 <= slot < n_slots:
+        raise ValueError(f"slot {slot} outside 0..{n_slots - 1}")
+    if mode not in ("auto", "shards", "samples"):
+        raise ValueError(f"split mode {mode!r} (have auto, shards, samples)")
+    order = sorted(files)
+    if shuffle:
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    if mode == "shards":
+        return SlotPlan(order[slot::n_slots], [], n_slots, slot)
+    k = (len(order) // n_slots) * n_slots if mode == "auto" else 0
+    return SlotPlan(order[:k][slot::n_slots], order[k:], n_slots, slot)
+
+
+class _Slots:
+    """What this rank/worker reads; the worker id is only known inside the worker, so every stage
+    asks at iteration time (deterministic, so all stages of one worker agree)."""
+
+    def __init__(self, files: list[str], rank: int, world_size: int, shuffle: bool, seed: int, epoch: int,
+                 mode: str) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        self.files, self.rank, self.world_size = files, rank, world_size
+        self.shuffle, self.seed, self.epoch, self.mode = shuffle, seed, epoch, mode
+
+    def slot(self) -> tuple[int, int]:
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * n_workers + worker, self.world_size * n_workers
+
+    def plan(self) -> SlotPlan:
+        slot, n_slots = self.slot()
+        return assign_shards(self.files, slot, n_slots, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
+                             mode=self.mode)
+
+
+class _SlotShards(torch.utils.data.IterableDataset):
+    """Pipeline source: {"url": ...} for each shard of this rank/worker."""
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots = slots
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        plan = self.slots.plan()
+        for url in plan.whole + plan.shared:
+            yield {"url": url}
+
+
+def _keep_slot(samples: Iterable[dict[str, Any]], slots: _Slots) -> Iterator[dict[str, Any]]:
+    """Whole shards pass; samples of shared shards are dealt out by their index in the shared stream
+    (the same stream, in the same order, for every slot)."""
+    plan = slots.plan()
+    shared = set(plan.shared)
+    i = 0
+    for sample in samples:
+        if sample.get("__url__") not in shared:
+            yield sample
+            continue
+        if i % plan.stride == plan.offset:
+            yield sample
+        i += 1
+
+
+def _drop_gaze(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for sample in samples:
+        yield {k: v for k, v in sample.items() if k not in GAZE_ENTRIES}
+
+
+def _shuffle(samples: Iterable[dict[str, Any]], slots: _Slots, bufsize: int) -> Iterator[dict[str, Any]]:
+    rng = random.Random(slots.seed * 1_000_003 + slots.epoch * 10_007 + slots.slot()[0])
+    buf: list[dict[str, Any]] = []
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) >= bufsize:
+            k = rng.randrange(len(buf))
+            buf[k], buf[-1] = buf[-1], buf[k]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_sample(raw: dict[str, Any], with_gaze: bool) -> dict[str, Any]:
+    """Raw tar entries -> numpy: frames (T, H, W, 3) uint8 RGB, meta, and the gaze arrays if asked."""
+    where = f"{raw.get('__url__', '?')}: sample {raw.get('__key__', '?')}"
+    try:
+        meta = json.loads(raw["json"])
+        t = len(meta["frames"])
+        frames = []
+        for i in range(t):  # by index from the metadata, never by tar member order
+            data = raw.get(f"f{i}.jpg")
+            if data is None:
+                raise ShardError(f"{where}: missing f{i}.jpg (metadata lists {t} frames)")
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ShardError(f"{where}: f{i}.jpg cannot be decoded")
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        out: dict[str, Any] = {"window_id": raw["__key__"], "frames": np.stack(frames), "meta": meta,
+                               "text": meta["target_text"]}
+        if with_gaze:
+            out["target"] = _load_npy(raw["target.npy"])
+            out["valid"] = _load_npy(raw["valid.npy"])
+            out["heatmap"] = _load_npy(raw["heatmap.npy"])
+            if out["target"].shape[0] != t or out["valid"].shape != (t,):
+                raise ShardError(f"{where}: gaze arrays {out['target'].shape}/{out['valid'].shape} "
+                                 f"do not match {t} frames")
+    except KeyError as err:
+        raise ShardError(f"{where}: missing entry {err}") from err
+    return out
+
+
+def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
+    """Model-ready batch: pixels float32 (B, T, 3, H, W) in [0, 1]; gaze_target (B, T, gh, gw);
+    gaze_valid (B, T) bool; text, window_id, meta lists. No gaze keys when with_gaze is False."""
+    shapes = {s["frames"].shape for s in samples}
+    if len(shapes) != 1:
+        raise ShardError(f"cannot batch windows of different shapes {sorted(shapes)}: "
+                         f"{[s['window_id'] for s in samples]}")
+    pixels = torch.from_numpy(np.stack([s["frames"] for s in samples])).permute(0, 1, 4, 2, 3)
+    batch: dict[str, Any] = {
+        "pixels": pixels.float().div_(255.0),
+        "text": [s["text"] for s in samples],
+        "window_id": [s["window_id"] for s in samples],
+        "meta": [s["meta"] for s in samples],
+    }
+    if with_gaze:
+        batch["gaze_target"] = torch.from_numpy(np.stack([s["target"] for s in samples]).astype(np.float32))
+        batch["gaze_valid"] = torch.from_numpy(np.stack([s["valid"] for s in samples]).astype(bool))
+    return batch
+
+
+def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                 shuffle_buffer: int = 64, drop_last: bool = False, split_mode: str = "auto",
+                 root: str | Path = layout.SHARDS_DIR) -> wds.DataPipeline:
+    """The IterableDataset behind `make_loader` (yields whole batches)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = resolve_files(source, root)
+    slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
+    stages: list[Any] = [_SlotShards(slots), wds.tarfile_to_samples(), partial(_keep_slot, slots=slots)]
+    if not with_gaze:
+        stages.append(_drop_gaze)
+    if shuffle and shuffle_buffer > 1:
+        stages.append(partial(_shuffle, slots=slots, bufsize=shuffle_buffer))
+    stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze)))
+    stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze),
+                              partial=not drop_last))
+    return wds.DataPipeline(*stages)
+
+
+def make_loader(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
+                world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                shuffle_buffer: int = 64, num_workers: int = 0, drop_last: bool = False,
+                split_mode: str = "auto", root: str | Path = layout.SHARDS_DIR) -> torch.utils.data.DataLoader:
+    """Batches for one rank (see the module docstring). `source`: shard paths/URLs or (task, split).
+
+    split_mode: "auto" (whole shards, the remainder shared by samples), "shards" or "samples"
+    (see `assign_shards`).
+    Deterministic given (seed, epoch, rank, world_size, num_workers)."""
+    dataset = make_dataset(source, batch_size=batch_size, with_gaze=with_gaze, rank=rank, world_size=world_size,
+                           shuffle=shuffle, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
+                           drop_last=drop_last, split_mode=split_mode, root=root)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                                       persistent_workers=False)
+
+
+def iter_samples(source: Sequence[str] | tuple[str, str], with_gaze: bool = True,
+                 root: str | Path = layout.SHARDS_DIR) -> Iterator[dict[str, Any]]:
+    """Every sample in file order, decoded to numpy (analysis; no shuffling, no splitting)."""
+    for url in resolve_files(source, root):
+        for raw in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
+            yield decode_sample(raw, with_gaze)
+
+
+def count_samples(source: Sequence[str] | tuple[str, str], root: str | Path = layout.SHARDS_DIR) -> int:
+    """Number of samples (reads the tar headers only through webdataset; no decoding)."""
+    return sum(1 for url in resolve_files(source, root)
+               for _ in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()))

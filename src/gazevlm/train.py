@@ -1,0 +1,661 @@
+"""The training stage: `python -m gazevlm.train --params params.yaml --run gaze --task future`.
+
+One entry point for one process (plain `python -m`), N processes (`torchrun --nproc_per_node N`) and
+N nodes (torchrun rendezvous): FSDP2 over all ranks, the optimizer built after sharding, gradient
+accumulation with gradient sync on the last micro-batch only, global-norm clipping on the sharded
+gradients, AdamW with warmup and a constant or cosine schedule, bf16 autocast on GPU only.
+Loss = CE + lambda * gaze KL; runs differ only by their switches in params.yaml (`runs`).
+
+Each epoch ends with the validation loss; the best epoch by validation loss (`train.select_on`)
+is kept as models/<run>/<task>/model.safetensors; the latest resumable state is kept under
+models/<run>/<task>/state/ (see gazevlm.checkpoint) and a rerun resumes from it bit-exactly on CPU.
+Curves go to DVCLive in reports/train/<run>/<task>/. `run(params, run)` is the notebook's entry: it
+launches torchrun once per task.
+
+The committed params.yaml trains the tiny preset (lr 3e-4, global batch 16). The paper trained its
+OpenFlamingo (`model.preset: paper`) with lr 7e-5, global batch 32, 10 epochs, vision encoder frozen:
+  dvc exp run -S model.preset=paper -S train.lr=7e-5 -S train.batch_size=32 -S train.epochs=10
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+
+from gazevlm import checkpoint as ckpt
+from gazevlm import distributed, layout
+from gazevlm import params as params_mod
+from gazevlm.checkpoint import CheckpointError, load_trained  # noqa: F401  (re-exported for the stages)
+from gazevlm.params import Params
+from gazevlm.train_data import DataSource, ShardSource, VisionFeatureCache, full_groups
+
+TRAIN_REPORTS = layout.REPORTS_DIR / "train"
+SCHEDULES = ("constant", "cosine")
+SELECT_ON = ("ce", "loss")
+# train keys that may change between a run and its resumption (they do not change the trajectory
+# of the steps already taken); every other key of the fingerprint must match to resume.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "nproc_per_node", "checkpoint_every_steps", "tasks",
+                     "cpu_threads")
+
+
+def report_dir(run: str, task: str, root: Path = TRAIN_REPORTS) -> Path:
+    """DVCLive directory of one run and task: metrics.json and plots/metrics/{train,val}/*.tsv."""
+    return Path(root) / run / task
+
+
+# --- the model side, behind one seam -------------------------------------------------------------
+
+def _model_api() -> SimpleNamespace:
+    """The functions of gazevlm.models / gazevlm.losses the loop uses (tests may stand in for them)."""
+    from gazevlm import losses, models
+    from gazevlm.models import text, tokenizer
+
+    def build_tokenizer(params: Params, texts: list[str]):
+        if hasattr(models, "build_tokenizer"):
+            return models.build_tokenizer(params, texts)
+        lm = models.get_preset(params.model.preset).lm
+        if "hub" in lm:  # a pretrained LM brings its own tokenizer (paper preset: OPT's)
+            wd = params.model.weights_dir
+            return tokenizer.load_pretrained_tokenizer(Path(wd) / lm["local"] if wd else lm["hub"])
+        return tokenizer.build_word_tokenizer(texts)  # tiny preset: words of the train targets
+
+    return SimpleNamespace(build_model=models.build_model, build_tokenizer=build_tokenizer,
+                           encode_train=text.encode_train, gaze_kl=losses.gaze_kl, total_loss=losses.total_loss,
+                           vocab_fingerprint=tokenizer.vocabulary_fingerprint)
+
+
+def vision_tower(model: nn.Module) -> nn.Module | None:
+    """The (frozen) vision encoder sub-module, found by name."""
+    for attr in ("vision_tower", "vision_encoder"):
+        found = getattr(model, attr, None)
+        if callable(found) and not isinstance(found, nn.Module):
+            found = found()
+        if isinstance(found, nn.Module):
+            return found
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "vision_encoder":
+            return module
+    return None
+
+
+# --- schedule, seeds, fingerprint ---------------------------------------------------------------
+
+@dataclass
+class WarmupSchedule:
+    """LR factor per optimizer step: linear warmup, then constant or cosine to 0 at `total` steps.
+    A callable object (not a closure) so LambdaLR's state dict holds plain numbers."""
+
+    warmup: int
+    total: int
+    kind: str = "constant"
+
+    def __call__(self, step: int) -> float:
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        span = max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - self.warmup) / span)))
+
+
+def micro_batch_size(global_batch: int, world_size: int, grad_accum: int) -> int:
+    """Samples per rank per micro-batch; the global batch must split evenly."""
+    if grad_accum < 1:
+        raise ValueError(f"params.train.grad_accum must be >= 1, got {grad_accum}")
+    if global_batch % (world_size * grad_accum):
+        raise ValueError(f"params.train.batch_size={global_batch} is not divisible by world_size ({world_size}) "
+                         f"x grad_accum ({grad_accum})")
+    return global_batch // (world_size * grad_accum)
+
+
+def run_seed(params: Params, run: str) -> int:
+    return int(params.train.seed) + int(getattr(params.run(run), "seed", 0) or 0)
+
+
+def _switches(params: Params, run: str) -> dict:
+    sw = dataclasses.asdict(params.run(run))
+    sw["lambda"] = sw.pop("lam")
+    return sw
+
+
+def fingerprint(params: Params, run: str, task: str, vocab: str) -> str:
+    """What a resumed run must share with the run that wrote the state."""
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in RESUMABLE_CHANGES}
+    blob = {"model": dataclasses.asdict(params.model), "run": _switches(params, run), "train": train,
+            "task": task, "vocab": vocab}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict:
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --- one forward pass -----------------------------------------------------------------------------
+
+@dataclass
+class StepConfig:
+    task: str
+    lam: float
+    kl_direction: str
+    kl_reduction: str
+    kl_eps: float
+    device: torch.device
+
+
+def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNamespace, cfg: StepConfig,
+                   cache: VisionFeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(loss, ce, kl or None) of one micro-batch; kl is None when the model has no gaze block."""
+    pixels = batch["pixels"].to(cfg.device, non_blocking=True)
+    n_frames = int(pixels.shape[1])
+    enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames)
+    if not isinstance(enc, dict):
+        enc = dict(zip(("input_ids", "attention_mask", "labels"), enc))
+    enc = {k: v.to(cfg.device) for k, v in enc.items()}
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.type == "cuda"
+                else contextlib.nullcontext())  # bf16 needs no loss scaler; CPU stays float32
+    with autocast:
+        if cache is not None:
+            features = cache(list(batch["window_id"]), pixels)
+            out = model(pixels=None, vision_features=features, **enc)
+        else:
+            out = model(pixels=pixels, **enc)
+    ce = out.loss.float()
+    attention = getattr(out, "attention", None)
+    kl = None
+    if attention is not None:
+        kl = api.gaze_kl(attention.float(), batch["gaze_target"].to(cfg.device), batch["gaze_valid"].to(cfg.device),
+                         direction=cfg.kl_direction, reduction=cfg.kl_reduction, eps=cfg.kl_eps)
+    loss = api.total_loss(ce, kl, cfg.lam)
+    return loss, ce, kl
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def _check_params(params: Params, run: str, task: str) -> None:
+    tp, rp = params.train, params.run(run)
+    if task not in layout.TASKS:
+        raise ValueError(f"unknown task {task!r} (have {layout.TASKS})")
+    if tp.schedule not in SCHEDULES:
+        raise ValueError(f"params.train.schedule={tp.schedule!r} (have {SCHEDULES})")
+    if tp.select_on not in SELECT_ON:
+        raise ValueError(f"params.train.select_on={tp.select_on!r} (have {SELECT_ON})")
+    if tp.epochs < 1 or tp.batch_size < 1:
+        raise ValueError(f"params.train: epochs ({tp.epochs}) and batch_size ({tp.batch_size}) must be >= 1")
+    if rp.lam and not rp.block:
+        raise ValueError(f"params.runs.{run}: lambda={rp.lam} needs block: true (no attention to regularise)")
+
+
+def _full_state(model: nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """Full (unsharded) model and optimizer state on rank 0, CPU; empty dicts on the other ranks."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=opts)
+    optim = get_optimizer_state_dict(model, opt, options=opts) if opt is not None else None
+    return weights, optim
+
+
+def _truncate_live_logs(live_dir: Path, last_step: int) -> None:
+    """Drop DVCLive rows written after the state we resume from (a killed run logged past it)."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        header, rows = lines[0], lines[1:]
+        col = header.split("\t").index("step") if "step" in header.split("\t") else None
+        if col is None:
+            continue
+        kept = [r for r in rows if r and int(float(r.split("\t")[col])) <= last_step]
+        tsv.write_text("\n".join([header, *kept]) + "\n")
+
+
+def _open_live(live_dir: Path, resume: bool):
+    from dvclive import Live
+
+    # dvc.yaml declares the plots; DVCLive must not write its own dvc.yaml or save experiments.
+    return Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None)
+
+
+def train(params: Params, run: str, task: str, *, out_dir: str | Path | None = None,
+          live_dir: str | Path | None = None, shards_root: str | Path = layout.SHARDS_DIR,
+          data: DataSource | None = None, device: str = "auto", resume: str = "auto",
+          progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> dict:
+    """Train one (run, task) on every rank of the process group; returns the summary (rank 0).
+
+    resume: auto (continue from models/<run>/<task>/state if present) | never (start afresh, deleting
+    it) | must (fail if there is no state). `on_step(step, epoch)` is called after each optimizer step.
+    """
+    if resume not in ("auto", "never", "must"):
+        raise ValueError(f"resume={resume!r} (auto | never | must)")
+    _check_params(params, run, task)
+    ctx = distributed.init(device)
+    threads = torch.get_num_threads()
+    if ctx.device.type == "cpu" and params.train.cpu_threads > 0:
+        torch.set_num_threads(params.train.cpu_threads)
+    try:
+        return _train(ctx, params, run, task,
+                      out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task),
+                      live_dir=Path(live_dir) if live_dir else report_dir(run, task),
+                      data=data or ShardSource(task, Path(shards_root), params.train.shuffle_buffer,
+                                               params.train.num_workers),
+                      resume=resume, progress=progress, on_step=on_step)
+    finally:
+        torch.set_num_threads(threads)
+        distributed.shutdown(ctx)
+
+
+def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *, out_dir: Path, live_dir: Path,
+           data: DataSource, resume: str, progress: bool, on_step: Callable[[int, int], None] | None) -> dict:
+    from tqdm.auto import tqdm
+
+    api = _model_api()
+    tp, rp = params.train, params.run(run)
+    micro = micro_batch_size(tp.batch_size, ctx.world_size, tp.grad_accum)
+    seed = run_seed(params, run)
+    state_root = out_dir / ckpt.STATE_DIR
+
+    # Tokenizer: the same deterministic build from the train targets on every rank and for every run.
+    texts = data.train_texts()
+    if not texts:
+        raise ValueError(f"{task}: the train split has no samples")
+    tokenizer = api.build_tokenizer(params, texts)
+    vocab = api.vocab_fingerprint(tokenizer)
+    fp = fingerprint(params, run, task, vocab)
+    n_train = data.num_samples("train")
+    steps_per_epoch = n_train // tp.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{task}: {n_train} train samples, fewer than one global batch ({tp.batch_size})")
+
+    # Model: identical initialisation on every rank (same seed), vision tower frozen and kept whole.
+    _seed_all(seed)
+    model = api.build_model(params, run, tokenizer)
+    tower = vision_tower(model)
+    frozen = bool(tp.freeze_vision and tower is not None)
+    if tp.freeze_vision and tower is None:
+        raise ValueError("params.train.freeze_vision: the model has no `vision_encoder` module to freeze")
+    if frozen:
+        tower.requires_grad_(False)
+    model.to(ctx.device)
+    distributed.shard_model(model, ctx, ignored=[tower] if frozen else [])
+    trainable = [p for p in model.trainable_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    # AFTER sharding: the optimizer must hold the sharded (DTensor) parameters.
+    # fused: one kernel over the local shards (the per-tensor loop is 3x slower on DTensors on CPU)
+    opt = torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=True)
+    total_steps = steps_per_epoch * tp.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(tp.warmup_steps, total_steps, tp.schedule))
+    cache = VisionFeatureCache(model.encode_vision) if (tp.cache_vision_features and frozen) else None
+    step_cfg = StepConfig(task=task, lam=float(rp.lam), kl_direction=tp.kl_direction,
+                          kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=ctx.device)
+
+    # Resume (rank 0 reads; weights and optimizer are broadcast so other nodes need no shared disk).
+    meta: dict[str, Any] = {"found": False}
+    weights: dict = {}
+    optim_state: dict = {}
+    if ctx.is_main:
+        try:
+            found = None if resume == "never" else ckpt.find_train_state(state_root)
+            if found is None and resume == "must":
+                raise CheckpointError(f"{state_root}: no training state to resume from")
+            if found is None:  # a fresh run: nothing of an earlier one may survive next to it
+                shutil.rmtree(state_root, ignore_errors=True)
+                (out_dir / ckpt.WEIGHTS_FILE).unlink(missing_ok=True)
+                (out_dir / ckpt.CONFIG_FILE).unlink(missing_ok=True)
+            else:
+                weights, st = ckpt.load_train_state(found)
+                if st["fingerprint"] != fp:
+                    raise CheckpointError(
+                        f"{found / ckpt.STATE_FILE}: state of another configuration (fingerprint {st['fingerprint']}"
+                        f", this run {fp}): params, run switches, task or tokenizer changed; rerun with "
+                        f"--resume never to start afresh")
+                ckpt.check_compatible(ckpt.expected_shapes(model), weights, found / ckpt.WEIGHTS_FILE)
+                optim_state = st.pop("optimizer")
+                meta = {"found": True, "dir": str(found), **st}
+        except CheckpointError as err:
+            meta = {"error": str(err)}
+    box = [meta]
+    if ctx.world_size > 1:
+        dist.broadcast_object_list(box, src=0)
+    meta = box[0]
+    if "error" in meta:
+        raise CheckpointError(meta["error"])
+
+    start_epoch, skip_steps, step, elapsed = 0, 0, 0, 0.0
+    last: dict[str, float] = {}
+    best: dict[str, Any] = {"value": math.inf, "epoch": -1, "step": 0}
+    pending_rng = None
+    if meta["found"]:
+        load_opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=True)
+        distributed.load_full_state_dict(model, weights, ctx)
+        set_optimizer_state_dict(model, opt, optim_state if ctx.is_main else {}, options=load_opts)
+        sched.load_state_dict(meta["scheduler"])
+        start_epoch, skip_steps, step = meta["epoch"], meta["steps_in_epoch"], meta["step"]
+        best, elapsed, last = meta["best"], meta["elapsed_s"], meta["last"]
+        if meta["world_size"] == ctx.world_size:
+            pending_rng = meta["rng"][ctx.rank]
+        elif skip_steps:
+            raise CheckpointError(f"{meta['dir']}: a mid-epoch state of {meta['world_size']} ranks cannot resume "
+                                  f"on {ctx.world_size}")
+        else:
+            _seed_all(seed + 7919 * (step + 1) + ctx.rank)
+    else:
+        _seed_all(seed + 7919 + ctx.rank)  # per-rank dropout streams, fixed by the seed
+    del weights, optim_state
+
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.save_tokenizer(tokenizer, out_dir / ckpt.TOKENIZER_DIR)
+        if meta["found"]:
+            _truncate_live_logs(live_dir, step)
+    live = _open_live(live_dir, resume=meta["found"]) if ctx.is_main else None
+    if live is not None:
+        live.log_params({"run": run, "task": task, "world_size": ctx.world_size, "seed": seed,
+                         "micro_batch": micro, "steps_per_epoch": steps_per_epoch})
+
+    def save_state(epoch: int, steps_in_epoch: int, full_weights: dict, full_optim: dict) -> None:
+        rngs = distributed.gather_objects(_rng_state(ctx.device), ctx)
+        if ctx.is_main:
+            # an epoch-end state may follow a mid-epoch one at the same step: distinct names
+            name = f"step-{step:09d}" + ("" if steps_in_epoch else "-end")
+            ckpt.save_train_state(state_root, name, full_weights, {
+                "format": ckpt.FORMAT, "fingerprint": fp, "optimizer": full_optim,
+                "scheduler": sched.state_dict(), "rng": rngs, "epoch": epoch, "steps_in_epoch": steps_in_epoch,
+                "step": step, "best": best, "elapsed_s": elapsed + (time.perf_counter() - t_start),
+                "last": last, "world_size": ctx.world_size})
+
+    def run_train_mode() -> None:
+        model.train()
+        if frozen:
+            tower.eval()  # a frozen tower stays deterministic (dropout/batch statistics off)
+
+    template: dict | None = None  # a batch for ranks with nothing left to validate (FSDP needs every rank)
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, tp.epochs):
+        if pending_rng is not None and skip_steps == 0:
+            _set_rng_state(pending_rng, ctx.device)
+            pending_rng = None
+        groups = full_groups(data.batches("train", epoch=epoch, rank=ctx.rank, world_size=ctx.world_size,
+                                          batch_size=micro, shuffle=True, seed=seed),
+                             tp.grad_accum, micro)
+        steps_in_epoch = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"{run}/{task} epoch {epoch + 1}/{tp.epochs}",
+                   disable=not (ctx.is_main and progress), leave=False, dynamic_ncols=True)
+        run_train_mode()
+        while True:
+            group = next(groups, None)
+            if not distributed.all_true(group is not None, ctx):
+                if pending_rng is not None:  # the state was written after this epoch's last step
+                    _set_rng_state(pending_rng, ctx.device)
+                    pending_rng = None
+                break  # the rank with the fewest full batches ends the epoch for all
+            if steps_in_epoch < skip_steps:  # resuming mid-epoch: these steps are in the state already
+                steps_in_epoch += 1
+                bar.update(1)
+                continue
+            if pending_rng is not None:
+                _set_rng_state(pending_rng, ctx.device)
+                pending_rng = None
+            template = group[0] if template is None else template
+            t0 = time.perf_counter()
+            sums = torch.zeros(4, dtype=torch.float64)
+            for i, mb in enumerate(group):
+                model.set_requires_gradient_sync(i == len(group) - 1)
+                loss, ce, kl = forward_losses(model, mb, tokenizer, api, step_cfg, cache)
+                (loss / len(group)).backward()
+                sums += torch.tensor([loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0],
+                                     dtype=torch.float64)
+            # clip_grad_norm_ on DTensor gradients reduces the shard norms over the mesh: the global norm
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, tp.grad_clip if tp.grad_clip > 0 else math.inf)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            steps_in_epoch += 1
+            tot = distributed.all_reduce(sums, ctx)
+            n = tot[3].item()
+            last = {"loss": tot[0].item() / n, "ce": tot[1].item() / n, "lr": lr, "grad_norm": grad_norm,
+                    "step_time_s": time.perf_counter() - t0}
+            if rp.block:  # the KL exists (and is logged, lambda 0 or not) whenever there is a block
+                last["kl"] = tot[2].item() / n
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"{run}/{task}: non-finite training loss at step {step} (epoch {epoch})")
+            if live is not None:
+                live.step = step
+                for k, v in last.items():
+                    live.log_metric(f"train/{k}", v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+            if tp.checkpoint_every_steps and step % tp.checkpoint_every_steps == 0:
+                w, o = _full_state(model, opt)
+                save_state(epoch, steps_in_epoch, w, o)
+            if on_step is not None:
+                on_step(step, epoch)
+        bar.close()
+        skip_steps = 0  # only the epoch a mid-epoch state was written in is partly done
+        if steps_in_epoch == 0:
+            raise ValueError(f"{run}/{task}: epoch {epoch} had no full batch of {micro} samples on some rank "
+                             f"({ctx.world_size} ranks); fewer train samples or shards than ranks?")
+
+        val = validate(model, data, tokenizer, api, step_cfg, ctx, micro * tp.grad_accum, seed, template,
+                       cache, has_block=bool(rp.block))
+        run_train_mode()
+        if not all(math.isfinite(v) for v in val.values()):
+            raise FloatingPointError(f"{run}/{task}: non-finite validation losses {val} after epoch {epoch + 1}")
+        if live is not None:
+            live.step = step
+            for k, v in val.items():
+                live.log_metric(f"val/{k}", v)
+            live.log_metric("epoch", epoch + 1, plot=False)
+        score = val[tp.select_on]
+        improved = score < best["value"]
+        full_weights, full_optim = _full_state(model, opt)
+        if improved:
+            best = {"value": score, "epoch": epoch + 1, "step": step, **{f"val_{k}": v for k, v in val.items()}}
+            if ctx.is_main:
+                _save_best(out_dir, full_weights, params, run, task, model, best, ctx.world_size, fp)
+        save_state(epoch + 1, 0, full_weights, full_optim)
+        del full_weights, full_optim
+        if live is not None:
+            live.summary.update({"best_epoch": best["epoch"], f"best_val_{tp.select_on}": best["value"]})
+            live.make_summary()
+
+    elapsed += time.perf_counter() - t_start
+    summary = {"run": run, "task": task, "world_size": ctx.world_size, "device": str(ctx.device),
+               "steps": step, "epochs": tp.epochs, "steps_per_epoch": steps_per_epoch, "micro_batch": micro,
+               "best": best, "select_on": tp.select_on, "train_time_s": round(elapsed, 3),
+               "last": last, "fingerprint": fp}
+    if cache is not None:
+        summary["vision_cache"] = {"samples": len(cache.features), "bytes": cache.nbytes, "hits": cache.hits,
+                                   "misses": cache.misses}
+    if live is not None:
+        live.summary.update({"train_time_s": summary["train_time_s"], "world_size": ctx.world_size})
+        live.end()
+        ckpt.write_json(live_dir / "summary.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def validate(model: nn.Module, data: DataSource, tokenizer: Any, api: SimpleNamespace, cfg: StepConfig,
+             ctx: distributed.DistContext, batch_size: int, seed: int, template: dict | None,
+             cache: VisionFeatureCache | None, has_block: bool) -> dict[str, float]:
+    """Mean validation loss/ce/kl over the whole val split (weighted by samples, all ranks)."""
+    model.eval()
+    # val features are cached too: the val set is the same every epoch (keys are window ids).
+    it = iter(data.batches("val", epoch=0, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size,
+                           shuffle=False, seed=seed))
+    sums = torch.zeros(4, dtype=torch.float64)
+    while True:
+        batch = next(it, None)
+        if not distributed.any_true(batch is not None, ctx):
+            break
+        template = batch if batch is not None else template
+        if template is None:
+            raise ValueError("validation: a rank has no batch at all to keep FSDP in step")
+        loss, ce, kl = forward_losses(model, template, tokenizer, api, cfg, cache)
+        if batch is not None:  # a rank that ran out only joins the collective forward, unweighted
+            n = len(batch["window_id"])
+            sums += torch.tensor([loss.item() * n, ce.item() * n, (kl.item() if kl is not None else 0.0) * n, n],
+                                 dtype=torch.float64)
+    tot = distributed.all_reduce(sums, ctx)
+    if tot[3] == 0:
+        raise ValueError("validation split is empty")
+    out = {"loss": tot[0].item() / tot[3].item(), "ce": tot[1].item() / tot[3].item()}
+    if has_block:
+        out["kl"] = tot[2].item() / tot[3].item()
+    return out
+
+
+def _save_best(out_dir: Path, weights: dict, params: Params, run: str, task: str, model: nn.Module,
+               best: dict, world_size: int, fp: str) -> None:
+    ckpt.save_weights(weights, out_dir / ckpt.WEIGHTS_FILE, metadata={"run": run, "task": task})
+    config = {
+        "format": ckpt.FORMAT, "run": run, "task": task,
+        "params": {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train),
+                   "runs": {run: _switches(params, run)}},
+        "model_config": json.loads(json.dumps(getattr(model, "config", None), sort_keys=True, default=str)),
+        "best": best, "world_size": world_size, "fingerprint": fp,
+    }
+    ckpt.write_json(out_dir / ckpt.CONFIG_FILE, config)
+
+
+# --- the notebook's entry: torchrun per task --------------------------------------------------------
+
+def torchrun_command(nproc_per_node: int | str) -> list[str]:
+    """torchrun on one node; --standalone picks a free local rendezvous port (none is hard-coded)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
+
+
+def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yaml",
+        tasks: Sequence[str] | None = None, nproc_per_node: int | str | None = None,
+        extra_args: Sequence[str] = (), stream: Callable[[str], None] | None = print,
+        launcher: Sequence[str] | None = None) -> dict:
+    """Launch `torchrun --standalone -m gazevlm.train` for each task of `run`; write reports/train/<run>.json.
+
+    `launcher` replaces the torchrun prefix (e.g. a Slurm srun line); the module and its arguments follow it."""
+    params.run(run)  # a clear error for an unknown run name before anything starts
+    tasks = list(tasks or params.train.tasks)
+    nproc = nproc_per_node or params.train.nproc_per_node
+    report: dict[str, Any] = {"run": run, "switches": _switches(params, run), "nproc_per_node": nproc, "tasks": {}}
+    for task in tasks:
+        cmd = [*(launcher or torchrun_command(nproc)),
+               # --run-name: torchrun's own parser rejects `--run` (a prefix of its --run-path)
+               "-m", "gazevlm.train", "--params", str(params_file), "--run-name", run, "--task", task, *extra_args]
+        env = {**os.environ, "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        tail: list[str] = []
+        for line in proc.stdout:  # shown in the notebook, and kept for the error message
+            tail = (tail + [line.rstrip()])[-40:]
+            if stream is not None:
+                stream(line.rstrip())
+        if proc.wait() != 0:
+            raise RuntimeError(f"training {run}/{task} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                               + "\n".join(tail))
+        summary_path = report_dir(run, task) / "summary.json"
+        report["tasks"][task] = {**ckpt.read_json(summary_path), "wall_time_s": round(time.perf_counter() - t0, 3)}
+        # one file per (run, task): dvc.yaml trains each pair in its own stage
+        ckpt.write_json(report_dir(run, task) / "report.json",
+                        {**{k: v for k, v in report.items() if k != "tasks"}, "task": task, **report["tasks"][task]})
+    return report
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set expects section.key=value, got {item!r}")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gazevlm.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--run", "--run-name", dest="run", required=True,
+                    help="a run named under `runs` in params (base, lambda0, gaze)")
+    ap.add_argument("--task", required=True, choices=layout.TASKS)
+    ap.add_argument("--out", default=None, help="checkpoint directory (default: models/<run>/<task>)")
+    ap.add_argument("--live-dir", default=None, help="DVCLive directory (default: reports/train/<run>/<task>)")
+    ap.add_argument("--shards", default=str(layout.SHARDS_DIR), help="shards root (default: data/shards)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--resume", default="auto", choices=("auto", "never", "must"))
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a params key for this invocation (e.g. --set train.epochs=1)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    # FSDP2 warns once per module class that returns a view (a hazard only for in-place ops on it);
+    # tests/test_train.py::test_sharded_gradients_equal_the_plain_model_gradients checks the gradients.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+    params = params_mod.load(args.params)
+    overrides = _parse_overrides(args.set)
+    if overrides:
+        params = params_mod.with_overrides(params, **overrides)
+    summary = train(params, args.run, args.task, out_dir=args.out, live_dir=args.live_dir, shards_root=args.shards,
+                    device=args.device, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best"]
+        print(f"{args.run}/{args.task}: {summary['steps']} steps on {summary['world_size']} rank(s) in "
+              f"{summary['train_time_s']:.1f} s; best epoch {best['epoch']} "
+              f"(val {summary['select_on']} {best['value']:.4f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

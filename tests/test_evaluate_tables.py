@@ -1,0 +1,172 @@
+"""Paper-shaped tables, the ablation tables built from `dvc exp show --json`, and ablations.mk."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gazevlm import params as gparams
+from gazevlm.evaluate import ablations as A
+from gazevlm.evaluate import tables as T
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def est(mean, half=0.02):
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
+RECORDS = {
+    ("base", "future"): {"n": 30, "semantic": est(0.41)}, ("gaze", "future"): {"n": 30, "semantic": est(0.52)},
+    ("lambda0", "future"): {"n": 30, "semantic": est(0.43)},
+    ("base", "activity"): {"n": 20, "semantic": est(0.60)}, ("gaze", "activity"): {"n": 20, "semantic": est(0.61)},
+    ("lambda0", "activity"): {"n": 20, "semantic": est(0.59)},
+}
+COMPARISONS = {
+    "future": {"gaze_vs_base": {"semantic": {"diff": 0.11, "ci_low": 0.05, "ci_high": 0.17, "p_value": 0.0009, "n": 30}}},
+    "activity": {"gaze_vs_base": {"semantic": {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_value": 0.41, "n": 20}}},
+}
+
+
+def test_table1_has_ours_and_the_paper_reference_group(tmp_path):
+    num, disp = T.table1(RECORDS, COMPARISONS, backbone="openflamingo", label="openflamingo (tiny)")
+    assert list(num["backbone"]) [0] == "OpenFlamingo" and num.loc[0, "ours"] == "openflamingo (tiny)"
+    assert len(num) == len(T.PAPER_TABLE1)                     # every paper backbone listed for reference
+    row = num.iloc[0]
+    assert row["future_base"] == 0.41 and row["future_gaze"] == 0.52 and row["future_gain"] == 0.11
+    assert row["future_p"] == 0.0009 and row["activity_n"] == 20
+    assert row["paper_future_base"] == 0.6525 and row["paper_future_gaze"] == 0.7505
+    assert row["paper_future_gain"] == pytest.approx(0.098)
+    assert pd.isna(num.iloc[1]["future_base"]) and num.iloc[1]["paper_future_base"] == 0.6155
+    cols = list(disp.columns)
+    assert cols.index("ours: future base") < cols.index("ours: future gain") < cols.index("ours: activity base")
+    assert all(c in cols for c in ("paper Ego4D: future base", "paper Ego4D: activity gain"))
+    assert disp.loc[0, "ours: future gain"] == "+0.110 [+0.050, +0.170], p < 0.001"
+    assert disp.loc[0, "ours: future base"] == "0.410 [0.390, 0.430]"
+    assert disp.loc[1, "ours: future base"] == T.DASH
+    paths = T.write_table(num, disp, tmp_path / "table1", "Table 1 shape.")
+    md = (tmp_path / "table1.md").read_text()
+    assert md.startswith("Table 1 shape.") and "| OpenFlamingo" in md and "0.7505" in md
+    assert pd.read_csv(tmp_path / "table1.csv").shape == num.shape and len(paths) == 2
+
+
+def test_table1_unknown_backbone_gets_its_own_row():
+    num, _ = T.table1(RECORDS, COMPARISONS, backbone="mybackbone")
+    assert num.loc[0, "backbone"] == "mybackbone" and pd.isna(num.loc[0, "paper_future_base"])
+    assert len(num) == len(T.PAPER_TABLE1) + 1
+
+
+def test_lambda_table_when_a_sweep_exists():
+    P = gparams.Params()
+    sweep = T.lambda_sweep(P.runs)
+    assert sweep == {0.0: "lambda0", 100.0: "gaze"}
+    assert T.lambda_sweep({"base": gparams.RunParams(), "gaze": gparams.RunParams(block=True, lam=100)}) == {}
+    num, disp = T.lambda_table(RECORDS, sweep, backbone="openflamingo")
+    assert num.loc[0, "future_lambda_0"] == 0.43 and num.loc[0, "future_lambda_100"] == 0.52
+    assert num.loc[0, "paper_future_lambda_1000"] == 0.7354
+    assert "ours: activity λ=100 (gaze)" in disp.columns and "paper Ego4D: future λ=0" in disp.columns
+
+
+def test_metrics_comparisons_and_qualitative_tables():
+    recs = {k: {**v, "teacher_forced_semantic": est(0.9), "n_empty_prediction": 0} for k, v in RECORDS.items()}
+    num, disp = T.metrics_table(recs)
+    assert len(num) == 6 and "teacher-forced argmax: semantic" in disp.columns
+    num, disp = T.comparisons_table(COMPARISONS)
+    assert num.loc[0, "semantic_p_value"] == 0.0009 and disp.loc[1, "comparison"] == "gaze − base"
+    preds = {r: pd.DataFrame({"window_id": ["w1", "w2", "w3"], "reference": ["a", "b", "c"],
+                              "prediction": [f"{r}1", f"{r}2", f"{r}3"], "semantic": [0.1, 0.2, 0.3]})
+             for r in ("base", "gaze")}
+    q = T.qualitative(preds, n=2, runs=["base", "gaze"])
+    assert list(q.columns[:4]) == ["window_id", "reference", "base", "gaze"] and len(q) == 2
+    assert all(q["gaze"].str.startswith("gaze"))
+
+
+# --- ablations from `dvc exp show --json` ---------------------------------------------------------
+
+def node(name, params, metrics, error=None, ts="2026-01-01T00:00:00"):
+    """One entry shaped like DVC 3.67's `exp show --json` output."""
+    rev = f"{name or 'workspace'}-rev"
+    return {"rev": rev, "name": name, "error": {"msg": error, "type": ""} if error else None,
+            "data": {"rev": rev, "timestamp": ts, "params": {"params.yaml": {"data": params}},
+                     "metrics": {p: {"data": d} for p, d in metrics.items()}, "deps": {}, "outs": {}, "meta": {}}}
+
+
+def runs_metrics(gaze_sem, rouge=0.3):
+    out = {}
+    for run, bonus in (("base", 0.0), ("lambda0", 0.01), ("gaze", None)):
+        for task in ("future", "activity"):
+            sem = gaze_sem if bonus is None else 0.4 + bonus
+            out[f"metrics/eval/{run}_{task}.json"] = {"n": 30, "semantic": est(sem), "rouge_l": est(rouge)}
+    return out
+
+
+def exp_show(*exps):
+    baseline = node("main", {"runs": {"gaze": {"lambda": 100}}}, runs_metrics(0.5))
+    baseline["experiments"] = [{"revs": [e]} for e in exps]
+    workspace = node(None, {}, {})
+    workspace["rev"] = workspace["data"]["rev"] = "workspace"
+    return [workspace, baseline]
+
+
+def test_ablation_table_from_experiments(tmp_path):
+    params = lambda agg, s: {"heatmaps": {"aggregate": agg, "sigma_px": s}, "runs": {"gaze": {"lambda": 100}}}
+    data = exp_show(node("t9-single-s20", params(False, 20), runs_metrics(0.45)),
+                    node("t9-agg-s20", params(True, 20), runs_metrics(0.55)),
+                    node("t9-agg-s50", params(True, 50), {}, error="Experiment run failed"))
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps(data))
+    exps = A.parse_exp_show(data)
+    assert {"t9-single-s20", "t9-agg-s20", "t9-agg-s50", "main", "workspace"} <= set(exps)
+    num, disp, missing = A.ablation_table(A.ABLATIONS["table9"], exps, ["t9-single-s20", "t9-agg-s20", "t9-agg-s50", "t9-x"])
+    assert missing == ["t9-agg-s50", "t9-x"]
+    assert num.loc[0, "gaze future semantic"] == 0.45 and num.loc[1, "gaze future semantic"] == 0.55
+    assert num.loc[0, "paper gaze future semantic"] == 0.6211      # (aggregate False, sigma 20)
+    assert num.loc[1, "paper gaze future rouge_l"] == 0.5173       # (True, 20)
+    assert "Experiment run failed" in disp.loc[2, "experiment"] and "not run" in disp.loc[3, "experiment"]
+    written = A.build("table9", path, ["t9-single-s20", "t9-agg-s20", "t9-agg-s50"], tmp_path / "abl")
+    assert "Missing experiments: t9-agg-s50" in written[-1].read_text()
+    assert A.main(["table9", str(path), "t9-single-s20", "--out", str(tmp_path / "abl")]) == 0
+    with pytest.raises(ValueError, match="none of the experiments"):
+        A.build("table9", path, ["nope"], tmp_path / "abl")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not readable"):
+        A.build("table9", bad, ["t9-agg-s20"], tmp_path / "abl")
+
+
+def test_ablation_table_by_run_and_bool_number_matching():
+    data = exp_show(node("t14-runs", {"runs": {"base": {}, "lambda0": {}, "gaze": {}}}, runs_metrics(0.5)))
+    num, disp, missing = A.ablation_table(A.ABLATIONS["table14"], A.parse_exp_show(data), ["t14-runs"])
+    assert not missing and list(num["run"]) == ["base", "lambda0", "gaze"]
+    assert list(num["future semantic"]) == pytest.approx([0.4, 0.41, 0.5])
+    assert list(num["paper future semantic"]) == [0.6525, 0.6701, 0.7505]
+    assert A._same(True, True) and not A._same(True, 1) and A._same(0, 0.0)
+
+
+def _dry_run(target: str) -> list[str]:
+    out = subprocess.run(["make", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
+@pytest.mark.parametrize("table", sorted(A.ABLATIONS))
+def test_ablations_mk_queues_what_the_table_reads(table):
+    lines = _dry_run(f"ablation-{table}")
+    queued = [re.search(r"-n (\S+)", l).group(1) for l in lines if "exp run --queue" in l]
+    assert queued and any("exp run --run-all" in l for l in lines)
+    build = [l for l in lines if "gazevlm.evaluate.ablations" in l]
+    assert len(build) == 1
+    args = build[0].split("gazevlm.evaluate.ablations ")[1].split(" --out")[0].split()
+    assert args[0] == table and args[2:] == queued
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = [kv for l in lines for kv in re.findall(r"-S (\S+)=", l)]
+    for key in overrides:                                  # every override names an existing param
+        value = raw
+        for part in key.split("."):
+            value = value[part]
+    assert set(A.ABLATIONS[table].vary) <= set(overrides)

@@ -1,0 +1,266 @@
+"""The training stage on one process: outputs, determinism, best-by-validation, strict checkpoints, CLI."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from train_fixtures import (TASK, ListSource, collate, read_tsv_metrics, run_in_process, tiny_params, weights_of)
+
+from gazevlm import checkpoint as ckpt
+from gazevlm import params
+from gazevlm import train as train_mod
+from gazevlm.checkpoint import CheckpointError, load_trained
+
+
+@contextmanager
+def chdir(path: Path):
+    old = os.getcwd()
+    os.chdir(path)  # DVCLive must not find the project's own DVC repository
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _train(root: Path, run: str = "gaze", source: dict | None = None, **kw) -> dict:
+    with chdir(root):
+        return run_in_process(threads=1, result_path=None, source={} if source is None else source,
+                              train_kwargs={"run": run, "task": TASK, "out_dir": root / "models" / run,
+                                            "live_dir": root / "live" / run, **kw})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the CPU is shared, and oversubscribed OpenMP threads crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same gaze run twice (same seed) and a base run, each 2 epochs of 3 steps."""
+    out = {}
+    for name, run in (("a", "gaze"), ("b", "gaze"), ("base", "base")):
+        root = tmp_path_factory.mktemp(name)
+        out[name] = (root, _train(root, run))
+    return out
+
+
+def test_outputs_and_logged_curves(runs):
+    root, summary = runs["a"]
+    run_dir = root / "models" / "gaze"
+    for rel in ("model.safetensors", "config.json", "tokenizer/tokenizer.json", "state/latest"):
+        assert (run_dir / rel).exists(), rel
+    curves = read_tsv_metrics(root / "live" / "gaze")
+    steps = summary["steps"]
+    assert steps == 6 and summary["steps_per_epoch"] == 3
+    for name in ("loss", "ce", "kl", "lr", "grad_norm"):
+        assert [s for s, _ in curves[f"plots/metrics/train/{name}.tsv"]] == list(range(1, steps + 1))
+    assert [s for s, _ in curves["plots/metrics/val/loss.tsv"]] == [3, 6]  # once per epoch
+    # loss = ce + lambda * kl, logged as such
+    lam = tiny_params().run("gaze").lam
+    for (_, loss), (_, ce), (_, kl) in zip(*(curves[f"plots/metrics/train/{k}.tsv"] for k in ("loss", "ce", "kl"))):
+        assert loss == pytest.approx(ce + lam * kl, rel=1e-5)
+    # warmup 2 steps then cosine to 0 over 6 steps
+    lrs = [v for _, v in curves["plots/metrics/train/lr.tsv"]]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3) and lrs[-1] < lrs[2]
+    assert summary["vision_cache"]["samples"] == 12 + 4 and summary["vision_cache"]["hits"] > 0
+    live_summary = json.loads((root / "live" / "gaze" / "metrics.json").read_text())
+    assert live_summary["best_epoch"] == summary["best"]["epoch"]
+
+
+def test_base_run_logs_no_kl_and_differs_only_by_switches(runs):
+    root, summary = runs["base"]
+    curves = read_tsv_metrics(root / "live" / "base")
+    assert "plots/metrics/train/kl.tsv" not in curves and "val_kl" not in summary["best"]
+    cfg = json.loads((root / "models" / "base" / "config.json").read_text())
+    cfg_gaze = json.loads((runs["a"][0] / "models" / "gaze" / "config.json").read_text())
+    assert cfg["params"]["train"] == cfg_gaze["params"]["train"]
+    assert cfg["params"]["model"] == cfg_gaze["params"]["model"]
+    assert cfg["params"]["runs"] == {"base": {"block": False, "lambda": 0.0}}
+    # same tokenizer for every run of a task
+    assert ((root / "models/base/tokenizer/tokenizer.json").read_text()
+            == (runs["a"][0] / "models/gaze/tokenizer/tokenizer.json").read_text())
+
+
+def test_fixed_seed_gives_identical_metrics_and_weights(runs):
+    (ra, sa), (rb, sb) = runs["a"], runs["b"]
+    assert read_tsv_metrics(ra / "live" / "gaze") == read_tsv_metrics(rb / "live" / "gaze")
+    wa, wb = weights_of(ra / "models/gaze/model.safetensors"), weights_of(rb / "models/gaze/model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert sa["best"] == sb["best"]
+
+
+def test_load_trained_reproduces_the_logged_validation_loss(runs):
+    root, summary = runs["a"]
+    model, tok = load_trained(root / "models" / "gaze")
+    assert not model.training
+    data = ListSource()
+    api = train_mod._model_api()
+    cfg = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
+                               kl_eps=1e-8, device=torch.device("cpu"))
+    with torch.no_grad():
+        batch = collate(data.split["val"])
+        _, ce, kl = train_mod.forward_losses(model, batch, tok, api, cfg, cache=None)
+    assert ce.item() == pytest.approx(summary["best"]["val_ce"], rel=1e-4)
+    assert kl.item() == pytest.approx(summary["best"]["val_kl"], rel=1e-4)
+
+
+class DriftingVal(ListSource):
+    """Validation gets worse after the first epoch (targets scrambled) while training improves."""
+
+    def __init__(self):
+        super().__init__()
+        self.val_calls = 0
+
+    def batches(self, split, **kw):
+        if split == "val":
+            self.val_calls += 1
+            if self.val_calls > 1:
+                for s in self.split["val"]:
+                    s["text"] = " ".join(reversed(s["text"].split()))
+        return super().batches(split, **kw)
+
+
+def test_best_checkpoint_is_chosen_on_validation_not_training(tmp_path):
+    p = tiny_params(schedule="constant", lr=3e-3)
+    with chdir(tmp_path):
+        s2 = train_mod.train(p, "gaze", TASK, out_dir=tmp_path / "m2", live_dir=tmp_path / "l2", data=DriftingVal(),
+                             device="cpu", progress=False)
+        s1 = train_mod.train(tiny_params(schedule="constant", lr=3e-3, epochs=1), "gaze", TASK,
+                             out_dir=tmp_path / "m1", live_dir=tmp_path / "l1", data=ListSource(), device="cpu",
+                             progress=False)
+    train_loss = [v for _, v in read_tsv_metrics(tmp_path / "l2")["plots/metrics/train/ce.tsv"]]
+    assert train_loss[-1] < train_loss[2]  # training kept improving in epoch 2 ...
+    assert s2["best"]["epoch"] == 1        # ... but validation did not: epoch 1 is kept
+    best = weights_of(tmp_path / "m2" / "model.safetensors")
+    after_epoch1 = weights_of(tmp_path / "m1" / "model.safetensors")
+    latest = weights_of(ckpt.find_train_state(tmp_path / "m2" / "state") / "model.safetensors")
+    assert all(torch.equal(best[k], after_epoch1[k]) for k in best)
+    assert any(not torch.equal(best[k], latest[k]) for k in best)
+    assert s1["best"]["value"] == s2["best"]["value"]
+
+
+# --- strict checkpoints ---------------------------------------------------------------------------
+
+def _copy_run(runs, tmp_path: Path, name: str = "a", run: str = "gaze") -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(runs[name][0] / "models" / run, dst)
+    return dst
+
+
+def test_truncated_weights_fail_naming_the_file(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    path = run_dir / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*truncated or corrupt"):
+        load_trained(run_dir)
+
+
+def test_weights_of_another_architecture_fail_with_the_differences(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    shutil.copy(runs["base"][0] / "models" / "base" / "model.safetensors", run_dir / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"copy/model\.safetensors: weights do not fit.*missing: .*gaze_block"):
+        load_trained(run_dir)
+
+
+def test_checkpoint_of_another_preset_is_refused(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    paper = params.with_overrides(tiny_params(), model={"preset": "paper"})
+    with pytest.raises(CheckpointError, match=r"config\.json: .*model\.preset: checkpoint 'tiny' vs params 'paper'"):
+        load_trained(run_dir, params=paper)
+
+
+def test_truncated_training_state_fails_naming_the_file(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    state = ckpt.find_train_state(run_dir / "state") / ckpt.STATE_FILE
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"train_state\.pt: cannot read training state"):
+        _train(tmp_path, out_dir=run_dir)
+
+
+def test_state_of_another_configuration_is_not_resumed(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    with pytest.raises(CheckpointError, match=r"train_state\.pt: state of another configuration.*--resume never"):
+        _train(tmp_path, out_dir=run_dir, train={"lr": 5e-4})
+    with pytest.raises(CheckpointError, match=r"no training state to resume from"):
+        _train(tmp_path, out_dir=tmp_path / "empty", resume="must")
+
+
+def test_finished_run_resumes_to_a_no_op(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    before = weights_of(run_dir / "model.safetensors")
+    summary = _train(tmp_path, out_dir=run_dir)
+    assert summary["steps"] == 6 and summary["best"] == runs["a"][1]["best"]
+    after = weights_of(run_dir / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+def test_schedule_and_batch_split():
+    cos = train_mod.WarmupSchedule(warmup=2, total=10, kind="cosine")
+    assert [cos(s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0] and cos(6) == pytest.approx(0.5) and cos(10) == 0.0
+    assert train_mod.WarmupSchedule(0, 10, "constant")(9) == 1.0
+    assert train_mod.micro_batch_size(32, 4, 2) == 4
+    with pytest.raises(ValueError, match="batch_size=32 is not divisible by world_size \\(3\\)"):
+        train_mod.micro_batch_size(32, 3, 1)
+
+
+def test_bad_params_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="schedule='linear'"):
+        train_mod.train(tiny_params(schedule="linear"), "gaze", TASK, data=ListSource(), device="cpu")
+    bad = dataclasses.replace(tiny_params(), runs={"odd": params.RunParams(block=False, lam=1.0)})
+    with pytest.raises(ValueError, match="runs.odd: lambda=1.0 needs block: true"):
+        train_mod.train(bad, "odd", TASK, data=ListSource(), device="cpu")
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        _train(tmp_path, source={"n_train": 3})
+
+
+def test_sharded_gradients_equal_the_plain_model_gradients():
+    """FSDP2 (hooks, aliases, ignored frozen tower) changes nothing in the gradients of one step."""
+    from gazevlm import distributed
+    from gazevlm.models import build_model
+    from gazevlm.train_data import VisionFeatureCache
+
+    p = tiny_params()
+    data = ListSource(n_train=4, n_val=0)
+    api = train_mod._model_api()
+    tok = api.build_tokenizer(p, data.train_texts())
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model(p, "gaze", tok))
+    plain, sharded = models
+    ctx = distributed.init("cpu")
+    try:
+        tower = train_mod.vision_tower(sharded)
+        tower.requires_grad_(False)
+        distributed.shard_model(sharded, ctx, ignored=[tower])
+        batch = collate(data.split["train"])
+        cfg = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
+                                   kl_eps=1e-8, device=torch.device("cpu"))
+        for model, cache in ((plain, None), (sharded, VisionFeatureCache(sharded.encode_vision))):
+            loss, _, _ = train_mod.forward_losses(model, batch, tok, api, cfg, cache)
+            loss.backward()
+        grads = dict(sharded.named_parameters())
+        checked = 0
+        for name, param in plain.named_parameters():
+            if not param.requires_grad:
+                continue
+            other = grads[name].grad
+            assert other is not None, name
+            other = other.full_tensor() if hasattr(other, "full_tensor") else other
+            torch.testing.assert_close(other, param.grad, rtol=1e-4, atol=1e-6, msg=name)
+            checked += 1
+        assert checked > 50
+    finally:
+        distributed.shutdown(ctx)

@@ -1,0 +1,71 @@
+"""The notebook's entry: torchrun with 2 CPU ranks on real shards (per-rank split), then the curve plots."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+import yaml
+from train_fixtures import TASK, tiny_params, write_shards
+
+from gazevlm import layout, params, train, train_curves
+from gazevlm.train_data import ShardSource
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project directory: params.yaml and data/shards with 4 train shards (2 per rank) and 2 val shards."""
+    write_shards(tmp_path / layout.SHARDS_DIR, n_train=12, n_val=4, per_shard=3)
+    p = tiny_params(epochs=1, nproc_per_node=2)
+    raw = {"model": {"preset": "tiny"},
+           "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.train.__dict__.items()}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_torchrun_two_ranks_from_shards_and_curves(project):
+    P = params.load("params.yaml")
+    lines: list[str] = []
+    report = train.run(P, "lambda0", extra_args=["--set", "train.lr=0.002", "--no-progress", "--device", "cpu"],
+                       stream=lines.append)
+    s = report["tasks"][TASK]
+    assert s["world_size"] == 2 and s["micro_batch"] == 2 and s["steps"] == 3
+    # rank 0 read 2 whole train shards (6 windows, 3 micro-batches of 2) and val shard 0 (3 of the 4
+    # windows; rank 1 has 1, so it joins rank 0's second forward with a dummy batch), each encoded once
+    assert s["vision_cache"]["misses"] == 6 + 3
+    assert any("lambda0/future: 3 steps on 2 rank(s)" in line for line in lines)
+    assert json.loads(Path(f"reports/train/lambda0/{TASK}/report.json").read_text())["steps"] == 3
+    cfg = json.loads(Path("models/lambda0/future/config.json").read_text())
+    assert cfg["params"]["train"]["lr"] == 0.002 and cfg["world_size"] == 2
+
+    curves = train_curves.read_curves("lambda0", [TASK])
+    assert set(curves["metric"]) >= {"loss", "ce", "kl", "lr", "grad_norm", "step_time_s"}
+    assert sorted(curves.query("split == 'val'")["step"].unique()) == [3]
+    assert len(train_curves.plot_losses(curves).axes) == 3
+    assert len(train_curves.plot_optimizer(curves).axes) == 3
+    table = train_curves.summary_table(report)
+    assert table.loc[TASK, "best_epoch"] == 1 and table.loc[TASK, "ranks"] == 2
+
+
+def test_failed_worker_raises_with_its_output(project):
+    fail = [sys.executable, "-c", "import sys; print('worker exploded'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"training gaze/future failed \(exit 3\)(.|\n)*worker exploded"):
+        train.run(params.load("params.yaml"), "gaze", tasks=[TASK], launcher=fail, stream=None)
+    with pytest.raises(KeyError, match="no run named 'nope'"):
+        train.run(params.load("params.yaml"), "nope")
+
+
+def test_missing_or_broken_shards_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"future/train-%06d\.tar: no train shards"):
+        ShardSource(TASK, tmp_path).train_texts()
+    (tmp_path / TASK).mkdir()
+    (tmp_path / TASK / "train-000000.tar").write_bytes(b"not a tar file" * 100)
+    with pytest.raises(ValueError, match=r"train-000000\.tar: unreadable shard"):
+        ShardSource(TASK, tmp_path).train_texts()
+    with pytest.raises(FileNotFoundError, match="no DVCLive curves"):
+        train_curves.read_curves("gaze", [TASK], root=tmp_path)
