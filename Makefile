@@ -4,14 +4,14 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(CURDIR)/$(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 # Stages run notebooks through papermill's `python3` kernel, which must be this venv's python.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 DVC := $(BIN)/dvc
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test test-fast bench browser clean-venv
+.PHONY: install placeholder repro test test-fast bench browser clean-venv
 
 install: $(STAMP)
 
@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps open_flamingo==2.0.1
 	touch $@
 
-repro: install
-	mkdir -p data/ego4d   # the (empty) placeholder data.dvc tracks until a real download is registered
+# data.dvc tracks data/ego4d: on a fresh clone an empty placeholder, whose (empty) manifest is put in
+# the DVC cache so that `dvc status` is clean. A real download there is never re-registered here.
+placeholder: install
+	mkdir -p data/ego4d
+	@[ -n "$$(ls -A data/ego4d)" ] || $(DVC) commit -q -f data.dvc
+
+repro: install placeholder
 	$(DVC) repro
 
 # The explorer's browser test drives Debian's chromium (no browser download); install it when we can.

@@ -56,10 +56,11 @@ def repo(tmp_path_factory) -> Path:
     (dest / "dvc.lock").unlink(missing_ok=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
-    (dest / "data" / "ego4d").mkdir(parents=True, exist_ok=True)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    # what `make repro` runs after installing, with this test's venv (-o install: never reinstall)
+    _run(["make", "-o", "install", "placeholder", f"VENV={sys.prefix}"], dest)
     _run(["dvc", "repro"], dest)
     return dest
 

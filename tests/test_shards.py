@@ -173,3 +173,18 @@ def test_pooled_writer_mixes_and_writes_everything_once(tmp_path):
     order = run(0)
     assert sorted(order) == [f"w{i:02d}" for i in range(10)] and order != sorted(order)
     assert run(0) == order
+
+
+def test_tar_members_carry_no_pax_headers(tmp_path):
+    # a float mtime made tarfile write a pax header per member, parsed again on every read
+    files = dummy_shards(tmp_path, n=2, per_shard=2, frames=2)
+    with tarfile.open(files[0]) as tar:
+        members = tar.getmembers()
+    assert members and all(not m.pax_headers for m in members)
+
+
+def test_model_batches_do_not_decode_the_analysis_heatmap(tmp_path):
+    files = dummy_shards(tmp_path, n=4, per_shard=2, frames=2)
+    batch = next(iter(make_loader(files, batch_size=2, with_gaze=True, shuffle=False)))
+    assert "heatmap" not in batch and "gaze_target" in batch
+    assert "heatmap" in next(iter_samples(files))
