@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import pytest
 import yaml
 from PIL import Image
 
@@ -258,3 +259,20 @@ class ChatServer:
 
 def output_files(root: Path) -> list[Path]:
     return [p for p in Path(root).rglob("*") if p.is_file() and p.suffix != ".jpg"]
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+@pytest.fixture
+def server(world, monkeypatch):
+    """The scripted chat server on 127.0.0.1, with the endpoint and a fake key in the environment;
+    headless (no Jupyter session), so the stage never waits for the review form."""
+    srv = ChatServer(truth=world.truth, image_sha=world.image_sha)
+    monkeypatch.setenv(BASE_URL_ENV, srv.base_url)
+    monkeypatch.setenv(API_KEY_ENV, FAKE_KEY)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    yield srv
+    srv.stop()

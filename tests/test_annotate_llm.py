@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from annotate_fixtures import (API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
+from annotate_fixtures import (server, world,  # noqa: F401 (fixtures)
+                               API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
                                output_files, params_yaml, write_feedback)
 from gazevlm import annotate, layout
 from gazevlm.annotate.cache import ResponseCache, request_key
@@ -18,20 +19,6 @@ from gazevlm.annotate.llm_client import ChatClient, ChatConfigError, ChatError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CHUNKS = 6  # 2 videos x 8 keyframes in chunks of 3 -> 3 chunks per video
-
-
-@pytest.fixture
-def world(tmp_path):
-    return make_world(tmp_path)
-
-
-@pytest.fixture
-def server(world, monkeypatch):
-    srv = ChatServer(truth=world.truth, image_sha=world.image_sha)
-    monkeypatch.setenv(BASE_URL_ENV, srv.base_url)
-    monkeypatch.setenv(API_KEY_ENV, FAKE_KEY)
-    yield srv
-    srv.stop()
 
 
 # --- parsing --------------------------------------------------------------------------------------

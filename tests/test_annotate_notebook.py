@@ -6,28 +6,14 @@ import papermill
 import pytest
 import yaml
 
-from annotate_fixtures import (API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
+from annotate_fixtures import (server, world,  # noqa: F401 (fixtures)
+                               API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
                                output_files, params_yaml, write_feedback)
 from gazevlm import annotate
 from gazevlm.annotate.llm_captions import sha256_text
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_annotate.ipynb"
 N_CHUNKS = 6
-
-
-@pytest.fixture
-def world(tmp_path):
-    return make_world(tmp_path)
-
-
-@pytest.fixture
-def server(world, monkeypatch):
-    srv = ChatServer(truth=world.truth, image_sha=world.image_sha)
-    monkeypatch.setenv(BASE_URL_ENV, srv.base_url)
-    monkeypatch.setenv(API_KEY_ENV, FAKE_KEY)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    yield srv
-    srv.stop()
 
 
 def test_is_interactive(monkeypatch):

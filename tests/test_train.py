@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-from contextlib import contextmanager
+from contextlib import chdir  # DVCLive must not find the project's own DVC repository
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,6 @@ from gazevlm import checkpoint as ckpt
 from gazevlm import params
 from gazevlm import train as train_mod
 from gazevlm.checkpoint import CheckpointError, load_trained
-
-
-@contextmanager
-def chdir(path: Path):
-    old = os.getcwd()
-    os.chdir(path)  # DVCLive must not find the project's own DVC repository
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def _train(root: Path, run: str = "gaze", source: dict | None = None, **kw) -> dict:

@@ -1,9 +1,8 @@
 """FSDP over 2 CPU ranks (gloo) against 1 rank, and kill -9 then resume against an uninterrupted run."""
 from __future__ import annotations
 
-import os
 import signal
-from contextlib import contextmanager
+from contextlib import chdir  # DVCLive must not find the project's own DVC repository
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ from train_fixtures import (TASK, process_context, read_tsv_metrics, run_in_proc
                             weights_of, write_shards)
 
 from gazevlm import checkpoint as ckpt
-
-
-@contextmanager
-def chdir(path: Path):
-    old = os.getcwd()
-    os.chdir(path)  # DVCLive must not find the project's own DVC repository
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def _kwargs(root: Path, **kw) -> dict:
