@@ -10,7 +10,7 @@ ABL_PYTHON ?= $(if $(BIN),$(BIN)/python,python)
 ABL_JOBS ?= 1
 ABL_DIR ?= reports/ablations
 
-ABLATION_TARGETS := ablation-table2 ablation-table3 ablation-table9 ablation-table11 \
+ABLATION_TARGETS := ablation-table1 ablation-table2 ablation-table3 ablation-table9 ablation-table11 \
                     ablation-table12 ablation-table14 ablation-table19
 .PHONY: ablations $(ABLATION_TARGETS)
 
@@ -30,6 +30,16 @@ define abl_finish
 endef
 
 ablations: $(ABLATION_TARGETS)
+
+# Table 1: every backbone at its tiny preset (the committed params are openflamingo: its stages come
+# from DVC's run cache); `-S model.preset=<real preset>` on a GPU machine for the paper-sized rows
+ablation-table1:
+	$(call abl_queue,t1-openflamingo,-S model.backbone=openflamingo)
+	$(call abl_queue,t1-openflamingo_noperceiver,-S model.backbone=openflamingo_noperceiver)
+	$(call abl_queue,t1-lavila,-S model.backbone=lavila)
+	$(call abl_queue,t1-internvl,-S model.backbone=internvl)
+	$(call abl_queue,t1-llava_next,-S model.backbone=llava_next)
+	$(call abl_finish,table1,t1-openflamingo t1-openflamingo_noperceiver t1-lavila t1-internvl t1-llava_next)
 
 # Table 2: gaze-loss weight lambda 0 / 100 / 1000
 ablation-table2:

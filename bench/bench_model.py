@@ -132,7 +132,7 @@ def make_setup(shape: str, params: Params, frames: int, batch_size: int) -> Setu
         p = params_mod.with_overrides(params, model={"preset": "paper", "weights_dir": tmp.name})
     else:
         raise ValueError(f"unknown shape {shape!r} (have {SHAPES})")
-    size, patch = get_preset(p.model.preset).geometry
+    size, patch = get_preset(p.model.preset, p.model.backbone).geometry
     return Setup(shape, p, tok, frames, batch_size, size, size // patch, tmp)
 
 
@@ -195,7 +195,7 @@ class Generator:
     def __init__(self, setup: Setup, run: str, max_new_tokens: int, num_beams: int):
         self.model = build(setup, run).eval()
         # min_new_tokens in the LM's generation config: the same length for both runs, whatever they predict
-        self.model.flamingo.lang_encoder.generation_config.min_new_tokens = max_new_tokens
+        self.model.backbone.lang_encoder.generation_config.min_new_tokens = max_new_tokens
         self.max_new_tokens, self.num_beams = max_new_tokens, num_beams
         batch = make_batch(setup, seed=2)
         self.pixels = batch["pixels"]
@@ -285,7 +285,7 @@ def what_if_no_input_gradient(setup: Setup, ctx, repeats: int, warmup: int, cloc
     saving from computing the pooled token's keys/values separately."""
     trainers = {run: Trainer(setup, run, ctx) for run in RUNS}
     detached = Trainer(setup, "gaze", ctx)
-    block = detached.model.flamingo.gaze_block
+    block = detached.model.backbone.gaze_block
     forward = block.forward
 
     def detached_forward(patches: torch.Tensor) -> Any:
@@ -308,7 +308,7 @@ def block_cost(setup: Setup, repeats: int = 20) -> dict[str, float]:
     import time
 
     model = build(setup, "gaze")
-    block = model.flamingo.gaze_block
+    block = model.backbone.gaze_block
     with torch.no_grad():
         feats = model.encode_vision(make_batch(setup)["pixels"])  # (B, T, P, D), as the cache holds them
 

@@ -45,7 +45,10 @@ def build(run: str = "gaze", seed: int = 0, preset=None, open_gates: bool = True
 
 
 def set_gates(model, value: float) -> None:
-    for layer in model.flamingo.lang_encoder.gated_cross_attn_layers:
+    """Open the gated cross-attention (Flamingo-style backbones; projector backbones have no gates)."""
+    if not hasattr(model.backbone, "lang_encoder"):
+        return
+    for layer in model.backbone.lang_encoder.gated_cross_attn_layers:
         if layer is not None:
             layer.attn_gate.data.fill_(value)
             layer.ff_gate.data.fill_(value)

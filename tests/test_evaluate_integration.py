@@ -9,7 +9,7 @@ from evaluate_fixtures import ANSWERS
 from gazevlm import layout, shards
 from gazevlm import params as gparams
 from gazevlm.evaluate import predict as P
-from gazevlm.models import build_model
+from gazevlm.models import BACKBONES, build_model
 from gazevlm.models.geometry import vision_geometry
 from gazevlm.models.tokenizer import build_word_tokenizer
 
@@ -31,10 +31,10 @@ def write_test_shard(root, task="future", n=3, frames=5):
     writer.close()
 
 
-@pytest.mark.parametrize("run", ["gaze"])
-def test_predict_with_the_real_model_codec_and_loader(tmp_path, run):
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_with_the_real_model_codec_and_loader(tmp_path, backbone, run="gaze"):
     write_test_shard(tmp_path)
-    params = gparams.with_overrides(gparams.Params(), evaluate={"batch_size": 2})
+    params = gparams.with_overrides(gparams.Params(), evaluate={"batch_size": 2}, model={"backbone": backbone})
     tok = build_word_tokenizer(ANSWERS)
     torch.manual_seed(0)
     model = build_model(params, run, tok).eval()

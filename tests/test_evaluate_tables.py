@@ -12,6 +12,7 @@ import yaml
 from gazevlm import params as gparams
 from gazevlm.evaluate import ablations as A
 from gazevlm.evaluate import tables as T
+from gazevlm.models.presets import BACKBONES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,6 +146,20 @@ def test_ablation_table_by_run_and_bool_number_matching():
     assert list(num["future semantic"]) == pytest.approx([0.4, 0.41, 0.5])
     assert list(num["paper future semantic"]) == [0.6525, 0.6701, 0.7505]
     assert A._same(True, True) and not A._same(True, 1) and A._same(0, 0.0)
+
+
+def test_table1_has_a_row_per_backbone_beside_that_backbones_paper_row():
+    data = exp_show(node("t1-internvl", {"model": {"backbone": "internvl"}}, runs_metrics(0.52)),
+                    node("t1-llava_next", {"model": {"backbone": "llava_next"}}, runs_metrics(0.48)))
+    num, disp, missing = A.ablation_table(A.ABLATIONS["table1"], A.parse_exp_show(data),
+                                          ["t1-internvl", "t1-llava_next", "t1-lavila"])
+    assert missing == ["t1-lavila"] and list(num["model.backbone"][:2]) == ["internvl", "llava_next"]
+    assert list(num["gaze future semantic"][:2]) == [0.52, 0.48] and num.loc[0, "base activity semantic"] == 0.4
+    # InternVL and OpenLLaVA rows of the paper's Table 1
+    assert num.loc[0, "paper base future semantic"] == 0.6323 and num.loc[0, "paper gaze activity semantic"] == 0.7404
+    assert num.loc[1, "paper gaze future semantic"] == 0.6771
+    assert "paper Ego4D (same backbone): gaze future semantic" in disp.columns
+    assert set(A.ABLATIONS["table1"].paper) == {(b,) for b in BACKBONES}
 
 
 def _dry_run(target: str) -> list[str]:

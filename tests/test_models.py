@@ -33,7 +33,7 @@ def test_forward_returns_ce_logits_and_a_distribution_per_frame():
 def test_base_run_has_no_block_and_no_attention():
     model = build("base")
     pixels, enc = batch(model)
-    assert model.flamingo.gaze_block is None
+    assert model.backbone.gaze_block is None
     assert model(pixels, enc["input_ids"], enc["attention_mask"]).attention is None
     assert model.config["block"] is False and model.config["query"] is None
 
@@ -79,7 +79,7 @@ def _stock_flamingo(model):
     lm.gated_cross_attn_layers = torch.nn.ModuleList(
         GatedCrossAttentionBlock(dim=stock.lang_dim, dim_visual=vis_dim, **preset.xattn) for _ in lm.old_decoder_blocks)
     lm.init_flamingo_layers(False)
-    stock.load_state_dict(model.flamingo.state_dict(), strict=True)
+    stock.load_state_dict(model.backbone.state_dict(), strict=True)
     return stock.eval()
 
 
@@ -124,7 +124,7 @@ def test_block_is_built_on_a_forked_rng_so_runs_differ_only_in_the_block():
     gaze = build("gaze", seed=5, open_gates=False)
     after_gaze = torch.rand(3)
     assert torch.equal(after_base, after_gaze)
-    gaze_state = {k: v for k, v in gaze.state_dict().items() if not k.startswith("flamingo.gaze_block.")}
+    gaze_state = {k: v for k, v in gaze.state_dict().items() if not k.startswith("backbone.gaze_block.")}
     base_state = base.state_dict()
     assert gaze_state.keys() == base_state.keys()
     assert all(torch.equal(gaze_state[k], base_state[k]) for k in base_state)
@@ -197,7 +197,7 @@ def test_backbones_train_end_to_end(backbone, block_output):
     pixels, enc = batch(model, b=2, t=3)
     out = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"], return_perceiver_attention=True)
     (out.loss + out.attention[..., 0].sum()).backward()
-    f = model.flamingo
+    f = model.backbone
     assert all(p.grad is None for p in f.vision_encoder.parameters())  # frozen (params default)
     assert all(p.grad is not None for p in f.gaze_block.parameters())
     assert all(p.grad is not None for p in f.perceiver.parameters())
@@ -213,7 +213,7 @@ def test_visual_tokens_reaching_cross_attention(backbone, block_output, tokens):
     """no Perceiver: every patch token of every frame (+ pooled tokens); Perceiver: its 16 latents."""
     model = build("gaze", backbone=backbone, block_output=block_output)
     seen = {}
-    layer = model.flamingo.lang_encoder.gated_cross_attn_layers[0]
+    layer = model.backbone.lang_encoder.gated_cross_attn_layers[0]
     layer.register_forward_hook(lambda mod, args, out: seen.update(media=args[1].shape))
     pixels, enc = batch(model, b=2, t=3)
     out = model(pixels, enc["input_ids"], enc["attention_mask"], return_perceiver_attention=True)
@@ -223,7 +223,7 @@ def test_visual_tokens_reaching_cross_attention(backbone, block_output, tokens):
 
 def test_perceiver_attention_is_uniform_when_latents_ignore_content():
     model = build("base")
-    last = model.flamingo.perceiver.layers[-1][0]
+    last = model.backbone.perceiver.layers[-1][0]
     torch.nn.init.zeros_(last.to_q.weight)
     pixels, enc = batch(model, b=1, t=2)
     out = model(pixels, enc["input_ids"], enc["attention_mask"], return_perceiver_attention=True)
@@ -236,7 +236,7 @@ def test_generate_returns_the_continuation_of_a_manual_greedy_decode():
     p = prompt(2)
     gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=6)
     ids, mask = p["input_ids"], p["attention_mask"]
-    eoc = model.flamingo.eoc_token_id
+    eoc = model.backbone.eoc_token_id
     for step in range(gen.shape[1]):
         logits = model(pixels, ids, mask).logits[:, -1]
         nxt = logits.argmax(-1)
@@ -247,7 +247,7 @@ def test_generate_returns_the_continuation_of_a_manual_greedy_decode():
     beams = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=4, num_beams=2)
     assert beams.shape[0] == 2 and beams.shape[1] <= 4
     # a forward after generate sees no stale cached media
-    assert not model.flamingo.lang_encoder._use_cached_vision_x
+    assert not model.backbone.lang_encoder._use_cached_vision_x
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -281,7 +281,7 @@ def test_too_many_frames_fail_clearly():
 def test_trainable_parameters_follow_the_recipe():
     model = build("gaze")
     trainable = {id(p) for p in model.trainable_parameters()}
-    f = model.flamingo
+    f = model.backbone
     assert not any(id(p) in trainable for p in f.vision_encoder.parameters())
     for module in (f.gaze_block, f.perceiver, f.lang_encoder):  # tiny LM is random: trained whole
         assert all(id(p) in trainable for p in module.parameters())
@@ -295,7 +295,7 @@ def test_unfrozen_vision_encoder_is_trained():
     set_gates(model, 0.8)  # gates start at 0: vision would not reach the loss
     pixels, enc = batch(model, b=1, t=2)
     model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"]).loss.backward()
-    conv = model.flamingo.vision_encoder.conv1.weight
+    conv = model.backbone.vision_encoder.conv1.weight
     assert conv.requires_grad and conv.grad is not None and conv.grad.abs().sum() > 0
 
 

@@ -32,7 +32,7 @@ def test_family_forward_and_cached_generation_match_full_recomputation(family):
     p = prompt(2, t=2)
     start = p["input_ids"].shape[1]
     # Flamingo.generate (KV cache, media cached after the first step) vs one full forward per token
-    res = model.flamingo.generate(model._vision_x(pixels, None), p["input_ids"], attention_mask=p["attention_mask"],
+    res = model.backbone.generate(model._vision_x(pixels, None), p["input_ids"], attention_mask=p["attention_mask"],
                                   max_new_tokens=4, min_new_tokens=4, output_logits=True,
                                   return_dict_in_generate=True, pad_token_id=model.pad_token_id)
     assert len(res.logits) == 4
@@ -78,14 +78,14 @@ def test_compat_layer_passes_positional_arguments_to_the_decoder_layer():
 
 def test_unconditioned_cross_attention_layer_fails_clearly():
     model = build("gaze")
-    layer = model.flamingo.lang_encoder._get_decoder_layers()[0]
+    layer = model.backbone.lang_encoder._get_decoder_layers()[0]
     with pytest.raises(ValueError, match="condition vis_x"):
         layer(torch.zeros(1, 3, 128))
 
 
 def test_unsupported_family_is_refused():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import BloomConfig, BloomForCausalLM
 
-    lm = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=20))
-    with pytest.raises(ValueError, match="gpt2.*not supported"):
+    lm = BloomForCausalLM(BloomConfig(hidden_size=32, n_layer=1, n_head=2, vocab_size=20))
+    with pytest.raises(ValueError, match="bloom.*not supported"):
         adapt_language_model(lm)

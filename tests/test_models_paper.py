@@ -38,10 +38,10 @@ def test_paper_path_loads_the_weights_from_the_directory(paper):
     from transformers import AutoModelForCausalLM
 
     saved = load_file(str(root / "clip" / "open_clip_model.safetensors"))
-    visual = model.flamingo.vision_encoder
+    visual = model.backbone.vision_encoder
     torch.testing.assert_close(visual.conv1.weight, saved["visual.conv1.weight"])
     lm_ref = AutoModelForCausalLM.from_pretrained(str(root / "opt-1.3b"))
-    ours = model.flamingo.lang_encoder.old_decoder_blocks[1].fc1.weight
+    ours = model.backbone.lang_encoder.old_decoder_blocks[1].fc1.weight
     torch.testing.assert_close(ours, lm_ref.model.decoder.layers[1].fc1.weight)
     assert model.config["preset"] == "paper" and model.config["geometry"] == {"image_size": 224, "patch_size": 14}
     assert model.n_patches == 256
@@ -49,7 +49,7 @@ def test_paper_path_loads_the_weights_from_the_directory(paper):
 
 def test_paper_recipe_freezes_vision_and_lm_but_trains_glue_block_and_embeddings(paper):
     model, _, _ = paper
-    f = model.flamingo
+    f = model.backbone
     trainable = {id(p) for p in model.trainable_parameters()}
     assert not any(id(p) in trainable for p in f.vision_encoder.parameters())
     assert not any(id(p) in trainable for block in f.lang_encoder.old_decoder_blocks for p in block.parameters())
@@ -68,7 +68,7 @@ def test_paper_path_trains_and_generates(paper):
     out = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"])
     assert out.attention.shape == (2, 2, 256)
     out.loss.backward()
-    assert model.flamingo.gaze_block.query_proj.weight.grad is not None
+    assert model.backbone.gaze_block.query_proj.weight.grad is not None
     model.zero_grad(set_to_none=True)
     p = encode_prompt(tok, "activity", 2, 2)
     gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=3)

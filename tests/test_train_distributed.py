@@ -17,15 +17,18 @@ def _kwargs(root: Path, **kw) -> dict:
     return {"run": "gaze", "task": TASK, "out_dir": str(root / "models"), "live_dir": str(root / "live"), **kw}
 
 
-def test_two_ranks_match_one_rank_with_the_same_global_batch(tmp_path):
+# one Flamingo-style backbone and one projector backbone (transformers' own model class under FSDP2)
+@pytest.mark.parametrize("backbone", ["openflamingo", "internvl"])
+def test_two_ranks_match_one_rank_with_the_same_global_batch(tmp_path, backbone):
     """2 ranks x 2 accumulated micro-batches of 1 vs 1 rank x 1 micro-batch of 4 (global batch 4)."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
+    model = {"backbone": backbone}
     with chdir(one):
-        s1 = run_in_process(threads=1, result_path=None, source={}, train_kwargs=_kwargs(one))
+        s1 = run_in_process(threads=1, result_path=None, source={}, train_kwargs=_kwargs(one, model=model))
     with chdir(two):
-        s2 = spawn_ranks(2, {"source": {}, "train_kwargs": _kwargs(two, train={"grad_accum": 2})}, two)
+        s2 = spawn_ranks(2, {"source": {}, "train_kwargs": _kwargs(two, model=model, train={"grad_accum": 2})}, two)
     assert s2[0]["world_size"] == 2 and s2[0]["micro_batch"] == 1 and s1["micro_batch"] == 4
     c1, c2 = read_tsv_metrics(one / "live"), read_tsv_metrics(two / "live")
     assert c1.keys() == c2.keys()

@@ -21,14 +21,15 @@ THINGS = ("cup", "bowl", "knife", "plate")
 VERBS = ("pick", "cut", "open", "wash")
 
 
-def tiny_params(**train: Any) -> params.Params:
-    """Tiny-preset params: global batch 4, 2 epochs, short warmup; override any train key."""
+def tiny_params(model: dict[str, Any] | None = None, **train: Any) -> params.Params:
+    """Tiny-preset params: global batch 4, 2 epochs, short warmup; override any train key (and model keys,
+    e.g. the backbone, through `model`)."""
     base = {"tasks": [TASK], "seed": 0, "batch_size": 4, "grad_accum": 1, "lr": 1e-3, "weight_decay": 0.01,
             "warmup_steps": 2, "schedule": "cosine", "epochs": 2, "grad_clip": 1.0,
             "cache_vision_features": True, "freeze_vision": True, "num_workers": 0, "shuffle_buffer": 8,
             "checkpoint_every_steps": 0, "select_on": "ce"}
     base.update(train)
-    return params.from_dict({"model": {"preset": "tiny"}, "train": base})
+    return params.from_dict({"model": {"preset": "tiny", **(model or {})}, "train": base})
 
 
 def make_samples(n: int, seed: int, split: str, all_valid_but_last: bool = True) -> list[dict[str, Any]]:
@@ -142,7 +143,7 @@ def run_in_process(*, threads: int, result_path: Path | None, train_kwargs: dict
     from gazevlm import train as train_mod
 
     train_kwargs = dict(train_kwargs)
-    p = tiny_params(**train_kwargs.pop("train", {}))
+    p = tiny_params(train_kwargs.pop("model", None), **train_kwargs.pop("train", {}))
     data = ListSource(**source) if source is not None else None
 
     def on_step(step: int, epoch: int) -> None:

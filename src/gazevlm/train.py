@@ -78,7 +78,7 @@ def _model_api() -> SimpleNamespace:
     def build_tokenizer(params: Params, texts: list[str]):
         if hasattr(models, "build_tokenizer"):
             return models.build_tokenizer(params, texts)
-        lm = models.get_preset(params.model.preset).lm
+        lm = models.get_preset(params.model.preset, params.model.backbone).lm
         if "hub" in lm:  # a pretrained LM brings its own tokenizer (paper preset: OPT's)
             wd = params.model.weights_dir
             return tokenizer.load_pretrained_tokenizer(Path(wd) / lm["local"] if wd else lm["hub"])

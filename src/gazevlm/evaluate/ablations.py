@@ -33,6 +33,7 @@ class Ablation:
     columns: tuple[tuple[str, str, str], ...]   # (run, task, metric) shown per row
     paper: Mapping[tuple, Mapping[str, float]] = field(default_factory=dict)  # row key -> {column: value}
     rows_by: str = "experiment"           # "experiment" | "run" (one experiment, one row per run)
+    paper_label: str = "paper Ego4D OpenFlamingo"   # the paper's ablations are on OpenFlamingo only
 
 
 def _col(run: str, task: str, metric: str) -> str:
@@ -40,8 +41,22 @@ def _col(run: str, task: str, metric: str) -> str:
 
 
 _GF = (("gaze", "future", "semantic"), ("gaze", "future", "rouge_l"))
+_T1 = tuple((run, task, "semantic") for task in ("future", "activity") for run in ("base", "gaze"))
+
+
+def _table1_paper() -> dict[tuple, dict[str, float]]:
+    """Table 1 by our backbone names: (backbone,) -> {"<run> <task> semantic": value}."""
+    out = {}
+    for ours, theirs in tables.PAPER_BACKBONE.items():
+        per_task = tables.PAPER_TABLE1[theirs]
+        out[(ours,)] = {_col(run, task, "semantic"): per_task[task][i]
+                        for task in per_task for i, run in enumerate(("base", "gaze"))}
+    return out
+
 
 ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
+    Ablation("table1", "Table 1: base vs gaze-regularised (lambda 100) on each backbone, semantic score",
+             ("model.backbone",), _T1, _table1_paper(), paper_label="paper Ego4D (same backbone)"),
     Ablation("table2", "Table 2: gaze-loss weight lambda (run `gaze`), both tasks",
              ("runs.gaze.lambda",),
              (("gaze", "future", "semantic"), ("gaze", "activity", "semantic")),
@@ -166,7 +181,7 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
                 col = f"{task} {metric}" if spec.rows_by == "run" else _col(r, task, metric)
                 v = paper.get(col)
                 num["paper " + col] = tables._nan(v)
-                disp["paper Ego4D OpenFlamingo: " + col] = tables.fmt_value(v, 4)
+                disp[f"{spec.paper_label}: " + col] = tables.fmt_value(v, 4)
             rows_num.append(num)
             rows_disp.append(disp)
     return pd.DataFrame(rows_num), pd.DataFrame(rows_disp), missing

@@ -35,7 +35,8 @@ PAPER_TABLE2 = {
     "OpenLLaVA": {"future": {0: 0.5882, 100: 0.6771, 1000: 0.6628}, "activity": {0: 0.6523, 100: 0.7027, 1000: 0.6895}},
 }
 # Our backbone names -> the paper's row names.
-PAPER_BACKBONE = {"openflamingo": "OpenFlamingo", "openflamingo_noperceiver": "Modified OpenFlamingo"}
+PAPER_BACKBONE = {"openflamingo": "OpenFlamingo", "openflamingo_noperceiver": "Modified OpenFlamingo",
+                  "lavila": "LaViLa narrator", "internvl": "InternVL", "llava_next": "OpenLLaVA"}
 
 DASH = "—"
 

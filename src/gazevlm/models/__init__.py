@@ -1,10 +1,13 @@
-"""Gaze-regularised OpenFlamingo: build_model is the one way stages get a model.
+"""Gaze-regularised VLMs over five backbones: build_model is the one way stages get a model.
 
     model = build_model(params, run, tokenizer)        # run: a name under `runs` in params.yaml
     out = model(pixels, input_ids, attention_mask, labels)   # out.loss (CE), out.logits, out.attention
     ids = model.generate(pixels, input_ids, attention_mask, max_new_tokens)
 
-Gaze never enters the model: it meets out.attention only in gazevlm.losses.gaze_kl.
+params.model.backbone picks the backbone (openflamingo, openflamingo_noperceiver, lavila, internvl,
+llava_next) and params.model.preset its size (tiny for all, or a real preset: see presets.py); the gaze
+block is the same module in every one. Gaze never enters the model: it meets out.attention only in
+gazevlm.losses.gaze_kl.
 """
 from __future__ import annotations
 
@@ -18,16 +21,19 @@ from transformers import PreTrainedTokenizerBase
 
 from ..params import Params
 from .compat import SUPPORTED_LM_FAMILIES, adapt_language_model, lm_family
-from .flamingo import BACKBONES, FrameTokens, GazeFlamingo, GazeVLM, GazeVLMOutput
+from .flamingo import FrameTokens, GazeFlamingo
 from .gaze_block import GazeBlock
-from .presets import PRESETS, Preset, build_language_model, build_vision_encoder, get_preset
+from .presets import (BACKBONES, FLAMINGO_BACKBONES, PRESETS, Preset, build_language_model, build_vision_encoder,
+                      get_preset, pretrained_source, tiny_lm_config)
+from .projector_vlm import build_projector_vlm
+from .vlm import GazeVLM, GazeVLMOutput
 from .tokenizer import build_tokenizer, special_token_ids, vocabulary_fingerprint
 
 CONFIG_FILE = "model_config.json"
 CONFIG_FORMAT = 1
 
 __all__ = ["build_model", "build_tokenizer", "GazeVLM", "GazeVLMOutput", "Preset", "PRESETS", "get_preset", "CONFIG_FILE",
-           "save_model_config", "check_model_config", "SUPPORTED_LM_FAMILIES"]
+           "save_model_config", "check_model_config", "SUPPORTED_LM_FAMILIES", "BACKBONES"]
 
 
 def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
@@ -39,39 +45,22 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
     `preset` overrides params.model.preset (tests use scaled-down copies of the paper preset).
     """
     m = params.model
-    preset = preset or get_preset(m.preset)
+    preset = preset or get_preset(m.preset, m.backbone)
+    if m.backbone not in preset.backbones:
+        raise ValueError(f"preset {preset.name!r} is for backbone(s) {preset.backbones}, not {m.backbone!r}")
     run_params = params.run(run)
-    if m.backbone not in BACKBONES:
-        raise ValueError(f"params.model.backbone: {m.backbone!r} is not one of {BACKBONES}")
     ids = special_token_ids(tokenizer)
-    vision = build_vision_encoder(preset, m.weights_dir)
-    lm = build_language_model(preset, len(tokenizer), {k: ids[k] for k in ("pad_token_id", "eos_token_id",
-                                                                          "bos_token_id")}, m.weights_dir)
-    adapt_language_model(lm)
-    vis_dim = vision.visual.transformer.width
-    if m.backbone == "openflamingo":
-        resampler = PerceiverResampler(dim=vis_dim, max_num_frames=preset.max_frames, **preset.perceiver)
+    if m.backbone in FLAMINGO_BACKBONES:
+        backbone, vis_dim, lm = _build_flamingo(m.backbone, preset, tokenizer, ids, m.weights_dir)
     else:
-        resampler = FrameTokens(vis_dim, preset.max_frames)
-    flamingo = GazeFlamingo(vision, lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim, resampler=resampler,
-                            cross_attn_every_n_layers=preset.xattn_every, xattn=preset.xattn)
+        backbone, vis_dim, lm = _build_projector(m.backbone, preset, tokenizer, ids, m.weights_dir)
     if run_params.block:
         with torch.random.fork_rng(devices=[]):
-            flamingo.gaze_block = GazeBlock(vis_dim, layers=m.block_layers, heads=preset.block_heads,
+            backbone.gaze_block = GazeBlock(vis_dim, layers=m.block_layers, heads=preset.block_heads,
                                             query=m.query, output=m.block_output, head_reduce=m.head_reduce,
-                                            ff_mult=preset.block_ff_mult)
-
-    flamingo.requires_grad_(False)
-    flamingo.perceiver.requires_grad_(True)
-    lm.gated_cross_attn_layers.requires_grad_(True)
-    if preset.train_lm:
-        lm.requires_grad_(True)
-    else:
-        lm.get_input_embeddings().requires_grad_(True)
-    if flamingo.gaze_block is not None:
-        flamingo.gaze_block.requires_grad_(True)
-    if not params.train.freeze_vision:
-        flamingo.vision_encoder.requires_grad_(True)
+                                            ff_mult=preset.block_ff_mult,
+                                            norm_patches=m.backbone not in FLAMINGO_BACKBONES)
+    backbone.set_trainable(preset.train_lm, params.train.freeze_vision)
 
     image_size, patch_size = preset.geometry
     block = bool(run_params.block)
@@ -84,16 +73,53 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
         "block_output": m.block_output if block else None,
         "block_layers": m.block_layers if block else None,
         "head_reduce": m.head_reduce if block else None,
+        "norm_patches": (m.backbone not in FLAMINGO_BACKBONES) if block else None,
         "block_heads": preset.block_heads if block else None,
         "block_ff_mult": preset.block_ff_mult if block else None,
         "lm_family": lm_family(lm),
+        "pixel_mean": list(preset.pixel_mean),
+        "pixel_std": list(preset.pixel_std),
         "vocab": len(tokenizer),
         "vocab_sha1": vocabulary_fingerprint(tokenizer),
         "geometry": {"image_size": image_size, "patch_size": patch_size},
         "vision_dim": vis_dim,
         "max_frames": preset.max_frames,
     }
-    return GazeVLM(flamingo, config, pad_token_id=ids["pad_token_id"])
+    return GazeVLM(backbone, config, pad_token_id=ids["pad_token_id"])
+
+
+def _build_flamingo(backbone: str, preset: Preset, tokenizer: PreTrainedTokenizerBase, ids: dict[str, int],
+                    weights_dir: str | None) -> tuple[GazeFlamingo, int, torch.nn.Module]:
+    """openflamingo (Perceiver), openflamingo_noperceiver (all tokens to cross-attention), lavila (one
+    attention-pooling layer, GPT-2): a vision encoder and a causal LM joined by gated cross-attention."""
+    vision = build_vision_encoder(preset, weights_dir)
+    lm = build_language_model(preset, len(tokenizer), {k: ids[k] for k in ("pad_token_id", "eos_token_id",
+                                                                          "bos_token_id")}, weights_dir)
+    adapt_language_model(lm)
+    vis_dim = vision.visual.transformer.width
+    if backbone == "openflamingo_noperceiver":
+        resampler = FrameTokens(vis_dim, preset.max_frames)
+    else:
+        resampler = PerceiverResampler(dim=vis_dim, max_num_frames=preset.max_frames, **preset.perceiver)
+    flamingo = GazeFlamingo(vision, lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim, resampler=resampler,
+                            cross_attn_every_n_layers=preset.xattn_every, xattn=preset.xattn)
+    return flamingo, vis_dim, lm
+
+
+def _build_projector(backbone: str, preset: Preset, tokenizer: PreTrainedTokenizerBase, ids: dict[str, int],
+                     weights_dir: str | None):
+    """internvl / llava_next: the transformers model class, tiny from configs or pretrained by name."""
+    image_size, patch_size = preset.geometry
+    tiny = "hub" not in preset.lm
+    text_config = None
+    if tiny:
+        text_config = tiny_lm_config(vocab_size=len(tokenizer), **preset.lm,
+                                     **{k: ids[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id")})
+    name = None if tiny else pretrained_source(preset, "lm", weights_dir)
+    vlm = build_projector_vlm(backbone, vision=preset.vision, text_config=text_config, name_or_dir=name,
+                              image_size=image_size, patch_size=patch_size, vocab_size=len(tokenizer),
+                              special_ids=ids, pool=preset.pool)
+    return vlm, vlm.vision_dim, vlm.language_model
 
 
 def save_model_config(model: GazeVLM, directory: str | Path) -> Path:

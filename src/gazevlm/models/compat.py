@@ -2,13 +2,15 @@
 
 Nothing is copied or patched globally: the language model gets a subclass of open_flamingo's own
 FlamingoLMMixin (via open_flamingo's extend_instance), whose layers are a subclass of its FlamingoLayer.
-Findings, each covered by tests/test_models_compat.py for OPT, Llama and GPT-NeoX:
+Findings, each covered by tests/test_models_compat.py for OPT, Llama, GPT-NeoX and GPT-2:
 
 1. generate() fails: transformers 5 calls the model's forward without `attention_mask`, which
    FlamingoLMMixin.forward requires positionally (TypeError). Fix: default it to None.
 2. FlamingoLayer.forward forwards only keyword arguments to the decoder layer; a decoder that passes
    anything positionally (mask, position ids) would break. Fix: pass *args through.
-3. Decoder layers in transformers 5 return a tensor, not a tuple; FlamingoLayer returns whatever the
+3. open_flamingo does not know where GPT-2 keeps its decoder layers (its table has GPT-J, not GPT-2):
+   `transformer.h`, given here.
+4. Decoder layers in transformers 5 return a tensor, not a tuple; FlamingoLayer returns whatever the
    decoder returns, so this needs no change (checked by the same tests).
 Multi-frame media (F > 1) is not a transformers issue; GazeFlamingo in flamingo.py handles it.
 """
@@ -21,7 +23,9 @@ from open_flamingo.src.utils import extend_instance
 from torch import nn
 
 # LM families checked end to end (forward, greedy and beam generate with the KV cache).
-SUPPORTED_LM_FAMILIES = ("opt", "llama", "gpt_neox")
+SUPPORTED_LM_FAMILIES = ("opt", "llama", "gpt_neox", "gpt2")
+# model_type -> decoder layer list, for families open_flamingo's own table misses
+_DECODER_LAYERS = {"gpt2": "transformer.h"}
 
 
 class CompatFlamingoLayer(FlamingoLayer):
@@ -65,6 +69,6 @@ def adapt_language_model(lang_encoder: nn.Module, decoder_layers_attr_name: str 
                          f"adapter (tested: {SUPPORTED_LM_FAMILIES})")
     extend_instance(lang_encoder, CompatFlamingoLMMixin)
     if decoder_layers_attr_name is None:
-        decoder_layers_attr_name = _infer_decoder_layers_attr_name(lang_encoder)
+        decoder_layers_attr_name = _DECODER_LAYERS.get(family) or _infer_decoder_layers_attr_name(lang_encoder)
     lang_encoder.set_decoder_layers_attr_name(decoder_layers_attr_name)
     return lang_encoder

@@ -1,4 +1,4 @@
-"""The gaze-regularised attention block: between the frozen vision encoder and the Perceiver.
+"""The gaze-regularised attention block: between the frozen vision encoder and the Perceiver/projector.
 
 A query token per frame attends over that frame's patch tokens (keys/values per frame). The query
 starts from the RGB features only: a learned projection of the mean of all visual tokens of the
@@ -83,7 +83,7 @@ class GazeBlock(nn.Module):
     """
 
     def __init__(self, dim: int, layers: int = 2, heads: int = 8, query: str = "global",
-                 output: str = "pooled", head_reduce: str = "mean", ff_mult: int = 2):
+                 output: str = "pooled", head_reduce: str = "mean", ff_mult: int = 2, norm_patches: bool = False):
         super().__init__()
         for name, value, allowed in (("query", query, QUERIES), ("block_output", output, OUTPUTS),
                                      ("head_reduce", head_reduce, HEAD_REDUCTIONS)):
@@ -98,16 +98,20 @@ class GazeBlock(nn.Module):
             for i in range(layers))
         # the Perceiver's latents leave through a LayerNorm: appended tokens get one too
         self.norm_out = nn.LayerNorm(dim) if output == "pooled_lm" else None
+        # projector backbones read an inner layer of the tower (LLaVA: the penultimate; InternViT's last has
+        # no final norm): the block normalises the patches it attends over; what it passes on is untouched
+        self.norm_patches = nn.LayerNorm(dim) if norm_patches else None
 
     def forward(self, patches: torch.Tensor) -> BlockOutput:
         """patches (B, T, P, D): the frozen encoder's patch tokens of each frame."""
         b, t, p, d = patches.shape
+        seen = self.norm_patches(patches) if self.norm_patches is not None else patches
         if self.query_type == "global":
-            query = self.query_proj(patches.mean(dim=(1, 2)))[:, None].expand(b, t, d)
+            query = self.query_proj(seen.mean(dim=(1, 2)))[:, None].expand(b, t, d)
         else:
-            query = self.query_proj(patches.mean(dim=2))
+            query = self.query_proj(seen.mean(dim=2))
         query = query.reshape(b * t, d)
-        flat = patches.reshape(b * t, p, d)
+        flat = seen.reshape(b * t, p, d)
         for layer in self.layers:
             query, attn = layer(query, flat)
         if self.head_reduce == "mean":

@@ -92,10 +92,9 @@ def build_tokenizer(params, texts: Iterable[str]) -> PreTrainedTokenizerBase:
     """The tokenizer a run of params.model.preset needs: the word-level one built from `texts` (the
     training captions) for offline presets, the language model's own for presets loaded by name
     (from params.model.weights_dir when set, else the hub)."""
-    from .presets import get_preset
+    from .presets import get_preset, pretrained_source
 
-    preset = get_preset(params.model.preset)
+    preset = get_preset(params.model.preset, params.model.backbone)
     if "hub" not in preset.lm:
         return build_word_tokenizer(texts)
-    weights_dir = params.model.weights_dir
-    return load_pretrained_tokenizer(Path(weights_dir) / preset.lm["local"] if weights_dir else preset.lm["hub"])
+    return load_pretrained_tokenizer(pretrained_source(preset, "lm", params.model.weights_dir))
