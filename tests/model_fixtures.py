@@ -66,25 +66,32 @@ def prompt(b: int, t: int = 3, task: str = "future"):
     return encode_prompt(tokenizer(), task, t, b)
 
 
+def write_open_clip_dir(directory: Path, model: str, geometry: tuple[int, int], *, layers: int, width: int,
+                        head_width: int, seed: int) -> None:
+    """An open_clip `local-dir:` directory (config + safetensors) of `model`'s architecture, vision tower
+    shrunk to `layers` x `width`, text tower to almost nothing; random weights from `seed`."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model)
+    assert (cfg["vision_cfg"]["image_size"], cfg["vision_cfg"]["patch_size"]) == geometry
+    cfg["vision_cfg"].update(layers=layers, width=width, head_width=head_width)
+    cfg["text_cfg"].update(layers=1, width=32, heads=1, vocab_size=64)
+    cfg["embed_dim"] = 32
+    cfg["quick_gelu"] = True  # OpenAI weights were trained with QuickGELU
+    directory.mkdir(parents=True)
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.manual_seed(seed)
+    clip = open_clip.create_model(f"local-dir:{directory}", load_weights=False)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(directory / "open_clip_model.safetensors"))
+
+
 def write_scaled_paper_weights(root: Path) -> Path:
     """<root>/clip (open_clip local-dir: ViT-L-14's config with shrunk sizes + safetensors weights) and
     <root>/opt-1.3b (an OPT saved with save_pretrained, shrunk, with the word tokenizer): the layout
     presets.PAPER reads from params.model.weights_dir."""
-    import open_clip
     from transformers import OPTConfig, OPTForCausalLM
 
-    cfg = open_clip.get_model_config("ViT-L-14")
-    assert (cfg["vision_cfg"]["image_size"], cfg["vision_cfg"]["patch_size"]) == (224, 14)
-    cfg["vision_cfg"].update(layers=2, width=64, head_width=32)
-    cfg["text_cfg"].update(layers=1, width=32, heads=1, vocab_size=64)
-    cfg["embed_dim"] = 32
-    cfg["quick_gelu"] = True  # OpenAI weights were trained with QuickGELU
-    clip_dir = root / "clip"
-    clip_dir.mkdir(parents=True)
-    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    torch.manual_seed(123)
-    clip = open_clip.create_model(f"local-dir:{clip_dir}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(clip_dir / "open_clip_model.safetensors"))
+    write_open_clip_dir(root / "clip", "ViT-L-14", (224, 14), layers=2, width=64, head_width=32, seed=123)
 
     tok = tokenizer()
     lm_dir = root / "opt-1.3b"

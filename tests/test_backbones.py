@@ -11,7 +11,7 @@ from contextlib import chdir
 
 import pytest
 import torch
-from model_fixtures import CAPTIONS, batch, build, params, prompt, tokenizer
+from model_fixtures import CAPTIONS, batch, build, params, prompt, tokenizer, write_open_clip_dir
 from train_fixtures import TASK, ListSource, collate, read_tsv_metrics, run_in_process
 
 from gazevlm import train as train_mod
@@ -179,21 +179,9 @@ def _save_tiny_vlm(kind: str, directory, image_size: int, patch_size: int):
 
 
 def _save_lavila(root):
-    import open_clip
-    from safetensors.torch import save_file
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = open_clip.get_model_config("ViT-L-14-336")
-    assert (cfg["vision_cfg"]["image_size"], cfg["vision_cfg"]["patch_size"]) == (336, 14)
-    cfg["vision_cfg"].update(layers=1, width=32, head_width=16)
-    cfg["text_cfg"].update(layers=1, width=32, heads=1, vocab_size=64)
-    cfg["embed_dim"] = 32
-    clip_dir = root / "clip-336"
-    clip_dir.mkdir(parents=True)
-    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    torch.manual_seed(7)
-    clip = open_clip.create_model(f"local-dir:{clip_dir}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(clip_dir / "open_clip_model.safetensors"))
+    write_open_clip_dir(root / "clip-336", "ViT-L-14-336", (336, 14), layers=1, width=32, head_width=16, seed=7)
     tok = tokenizer()
     # GPT-2 XL is 48 layers of width 1600; 3 layers keep one cross-attention at every 3rd layer
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tok) + 3, n_embd=32, n_layer=3, n_head=2, n_positions=128,

@@ -87,3 +87,23 @@ def test_second_repro_does_nothing_and_status_is_clean(repo: Path):
     assert "Running stage" not in out
     status = _run(["dvc", "status"], repo)
     assert "up to date" in status, status
+
+
+@pytest.mark.parametrize("backbone", ["openflamingo_noperceiver", "lavila", "internvl", "llava_next"])
+def test_each_backbone_runs_base_and_gaze_as_a_dvc_experiment(repo: Path, backbone: str):
+    """Issue 9's criterion: `dvc exp run -S model.backbone=<b>` trains, evaluates and analyses base and gaze
+    at the tiny preset on CPU; the heatmap stage (which does not read the backbone) is not rerun."""
+    name = f"e2e-{backbone}"
+    out = _run(["dvc", "exp", "run", "-n", name, "-S", f"model.backbone={backbone}"], repo)
+    assert "Running stage 'heatmaps'" not in out and "Running stage 'train@gaze-future'" in out
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
+    exp = next(rev["data"] for base in shown for group in base.get("experiments") or []
+               for rev in group["revs"] if rev.get("name") == name)
+    assert exp["params"]["params.yaml"]["data"]["model"]["backbone"] == backbone
+    for run in ("base", "gaze"):
+        record = exp["metrics"][f"metrics/eval/{run}_future.json"]["data"]
+        assert record["n"] > 0 and 0 <= record["semantic"]["mean"] <= 1
+    attention = exp["metrics"]["metrics/attention.json"]["data"]
+    assert {"block", "perceiver"} <= set(attention["gaze"]["future"]) and "perceiver" in attention["base"]["future"]
+    config = json.loads((repo / "models" / "gaze" / "future" / "config.json").read_text())
+    assert config["model_config"]["backbone"] == backbone

@@ -20,7 +20,25 @@ from open_flamingo.src.helpers import MaskedCrossAttention, PerceiverAttention, 
 from torch import nn
 
 
-class BackboneAttentionProbe:
+class _HookProbe:
+    """A context manager that hooks `self.module`'s forward while it is open; `attention` is the result."""
+
+    module: nn.Module
+    attention: torch.Tensor | None = None
+    _handle = None
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        raise NotImplementedError
+
+
+class BackboneAttentionProbe(_HookProbe):
     def __init__(self, flamingo: nn.Module, n_frames: int, n_patches: int, attention_mask: torch.Tensor | None,
                  tokens_at_end: bool = False):
         self.n_frames, self.n_patches, self.attention_mask = n_frames, n_patches, attention_mask
@@ -32,14 +50,6 @@ class BackboneAttentionProbe:
         else:
             xattn = [layer for layer in flamingo.lang_encoder.gated_cross_attn_layers if layer is not None]
             self.module = xattn[-1].attn
-        self._handle = None
-
-    def __enter__(self) -> "BackboneAttentionProbe":
-        self._handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
 
     @torch.no_grad()
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
@@ -81,7 +91,7 @@ def _cross_attention_weights(module: MaskedCrossAttention, x: torch.Tensor, medi
     return (attn * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
 
 
-class LMTextProbe:
+class LMTextProbe(_HookProbe):
     """The backbone attention of a projector VLM (GazeProjectorVLM): recomputed from the last LM layer's
     own q/k projections and rotary embeddings in a forward hook, so the LM keeps its SDPA/flash kernel."""
 
@@ -89,15 +99,6 @@ class LMTextProbe:
         self.vlm, self.n_frames, self.n_patches = vlm, n_frames, n_patches
         self.token_patches = token_patches  # (K, r): the patches each LM grid token was made from
         self.module = vlm.language_model.layers[-1].self_attn
-        self.attention: torch.Tensor | None = None
-        self._handle = None
-
-    def __enter__(self) -> "LMTextProbe":
-        self._handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
 
     @torch.no_grad()
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
