@@ -149,7 +149,9 @@ def test_ablation_table_by_run_and_bool_number_matching():
 
 
 def test_table1_has_a_row_per_backbone_beside_that_backbones_paper_row():
-    data = exp_show(node("t1-internvl", {"model": {"backbone": "internvl"}}, runs_metrics(0.52)),
+    gain = {"diff": 0.02, "ci_low": 0.01, "ci_high": 0.03, "p_value": 0.004}
+    with_gain = {**runs_metrics(0.52), "metrics/eval/comparisons.json": {"future": {"gaze_vs_base": {"semantic": gain}}}}
+    data = exp_show(node("t1-internvl", {"model": {"backbone": "internvl"}}, with_gain),
                     node("t1-llava_next", {"model": {"backbone": "llava_next"}}, runs_metrics(0.48)))
     num, disp, missing = A.ablation_table(A.ABLATIONS["table1"], A.parse_exp_show(data),
                                           ["t1-internvl", "t1-llava_next", "t1-lavila"])
@@ -160,6 +162,9 @@ def test_table1_has_a_row_per_backbone_beside_that_backbones_paper_row():
     assert num.loc[1, "paper gaze future semantic"] == 0.6771
     assert "paper Ego4D (same backbone): gaze future semantic" in disp.columns
     assert set(A.ABLATIONS["table1"].paper) == {(b,) for b in BACKBONES}
+    assert num.loc[0, "gain future semantic"] == 0.02 and num.loc[0, "gain future semantic p"] == 0.004
+    assert disp.loc[0, "ours: gaze - base future semantic"] == "+0.020 [+0.010, +0.030], p = 0.004"
+    assert disp.loc[1, "ours: gaze - base future semantic"] == "—"  # no comparisons.json
 
 
 def _dry_run(target: str) -> list[str]:

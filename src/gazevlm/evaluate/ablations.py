@@ -34,6 +34,8 @@ class Ablation:
     paper: Mapping[tuple, Mapping[str, float]] = field(default_factory=dict)  # row key -> {column: value}
     rows_by: str = "experiment"           # "experiment" | "run" (one experiment, one row per run)
     paper_label: str = "paper Ego4D OpenFlamingo"   # the paper's ablations are on OpenFlamingo only
+    # (task, metric): add the paired gaze - base gain [CI], p of each experiment (metrics/eval/comparisons.json)
+    gains: tuple[tuple[str, str], ...] = ()
 
 
 def _col(run: str, task: str, metric: str) -> str:
@@ -56,7 +58,8 @@ def _table1_paper() -> dict[tuple, dict[str, float]]:
 
 ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("table1", "Table 1: base vs gaze-regularised (lambda 100) on each backbone, semantic score",
-             ("model.backbone",), _T1, _table1_paper(), paper_label="paper Ego4D (same backbone)"),
+             ("model.backbone",), _T1, _table1_paper(), paper_label="paper Ego4D (same backbone)",
+             gains=(("future", "semantic"), ("activity", "semantic"))),
     Ablation("table2", "Table 2: gaze-loss weight lambda (run `gaze`), both tasks",
              ("runs.gaze.lambda",),
              (("gaze", "future", "semantic"), ("gaze", "activity", "semantic")),
@@ -142,6 +145,11 @@ def _estimate(exp: Experiment, run: str, task: str, metric: str) -> Mapping | No
     return rec.get(metric)
 
 
+def _gain(exp: Experiment, task: str, metric: str) -> Mapping | None:
+    rec = exp.metrics.get("metrics/eval/comparisons.json") or {}
+    return ((rec.get(task) or {}).get("gaze_vs_base") or {}).get(metric)
+
+
 def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
                    names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(numbers, display, missing experiment names) for one ablation. An experiment that failed, or
@@ -176,6 +184,12 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
                 num[col + " ci_low"] = tables._nan((est or {}).get("ci_low"))
                 num[col + " ci_high"] = tables._nan((est or {}).get("ci_high"))
                 disp["ours: " + col] = tables.fmt_estimate(est)
+            for task, metric in spec.gains:
+                cmp = _gain(e, task, metric) if e else None
+                col = f"gain {task} {metric}"
+                num[col] = tables._nan((cmp or {}).get("diff"))
+                num[col + " p"] = tables._nan((cmp or {}).get("p_value"))
+                disp["ours: gaze - base " + f"{task} {metric}"] = tables.fmt_gain(cmp)
             paper = _lookup_paper(spec, key)
             for r, task, metric in spec.columns:
                 col = f"{task} {metric}" if spec.rows_by == "run" else _col(r, task, metric)
@@ -215,7 +229,11 @@ def build(table: str, exp_show: Path, names: Sequence[str], out_dir: Path = ABLA
     if len(missing) == len(names):
         raise ValueError(f"{exp_show}: none of the experiments {list(names)} found")
     caption = (f"{spec.title}. Ours: semantic score / ROUGE-L F of generated text, mean [95% bootstrap CI], one "
-               f"DVC experiment per row ({exp_show}). Paper: {tables.PAPER_SOURCE}, OpenFlamingo, for reference.")
+               f"DVC experiment per row ({exp_show}). Paper: {tables.PAPER_SOURCE}, for reference "
+               f"(columns '{spec.paper_label}').")
+    if spec.gains:
+        caption += (" Gain: gaze - base on the same test windows [95% paired bootstrap CI], p from a paired "
+                    "sign-flip permutation test.")
     if missing:
         caption += f" Missing experiments: {', '.join(missing)}."
     return tables.write_table(numbers, display, Path(out_dir) / table, caption)
