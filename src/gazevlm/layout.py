@@ -63,3 +63,17 @@ def shard_files(task: str, split: str, root: Path = SHARDS_DIR) -> list[str]:
 
 def run_dir(run: str, task: str, root: Path = MODELS_DIR) -> Path:
     return root / run / task
+
+
+def read_table(path: Path, columns):
+    """A stage's input parquet table (a pandas DataFrame), checked against its column contract (above): a missing file is a
+    FileNotFoundError, a missing column a ValueError, each naming the file."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not found (run the earlier stages first)")
+    table = pd.read_parquet(path)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (has {list(table.columns)}; contract in gazevlm.layout)")
+    return table

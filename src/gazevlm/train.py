@@ -75,16 +75,8 @@ def _model_api() -> SimpleNamespace:
     from gazevlm import losses, models
     from gazevlm.models import text, tokenizer
 
-    def build_tokenizer(params: Params, texts: list[str]):
-        if hasattr(models, "build_tokenizer"):
-            return models.build_tokenizer(params, texts)
-        lm = models.get_preset(params.model.preset, params.model.backbone).lm
-        if "hub" in lm:  # a pretrained LM brings its own tokenizer (paper preset: OPT's)
-            wd = params.model.weights_dir
-            return tokenizer.load_pretrained_tokenizer(Path(wd) / lm["local"] if wd else lm["hub"])
-        return tokenizer.build_word_tokenizer(texts)  # tiny preset: words of the train targets
-
-    return SimpleNamespace(build_model=models.build_model, build_tokenizer=build_tokenizer,
+    # tiny presets: a word tokenizer over the train targets; real presets: the LM's own
+    return SimpleNamespace(build_model=models.build_model, build_tokenizer=models.build_tokenizer,
                            encode_train=text.encode_train, gaze_kl=losses.gaze_kl, total_loss=losses.total_loss,
                            vocab_fingerprint=tokenizer.vocabulary_fingerprint)
 

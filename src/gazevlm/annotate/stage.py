@@ -104,8 +104,8 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
 # --- inputs ---------------------------------------------------------------------------------------
 
 def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    keyframes = _read_table(keyframes_path, KEYFRAME_COLUMNS)
-    windows = _read_table(windows_path, WINDOW_COLUMNS)
+    keyframes = layout.read_table(keyframes_path, KEYFRAME_COLUMNS)
+    windows = layout.read_table(windows_path, WINDOW_COLUMNS)
     dup = keyframes["keyframe_id"][keyframes["keyframe_id"].duplicated()]
     if len(dup):
         raise ValueError(f"{keyframes_path}: duplicated keyframe_id {sorted(set(dup))[:5]}")
@@ -117,16 +117,6 @@ def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame,
                              f"{keyframes_path.name}, e.g. {sorted(missing)[:3]}")
     keyframes = keyframes.astype({"keyframe_id": str, "uid": str, "frame": "int64", "t": "float64"})
     return keyframes, windows
-
-
-def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (run the extract stage first)")
-    table = pd.read_parquet(path)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (layout.py contract)")
-    return table
 
 
 def _ids(ids: Any) -> list[str]:

@@ -81,13 +81,12 @@ def check_params(hp: HeatmapParams) -> None:
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise HeatmapInputError(f"{path}: input table not found (run the earlier stages first)")
-    table = pd.read_parquet(path)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise HeatmapInputError(f"{path}: missing column(s) {missing} (has {list(table.columns)})")
-    return table
+    try:
+        return layout.read_table(path, columns)
+    except FileNotFoundError:
+        raise HeatmapInputError(f"{path}: input table not found (run the earlier stages first)") from None
+    except ValueError as err:
+        raise HeatmapInputError(str(err)) from None
 
 
 def n_previous_frames(delta_ms: float, fps: float) -> int:
