@@ -142,7 +142,7 @@ def test_corrupt_keyframe_jpeg_is_a_counted_skip(world):
 
 
 def test_bad_tables_and_params_are_named(world):
-    with pytest.raises(ValueError, match="eta must be in"):
+    with pytest.raises(ValueError, match=r"heatmaps.eta = 1.5: must be in \[0, 1\]"):
         stage.run(params(eta=1.5))
     Path(layout.ANNOTATE_DIR / "targets.parquet").unlink()
     with pytest.raises(stage.HeatmapInputError, match="targets.parquet: input table not found"):

@@ -319,7 +319,7 @@ def test_model_config_round_trip_and_mismatch_messages(tmp_path):
 
 
 def test_unknown_backbone_and_preset_are_named():
-    with pytest.raises(ValueError, match="params.model.backbone"):
+    with pytest.raises(ValueError, match="model.backbone = 'llava'"):
         build("gaze", backbone="llava")
     with pytest.raises(KeyError, match="params.model.preset"):
         build_model(params(preset="huge"), "gaze", tokenizer())

@@ -205,10 +205,10 @@ def test_schedule_and_batch_split():
 
 
 def test_bad_params_fail_before_training(tmp_path):
-    with pytest.raises(ValueError, match="schedule='linear'"):
+    with pytest.raises(ValueError, match="schedule = 'linear'"):
         train_mod.train(tiny_params(schedule="linear"), "gaze", TASK, data=ListSource(), device="cpu")
     bad = dataclasses.replace(tiny_params(), runs={"odd": params.RunParams(block=False, lam=1.0)})
-    with pytest.raises(ValueError, match="runs.odd: lambda=1.0 needs block: true"):
+    with pytest.raises(ValueError, match="runs.odd.lambda = 1.0: lambda > 0 needs block: true"):
         train_mod.train(bad, "odd", TASK, data=ListSource(), device="cpu")
     with pytest.raises(ValueError, match="fewer than one global batch"):
         _train(tmp_path, source={"n_train": 3})

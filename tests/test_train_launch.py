@@ -52,6 +52,20 @@ def test_torchrun_two_ranks_from_shards_and_curves(project):
     assert table.loc[TASK, "best_epoch"] == 1 and table.loc[TASK, "ranks"] == 2
 
 
+def test_a_dvc_set_param_value_trains(project):
+    """`dvc exp run -S train.lr=7e-5` (the README's paper-preset command): DVC writes `lr: 7e-05`, which
+    YAML 1.1 reads as a string; the worker must train with the number."""
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides("params.yaml", ["train.lr=7e-5", "train.nproc_per_node=1"])
+    assert "lr: 7e-05" in Path("params.yaml").read_text()
+    report = train.run(params.load("params.yaml"), "gaze", extra_args=["--no-progress", "--device", "cpu"],
+                       stream=None)
+    assert report["tasks"][TASK]["steps"] == 3
+    cfg = json.loads(Path("models/gaze/future/config.json").read_text())
+    assert cfg["params"]["train"]["lr"] == 7e-5
+
+
 def test_failed_worker_raises_with_its_output(project):
     fail = [sys.executable, "-c", "import sys; print('worker exploded'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"training gaze/future failed \(exit 3\)(.|\n)*worker exploded"):

@@ -2,13 +2,19 @@
 
 Every section is a frozen dataclass; unknown keys are an error (a typo in params.yaml must not be
 silently ignored) and missing keys take the defaults below, which mirror the committed params.yaml.
+Every value is checked here, once, when the file is read: its type from the dataclass annotation
+(numeric strings such as `7e-05`, which `dvc exp run -S train.lr=7e-5` writes and YAML 1.1 reads as
+a string, become numbers), its range or choice from RULES. A bad value fails in the notebook's first
+cell with the key, the value and what is allowed, not deep inside a stage.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -178,23 +184,198 @@ class Params:
 
 
 class ParamsError(ValueError):
-    """params.yaml names a key that does not exist or has a value of the wrong shape."""
+    """params.yaml names a key that does not exist or has a value of the wrong type, range or choice."""
 
 
-def _build(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+# --- what a value may be: types come from the dataclass annotations, ranges and choices from here ----
+# Choices that other modules also name (gaze_block, losses, flow, presets) are checked against these
+# tuples by tests/test_params.py, so the lists cannot drift apart.
+BACKBONES = ("openflamingo", "openflamingo_noperceiver", "lavila", "internvl", "llava_next")
+QUERIES = ("global", "frame")
+BLOCK_OUTPUTS = ("pooled", "pooled_lm", "reweighted")
+HEAD_REDUCTIONS = ("mean", "max")
+FLOW_BACKENDS = ("dis", "farneback", "raft", "raft_small")
+ANNOTATE_SOURCES = ("narrations", "llm")
+SCHEDULES = ("constant", "cosine")
+SELECT_ON = ("ce", "loss")
+KL_DIRECTIONS = ("gaze_to_attention", "attention_to_gaze")
+KL_REDUCTIONS = ("sum", "mean")
+TASKS = ("future", "activity")      # = gazevlm.layout.TASKS (layout imports nothing from here)
+SPLITS = ("train", "val", "test")   # = gazevlm.layout.SPLITS
+
+Rule = Callable[[Any], "str | None"]   # returns what is wrong with a (type-checked) value, or None
+
+
+def _above(lo: float) -> Rule:
+    return lambda v: None if v > lo else f"must be > {lo}"
+
+
+def _at_least(lo: float) -> Rule:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def _within(lo: float, hi: float, open_low: bool = False) -> Rule:
+    def rule(v: float) -> str | None:
+        ok = (lo < v if open_low else lo <= v) and v <= hi
+        return None if ok else f"must be in {'(' if open_low else '['}{lo}, {hi}]"
+    return rule
+
+
+def _one_of(*choices: str) -> Rule:
+    return lambda v: None if v in choices else f"expected one of {list(choices)}"
+
+
+def _tasks(v: tuple) -> str | None:
+    if not v or len(set(v)) != len(v) or not set(v) <= set(TASKS):
+        return f"expected a non-empty list of distinct tasks from {list(TASKS)}"
+    return None
+
+
+def _fractions(v: dict) -> str | None:
+    if not set(v) <= set(SPLITS):
+        return f"unknown split(s) {sorted(set(v) - set(SPLITS))} (use {list(SPLITS)})"
+    try:
+        values = [_number(x) for x in v.values()]
+    except _Bad as bad:
+        return f"fractions must be numbers ({bad})"
+    if any(x < 0 for x in values) or abs(sum(values) - 1.0) > 1e-6:
+        return "fractions must be non-negative and sum to 1"
+    return None
+
+
+def _split_uids(v: dict) -> str | None:
+    if not set(v) <= set(SPLITS):
+        return f"unknown split(s) {sorted(set(v) - set(SPLITS))} (use {list(SPLITS)})"
+    if not all(isinstance(u, list) and all(isinstance(x, str) for x in u) for u in v.values() if u is not None):
+        return "expected {split: [video_uid, ...]} with lists of strings"
+    return None
+
+
+# dotted key -> rule; `runs.*` applies to every named run. Keys without a rule are checked for type only.
+RULES: dict[str, Rule] = {
+    "sample.videos": _at_least(1), "sample.seconds": _above(0), "sample.width": _at_least(1),
+    "sample.height": _at_least(1), "sample.fps": _above(0), "sample.gaze_hz": _above(0),
+    "sample.objects": _at_least(1), "sample.cue": _at_least(0),
+    "extract.keyframe_fps": _above(0), "extract.confidence_min": _within(0, 1), "extract.saccade_px": _at_least(0),
+    "extract.max_gap_s": _at_least(0), "extract.window_stride_s": _above(0), "extract.future_observe_s": _above(0),
+    "extract.future_horizon_s": _above(0), "extract.activity_observe_s": _above(0),
+    "extract.split_fractions": _fractions, "extract.split_uids": _split_uids,
+    "annotate.source": _one_of(*ANNOTATE_SOURCES), "annotate.tolerance_s": _at_least(0),
+    "annotate.qc_max_flagged": _within(0, 1),
+    "annotate.llm.chunk_size": _at_least(1), "annotate.llm.max_rounds": _at_least(0),
+    "annotate.llm.validation_sequences": _at_least(1), "annotate.llm.retries": _at_least(0),
+    "annotate.llm.backoff_s": _at_least(0), "annotate.llm.timeout_s": _above(0),
+    "heatmaps.sigma_px": _above(0), "heatmaps.delta_ms": _at_least(0), "heatmaps.eps_px": _at_least(0),
+    "heatmaps.eta": _within(0, 1), "heatmaps.flow": _one_of(*FLOW_BACKENDS),
+    "heatmaps.flow_scale": _within(0, 1, open_low=True), "heatmaps.target_eps": _at_least(0),
+    "heatmaps.heatmap_size": _at_least(1), "heatmaps.shard_max_samples": _at_least(1),
+    "model.backbone": _one_of(*BACKBONES), "model.query": _one_of(*QUERIES),
+    "model.block_output": _one_of(*BLOCK_OUTPUTS), "model.block_layers": _at_least(1),
+    "model.head_reduce": _one_of(*HEAD_REDUCTIONS),
+    "runs.*.lambda": _at_least(0),
+    "train.tasks": _tasks, "train.nproc_per_node": _at_least(1), "train.batch_size": _at_least(1),
+    "train.grad_accum": _at_least(1), "train.lr": _above(0), "train.weight_decay": _at_least(0),
+    "train.warmup_steps": _at_least(0), "train.schedule": _one_of(*SCHEDULES), "train.epochs": _at_least(1),
+    "train.grad_clip": _at_least(0), "train.kl_direction": _one_of(*KL_DIRECTIONS),
+    "train.kl_reduction": _one_of(*KL_REDUCTIONS), "train.kl_eps": _above(0), "train.num_workers": _at_least(0),
+    "train.shuffle_buffer": _at_least(0), "train.checkpoint_every_steps": _at_least(0),
+    "train.select_on": _one_of(*SELECT_ON), "train.cpu_threads": _at_least(0),
+    "evaluate.max_new_tokens": _at_least(1), "evaluate.num_beams": _at_least(1),
+    "evaluate.bootstrap_samples": _at_least(1), "evaluate.batch_size": _at_least(1),
+    "attention.topk": _at_least(1), "attention.support_threshold": _within(0, 1),
+    "attention.overlay_windows": _at_least(0),
+}
+
+
+class _Bad(Exception):
+    """A value of the wrong type; the message says what was expected."""
+
+
+def _number(value: Any) -> float:
+    """A finite float from a number or a numeric string (YAML 1.1 reads `7e-05`, as DVC writes it, as
+    a string); bools are not numbers here."""
+    if isinstance(value, bool):
+        raise _Bad("expected a number, not true/false")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _Bad("expected a number (e.g. 3e-4)") from None
+    if not isinstance(value, (int, float)):
+        raise _Bad("expected a number (e.g. 3e-4)")
+    if not math.isfinite(value):
+        raise _Bad("expected a finite number")
+    return float(value)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """`value` as the annotated type (raises _Bad): numbers from numeric strings, tuples from lists."""
+    if isinstance(hint, types.UnionType) or get_origin(hint) is Union:
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (hint,) = [o for o in options if o is not type(None)]
+    if hint is bool:
+        if not isinstance(value, bool):   # a quoted "false" is a non-empty string, i.e. true: refuse it
+            raise _Bad("expected true or false (unquoted)")
+        return value
+    if hint is int:
+        try:
+            number = _number(value)
+        except _Bad:
+            raise _Bad("expected an integer") from None
+        if not number.is_integer():
+            raise _Bad("expected an integer")
+        return int(number)
+    if hint is float:
+        return _number(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Bad("expected a string")
+        return value
+    if hint is dict:
+        if not isinstance(value, Mapping):
+            raise _Bad("expected a mapping")
+        return dict(value)
+    if hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Bad("expected a list")
+        return tuple(value)
+    return value
+
+
+def _fail(where: str, value: Any, what: str) -> ParamsError:
+    return ParamsError(f"params.yaml: {where} = {value!r}: {what}")
+
+
+def _build(cls: type[T], values: Mapping[str, Any] | None, where: str, rule_prefix: str | None = None) -> T:
+    """One section: unknown keys refused, every given value coerced to its annotated type and checked
+    against RULES (`rule_prefix` replaces `where` in the rule lookup, e.g. runs.* for runs.gaze)."""
+    if values is not None and not isinstance(values, Mapping):
+        raise _fail(where, values, "expected a mapping of keys")
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ParamsError(f"params.yaml: unknown key(s) {unknown} in `{where}` (known: {sorted(known)})")
+        raise ParamsError(f"params.yaml: unknown key(s) {unknown} in `{where or 'params'}` (known: {sorted(known)})")
+    hints = get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
+        shown = "lambda" if (cls is RunParams and name == "lam") else name   # params.yaml's spelling
+        key = f"{where}.{shown}" if where else shown
         default = getattr(cls(), name) if _has_default(known[name]) else None
-        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), _plain(value), key)
+            continue
+        try:
+            coerced = _coerce(value, hints[name])
+        except _Bad as bad:
+            raise _fail(key, value, str(bad)) from None
+        rule = RULES.get(f"{rule_prefix or where}.{shown}" if where else shown)
+        problem = rule(coerced) if (rule is not None and coerced is not None) else None
+        if problem:
+            raise _fail(key, value, problem)   # the value as written, not as coerced
+        kwargs[name] = coerced
     return cls(**kwargs)
 
 
@@ -202,24 +383,57 @@ def _has_default(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
+def _plain(value: Any) -> Any:
+    """A dataclass value (a section built in code) as the mapping params.yaml would hold."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _check_runs(params: Params) -> None:
+    if not params.runs:
+        raise ParamsError("params.yaml: `runs` names no run (expected e.g. base, lambda0, gaze)")
+    for name, run in params.runs.items():
+        if run.lam and not run.block:
+            raise ParamsError(f"params.yaml: runs.{name}.lambda = {run.lam!r}: lambda > 0 needs block: true "
+                              "(there is no gaze attention to regularise)")
+
+
 def from_dict(raw: Mapping[str, Any]) -> Params:
-    """Build the typed view from an already-parsed mapping (tests use this with overrides)."""
+    """Build the typed view from an already-parsed mapping, checking every value (types, ranges,
+    choices; see RULES) and coercing numeric strings to numbers."""
+    if not isinstance(raw or {}, Mapping):
+        raise ParamsError("params.yaml: expected a mapping at the top level")
     raw = dict(raw or {})
     runs_raw = raw.pop("runs", None)
-    params = _build(Params, raw, "params")
+    params = _build(Params, raw, "")
     if runs_raw is not None:
+        if not isinstance(runs_raw, Mapping):
+            raise _fail("runs", runs_raw, "expected a mapping of run names to switches")
         runs = {}
         for name, switches in runs_raw.items():
-            switches = dict(switches or {})
+            switches = dict(_plain(switches) or {})
             if "lambda" in switches:
                 switches["lam"] = switches.pop("lambda")
-            runs[name] = _build(RunParams, switches, f"runs.{name}")
+            runs[name] = _build(RunParams, switches, f"runs.{name}", rule_prefix="runs.*")
         params = dataclasses.replace(params, runs=runs)
+    _check_runs(params)
     return params
 
 
+def to_dict(params: Params) -> dict[str, Any]:
+    """The plain mapping of a Params (what params.yaml holds; `lambda`, not `lam`)."""
+    raw = {f.name: _plain(getattr(params, f.name)) for f in dataclasses.fields(params) if f.name != "runs"}
+    raw["runs"] = {name: {"block": run.block, "lambda": run.lam} for name, run in params.runs.items()}
+    return raw
+
+
+def validate(params: Params) -> Params:
+    """Check a Params built in code (e.g. with dataclasses.replace) exactly as params.yaml is checked;
+    returns the coerced copy. Raises ParamsError naming the key, the value and what is allowed."""
+    return from_dict(to_dict(params))
+
+
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read params.yaml (the only reader of it in the project)."""
+    """Read params.yaml (the only reader of it in the project) and check every value."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -229,13 +443,21 @@ def load(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: expected a mapping at the top level")
-    return from_dict(raw)
+    try:
+        return from_dict(raw)
+    except ParamsError as err:
+        # name the file actually read (it may not be the repository's params.yaml)
+        raise ParamsError(str(err).replace("params.yaml:", f"{path}:", 1)) from None
 
 
 def with_overrides(params: Params, **sections: Mapping[str, Any]) -> Params:
-    """Return a copy with some keys of some sections replaced, e.g. with_overrides(p, train={"lr": 1e-3})."""
-    out = params
+    """Return a checked copy with some keys of some sections replaced, e.g. with_overrides(p, train={"lr": 1e-3})."""
+    raw = to_dict(params)
     for section, values in sections.items():
-        current = getattr(out, section)
-        out = dataclasses.replace(out, **{section: dataclasses.replace(current, **values)})
-    return out
+        if section not in raw:
+            raise ParamsError(f"params.yaml: unknown section {section!r} (known: {sorted(raw)})")
+        if section == "runs":
+            raw["runs"] = {**raw["runs"], **{k: _plain(v) for k, v in values.items()}}
+        else:
+            raw[section] = {**raw[section], **{k: _plain(v) for k, v in values.items()}}
+    return from_dict(raw)

@@ -55,8 +55,8 @@ from gazevlm.params import Params
 from gazevlm.train_data import DataSource, ShardSource, VisionFeatureCache, full_groups
 
 TRAIN_REPORTS = layout.REPORTS_DIR / "train"
-SCHEDULES = ("constant", "cosine")
-SELECT_ON = ("ce", "loss")
+SCHEDULES = params_mod.SCHEDULES   # checked, with every other key, by gazevlm.params
+SELECT_ON = params_mod.SELECT_ON
 # train keys that may change between a run and its resumption (they do not change the trajectory
 # of the steps already taken); every other key of the fingerprint must match to resume.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "nproc_per_node", "checkpoint_every_steps", "tasks",
@@ -214,17 +214,11 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
 # --- the loop ------------------------------------------------------------------------------------
 
 def _check_params(params: Params, run: str, task: str) -> None:
-    tp, rp = params.train, params.run(run)
+    # types, ranges, choices and run switches: gazevlm.params, the one place (also for Params built in code)
+    params_mod.validate(params)
+    params.run(run)
     if task not in layout.TASKS:
         raise ValueError(f"unknown task {task!r} (have {layout.TASKS})")
-    if tp.schedule not in SCHEDULES:
-        raise ValueError(f"params.train.schedule={tp.schedule!r} (have {SCHEDULES})")
-    if tp.select_on not in SELECT_ON:
-        raise ValueError(f"params.train.select_on={tp.select_on!r} (have {SELECT_ON})")
-    if tp.epochs < 1 or tp.batch_size < 1:
-        raise ValueError(f"params.train: epochs ({tp.epochs}) and batch_size ({tp.batch_size}) must be >= 1")
-    if rp.lam and not rp.block:
-        raise ValueError(f"params.runs.{run}: lambda={rp.lam} needs block: true (no attention to regularise)")
 
 
 def _full_state(model: nn.Module, opt: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import ego4d, layout
-from ..params import Params
+from ..params import ANNOTATE_SOURCES, Params, validate
 from . import qc
 from .cache import ResponseCache
 from .llm_captions import ChunkResult, annotate_chunks, make_chunks, sha256_text
@@ -36,7 +36,7 @@ from .refine import RefinementSession, load_feedback, replay, select_validation
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("narrations", "llm")
+SOURCES = ANNOTATE_SOURCES
 KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
 WINDOW_COLUMNS = ("window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids", "target_frames",
                   "target_keyframe_ids", "t_start", "t_end")
@@ -64,11 +64,7 @@ def paths(root: str | Path = ".") -> dict[str, Path]:
 def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     """Caption the keyframes, build the window targets, write the outputs; return the report."""
     root = Path(root)
-    a = params.annotate
-    if a.source not in SOURCES:
-        raise ValueError(f"params.yaml: annotate.source must be one of {SOURCES}, got {a.source!r}")
-    if not 0.0 <= a.qc_max_flagged <= 1.0:
-        raise ValueError(f"params.yaml: annotate.qc_max_flagged must be in [0, 1], got {a.qc_max_flagged}")
+    a = validate(params).annotate   # source, qc_max_flagged, llm ranges: checked by gazevlm.params
     p = paths(root)
     keyframes, windows = load_inputs(p["keyframes"], p["windows"])
     used = used_keyframes(keyframes, windows)

@@ -23,11 +23,11 @@ from gazevlm import layout
 from gazevlm.gaze import aggregate as agg_mod
 from gazevlm.gaze.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
 from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.flow import FLOW_BACKENDS, make_backend
+from gazevlm.gaze.flow import make_backend
 from gazevlm.gaze.frames import ImageError, encode_jpeg, read_frames, read_image
 from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
 from gazevlm.models.geometry import vision_geometry
-from gazevlm.params import HeatmapParams, Params
+from gazevlm.params import HeatmapParams, Params, with_overrides
 from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_shard_size
 
 HEATMAPS_DIR = Path("data/heatmaps")
@@ -61,23 +61,8 @@ class KeyframeResult:
 
 
 def check_params(hp: HeatmapParams) -> None:
-    problems = []
-    if not hp.sigma_px > 0:
-        problems.append(f"sigma_px must be > 0 (got {hp.sigma_px})")
-    if hp.delta_ms < 0:
-        problems.append(f"delta_ms must be >= 0 (got {hp.delta_ms})")
-    if not 0 < hp.flow_scale <= 1:
-        problems.append(f"flow_scale must be in (0, 1] (got {hp.flow_scale})")
-    if not 0 <= hp.eta <= 1:
-        problems.append(f"eta must be in [0, 1] (got {hp.eta})")
-    if hp.eps_px < 0 or hp.target_eps < 0:
-        problems.append("eps_px and target_eps must be >= 0")
-    if hp.heatmap_size < 1 or hp.shard_max_samples < 1:
-        problems.append("heatmap_size and shard_max_samples must be >= 1")
-    if hp.flow not in FLOW_BACKENDS:
-        problems.append(f"flow must be one of {FLOW_BACKENDS} (got {hp.flow!r})")
-    if problems:
-        raise ValueError("params.yaml heatmaps: " + "; ".join(problems))
+    """Ranges and choices of the heatmaps section: gazevlm.params checks them (the one place)."""
+    with_overrides(Params(), heatmaps=asdict(hp))   # raises ParamsError naming the key
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
