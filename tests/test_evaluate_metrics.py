@@ -114,3 +114,24 @@ def test_no_model_or_heavy_library_loaded_at_import():
             "bad = [m for m in ('sentence_transformers', 'rouge_score', 'pycocoevalcap') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_embedding_cache_past_its_cap_keeps_what_the_call_needs(monkeypatch):
+    """Issue 15, item 6: the cap cleared the cache between the lookup and the use (KeyError)."""
+    from gazevlm.evaluate import metrics
+
+    class Fake:
+        """Embeds a text as a fixed function of its characters (an independent reference)."""
+
+        def encode(self, texts, **kw):
+            return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)
+
+    monkeypatch.setattr(metrics, "load_semantic_model", lambda name: Fake())
+    monkeypatch.setattr(metrics, "_EMBED_CACHE", {})
+    monkeypatch.setattr(metrics, "_EMBED_CACHE_MAX", 3)
+    first = metrics.embed(["aa", "bbb"], model_name="fake")
+    again = metrics.embed(["aa", "cccc", "ddddd"], model_name="fake")  # 2 cached + 2 new > cap 3
+    np.testing.assert_array_equal(again[0], first[0])
+    ref = Fake().encode(["aa", "cccc", "ddddd"])
+    np.testing.assert_allclose(again, ref / np.linalg.norm(ref, axis=1, keepdims=True), rtol=1e-6)
+    assert set(metrics._EMBED_CACHE["fake"]) == {"aa", "cccc", "ddddd"}   # bounded: "bbb" made room

@@ -110,10 +110,14 @@ _EMBED_CACHE_MAX = 50_000
 def embed(texts: Sequence[str], *, model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> np.ndarray:
     """Unit-norm float32 embeddings (len(texts), dim) of already-normalised texts, cached per text."""
     cache = _EMBED_CACHE.setdefault(model_name, {})
-    todo = sorted({t for t in texts if t not in cache})
+    wanted = set(texts)
+    todo = sorted(t for t in wanted if t not in cache)
     if todo:
         if len(cache) + len(todo) > _EMBED_CACHE_MAX:
+            # make room, but keep what this call is about to read (clearing it all lost them: KeyError)
+            kept = {t: cache[t] for t in wanted if t in cache}
             cache.clear()
+            cache.update(kept)
         model = load_semantic_model(model_name)
         vecs = model.encode(todo, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
