@@ -86,6 +86,21 @@ def test_fixed_seed_gives_identical_metrics_and_weights(runs):
     wa, wb = weights_of(ra / "models/gaze/model.safetensors"), weights_of(rb / "models/gaze/model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sa["best"] == sb["best"]
+    # identical weights, identical bytes (safetensors' metadata order was random): DVC sees no change
+    assert (ra / "models/gaze/model.safetensors").read_bytes() == (rb / "models/gaze/model.safetensors").read_bytes()
+
+
+def test_safetensors_bytes_do_not_depend_on_metadata_order(tmp_path):
+    weights = {"b": torch.randn(3, 4), "a": torch.zeros(5, dtype=torch.float16), "c": torch.arange(7)}
+    meta = {f"key{i}": f"value{i}" for i in range(6)}
+    blobs = set()
+    for i in range(5):
+        path = tmp_path / f"w{i}.safetensors"
+        ckpt.save_weights(weights, path, metadata=dict(reversed(meta.items())) if i % 2 else meta)
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
+    back = weights_of(tmp_path / "w0.safetensors")
+    assert all(torch.equal(back[k], weights[k]) for k in weights)
 
 
 def test_load_trained_reproduces_the_logged_validation_loss(runs):
@@ -157,8 +172,60 @@ def test_truncated_weights_fail_naming_the_file(runs, tmp_path):
 def test_weights_of_another_architecture_fail_with_the_differences(runs, tmp_path):
     run_dir = _copy_run(runs, tmp_path)
     shutil.copy(runs["base"][0] / "models" / "base" / "model.safetensors", run_dir / "model.safetensors")
+    _record_checksum(run_dir)   # a deliberate swap: past the checksum, the shapes must still be refused
     with pytest.raises(CheckpointError, match=r"copy/model\.safetensors: weights do not fit.*missing: .*gaze_block"):
         load_trained(run_dir)
+
+
+def _record_checksum(run_dir: Path) -> None:
+    import hashlib
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest()
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01   # the last byte of the last tensor: still a finite float, a different model
+    path.write_bytes(bytes(data))
+
+
+def test_config_records_the_weights_checksum(runs):
+    import hashlib
+
+    run_dir = runs["a"][0] / "models" / "gaze"
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["weights_sha256"] == hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_bit_flipped_weights_are_refused(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    _flip_last_byte(run_dir / "model.safetensors")
+    weights_of(run_dir / "model.safetensors")   # safetensors itself reads it happily
+    with pytest.raises(CheckpointError, match=r"copy/model\.safetensors: checksum .* is not the recorded"):
+        load_trained(run_dir)
+
+
+def test_non_finite_weights_are_refused_even_with_a_matching_checksum(runs, tmp_path):
+    from safetensors.torch import save_file
+
+    run_dir = _copy_run(runs, tmp_path)
+    weights = weights_of(run_dir / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, str(run_dir / "model.safetensors"))
+    _record_checksum(run_dir)
+    with pytest.raises(CheckpointError, match=rf"NaN or inf values, e.g. \['{name}'\]"):
+        load_trained(run_dir)
+
+
+def test_bit_flipped_training_state_is_not_resumed(runs, tmp_path):
+    run_dir = _copy_run(runs, tmp_path)
+    _flip_last_byte(ckpt.find_train_state(run_dir / "state") / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"state/step-\d+-end/model\.safetensors: checksum"):
+        _train(tmp_path, out_dir=run_dir)
 
 
 def test_checkpoint_of_another_preset_is_refused(runs, tmp_path):

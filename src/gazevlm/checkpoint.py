@@ -14,10 +14,15 @@ Every file is written to a temporary name and renamed, and a training state dire
 visible only through the `latest` pointer, so a process killed at any moment leaves either the old
 or the new checkpoint, never half of one. Loading is strict: a missing, unexpected or mis-shaped
 tensor, a truncated file, or a config from another preset raises CheckpointError naming the file.
+Every weights file's sha256 is recorded next to it (config.json `weights_sha256`, train_state.pt
+`weights_sha256`) and checked on load, and a non-finite tensor is refused: a bit-flipped file must
+not load and evaluate to empty predictions. The safetensors header is written in a fixed key order,
+so identical weights give identical bytes (DVC sees no change after a retrain that changed nothing).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -69,9 +74,35 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: not valid JSON (truncated or corrupt?): {err}") from None
 
 
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted. safetensors keeps the metadata in a
+    hash map whose order changes from process to process (and call to call), so identical weights
+    gave different bytes. Same keys, same values: the header keeps its length and is rewritten in place."""
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(size)
+        header = json.loads(raw)        # tensors stay in file (offset) order: a dict keeps it
+        meta = header.pop("__metadata__", None)
+        ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:
+            raise CheckpointError(f"{path}: canonical safetensors header longer than the written one")
+        fh.seek(8)
+        fh.write(text.ljust(size, b" "))   # safetensors pads its header with spaces
+
+
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
-                 metadata: Mapping[str, str] | None = None) -> None:
-    """Write a full state dict as safetensors (tied tensors are stored once per name)."""
+                 metadata: Mapping[str, str] | None = None) -> str:
+    """Write a full state dict as safetensors (tied tensors are stored once per name), byte-reproducible;
+    returns the file's sha256 (to be recorded where the file is referenced)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     seen: set[int] = set()
@@ -84,17 +115,40 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
         tensors[name] = t
     tmp = _tmp_name(path)
     save_file(tensors, str(tmp), metadata={"format": FORMAT, **(metadata or {})})
+    _canonical_header(tmp)
+    digest = sha256_file(tmp)
     _replace(tmp, path)
+    return digest
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a weights file; with `sha256`, the file must have exactly that checksum. Non-finite tensors
+    are refused either way (a finite model never saves one: training stops at a non-finite loss)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
-        return load_file(str(path))
+        weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read safetensors weights (truncated or corrupt?): {err}") from None
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointError(f"{path}: checksum {actual[:12]}... is not the recorded {sha256[:12]}... "
+                                  "(file corrupted or replaced since it was written)")
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) with NaN or inf values, e.g. {bad[:3]} (corrupt weights)")
+    return weights
+
+
+def recorded_sha256(record: Mapping[str, Any], path: Path) -> str:
+    """The `weights_sha256` a config or training state records for its weights file."""
+    digest = record.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f"{path}: no weights_sha256 for its weights file (written before checksums were "
+                              "recorded, or edited): retrain, or rerun with --resume never")
+    return digest
 
 
 def expected_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -145,8 +199,8 @@ def save_train_state(state_root: Path, name: str, weights: Mapping[str, torch.Te
     tmp = state_root / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_weights(weights, tmp / WEIGHTS_FILE)
-    torch.save(dict(state), tmp / STATE_FILE)
+    digest = save_weights(weights, tmp / WEIGHTS_FILE)
+    torch.save({**state, "weights_sha256": digest}, tmp / STATE_FILE)
     with open(tmp / STATE_FILE, "rb") as fh:
         os.fsync(fh.fileno())
     if final.exists():
@@ -174,7 +228,6 @@ def find_train_state(state_root: Path) -> Path | None:
 
 def load_train_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state_dir = Path(state_dir)
-    weights = load_weights(state_dir / WEIGHTS_FILE)
     path = state_dir / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: training state file not found")
@@ -184,6 +237,7 @@ def load_train_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path}: cannot read training state (truncated or corrupt?): {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} training state")
+    weights = load_weights(state_dir / WEIGHTS_FILE, sha256=recorded_sha256(state, path))
     return weights, state
 
 
@@ -259,7 +313,7 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     torch.manual_seed(0)  # every weight is overwritten below; seeding only keeps construction quiet
     model = build_model(saved, config["run"], tokenizer)
     weights_path = run_dir / WEIGHTS_FILE
-    weights = load_weights(weights_path)
+    weights = load_weights(weights_path, sha256=recorded_sha256(config, cfg_path))
     check_compatible(expected_shapes(model), weights, weights_path)
     model.load_state_dict(weights, strict=True)
     if "model_config" in config and _jsonable(getattr(model, "config", None)) != config["model_config"]:

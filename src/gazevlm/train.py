@@ -544,9 +544,9 @@ def validate(model: nn.Module, data: DataSource, tokenizer: Any, api: SimpleName
 
 def _save_best(out_dir: Path, weights: dict, params: Params, run: str, task: str, model: nn.Module,
                best: dict, world_size: int, fp: str) -> None:
-    ckpt.save_weights(weights, out_dir / ckpt.WEIGHTS_FILE, metadata={"run": run, "task": task})
+    digest = ckpt.save_weights(weights, out_dir / ckpt.WEIGHTS_FILE, metadata={"run": run, "task": task})
     config = {
-        "format": ckpt.FORMAT, "run": run, "task": task,
+        "format": ckpt.FORMAT, "run": run, "task": task, "weights_sha256": digest,  # checked on load
         "params": {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train),
                    "runs": {run: _switches(params, run)}},
         "model_config": json.loads(json.dumps(getattr(model, "config", None), sort_keys=True, default=str)),
