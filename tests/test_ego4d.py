@@ -211,8 +211,27 @@ def test_truncated_csv_drops_the_partial_row(tmp_path):
     text = path.read_text()
     path.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 12])  # cut inside the last row
     samples, stats = ego4d.read_gaze_csv(path)
-    assert stats.rows == 3 and stats.used == 2 and stats.dropped_nan == 1
+    assert stats.rows == 3 and stats.used == 2 and stats.dropped_truncated == 1 and stats.dropped_nan == 0
     assert list(samples.t) == [0.0, 0.1]
+
+
+def test_a_last_row_cut_mid_number_is_dropped_and_counted(tmp_path):
+    """Issue 15, item 8: "0.51234" cut to "0.51" parsed as a real (wrong) gaze position."""
+    table = gaze_table([0.0, 0.1, 0.2], nx=[0.5, 0.5, 0.51234])
+    path = write_gaze(tmp_path / "cut.csv", table)
+    text = path.read_text()
+    path.write_text(text[: text.rindex("0.51234") + 4])   # the file ends in "...,0.51"
+    samples, stats = ego4d.read_gaze_csv(path)
+    assert list(samples.norm_x) == [0.5, 0.5] and stats.dropped_truncated == 1 and stats.rows == 3
+    # only the columns we read, no final newline: the last row may hold a partial number too
+    short = write_gaze(tmp_path / "short.csv", table[list(ego4d.GAZE_REQUIRED)])
+    text = short.read_text()
+    short.write_text(text[: text.rindex("\n")])          # complete fields, but no line end
+    samples, stats = ego4d.read_gaze_csv(short)
+    assert len(samples) == 2 and stats.dropped_truncated == 1
+    intact = write_gaze(tmp_path / "intact.csv", table)   # a whole file loses nothing
+    samples, stats = ego4d.read_gaze_csv(intact)
+    assert len(samples) == 3 and stats.dropped_truncated == 0
 
 
 def test_truncated_header_is_missing_columns(tmp_path):

@@ -114,28 +114,27 @@ def test_gaze_frames_match_the_csv_flipped_once(extracted, tiny_world):
         assert len(g) > 150
 
 
-def test_a_bad_video_is_skipped_and_reported(tiny_world, tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    shutil.copytree(tiny_world, root)
-    vdir = root / "v2"
-    uids = sorted(p.stem for p in (vdir / "gaze").glob("*.csv"))
-    (vdir / "full_scale" / f"{uids[0]}.mp4").write_bytes(b"not a video")
-    (vdir / "gaze" / f"{uids[1]}.csv").write_text("")
+def test_a_bad_video_is_skipped_and_reported(tmp_path, monkeypatch):
+    uids = ["aaa", "bbb", "ccc", "ddd", "eee"]
+    vdir = make_root(tmp_path / "root", uids)
+    (vdir / "full_scale" / "aaa.mp4").write_bytes(b"not a video")
+    (vdir / "gaze" / "bbb.csv").write_text("")
     monkeypatch.chdir(tmp_path)
-    report = extract.run(tiny_params(root))
+    report = extract.run(params.with_overrides(params.from_dict({}), data={"root": str(tmp_path / "root")}))
     reasons = {s["uid"]: s for s in report["skipped_videos"]}
-    assert set(reasons) == {uids[0], uids[1]}
-    assert reasons[uids[0]]["file"].endswith(".mp4") and reasons[uids[1]]["file"].endswith(".csv")
-    assert "empty gaze CSV" in reasons[uids[1]]["reason"]
+    assert set(reasons) == {"aaa", "bbb"}
+    assert reasons["aaa"]["file"].endswith(".mp4") and reasons["bbb"]["file"].endswith(".csv")
+    assert "empty gaze CSV" in reasons["bbb"]["reason"]
     t = tables(tmp_path)
     for name in t:
-        assert set(t[name].uid) == {uids[2]}
-    assert not (tmp_path / "data/extract/frames" / uids[0]).exists()
-    assert report["videos"] == {"used": 1, "skipped": 2}
+        assert set(t[name].uid) <= {"ccc", "ddd", "eee"}
+    assert set(t["videos"].uid) == {"ccc", "ddd", "eee"}
+    assert not (tmp_path / "data/extract/frames/aaa").exists()
+    assert report["videos"] == {"used": 3, "skipped": 2}
 
 
 def test_video_shorter_than_its_metadata_is_skipped(tmp_path, monkeypatch):
-    vdir = make_root(tmp_path / "root", ["aaa", "bbb"], frames=65)
+    vdir = make_root(tmp_path / "root", ["aaa", "bbb", "ccc", "ddd"], frames=65)
     meta = json.loads((vdir / "ego4d.json").read_text())
     meta["videos"][1]["video_metadata"]["num_frames"] = 120
     (vdir / "ego4d.json").write_text(json.dumps(meta))
@@ -144,7 +143,7 @@ def test_video_shorter_than_its_metadata_is_skipped(tmp_path, monkeypatch):
     report = extract.run(p)
     assert [(s["uid"], "shorter than its metadata" in s["reason"]) for s in report["skipped_videos"]] == \
         [("bbb", True)]
-    assert set(tables(tmp_path)["keyframes"].uid) == {"aaa"}
+    assert set(tables(tmp_path)["keyframes"].uid) == {"aaa", "ccc", "ddd"}
 
 
 def test_keyframe_writer_stops_clearly_when_decoding_ends_early(tmp_path):
@@ -176,6 +175,9 @@ def test_explicit_split_uids(tmp_path, monkeypatch):
     assert [(s["uid"], s["reason"]) for s in report["skipped_videos"]] == \
         [("ccc", "not listed in params.extract.split_uids")]
     assert not (tmp_path / "data/extract/frames/ccc").exists()
+    # no val video: allowed, but said loudly in the report
+    assert any(n.startswith("WARNING:") and "the val split is empty" in n and "2 usable video(s)" in n
+               for n in report["notes"])
 
 
 def test_figures(extracted, monkeypatch):
@@ -237,3 +239,61 @@ def test_split_errors_and_explicit_lists():
         windows.split_videos(["a"], {}, 0, {"train": ["a"], "test": ["a"]})
     split, unassigned = windows.split_videos(["a", "b", "c"], {}, 0, {"train": ["a"], "val": ["b", "x"]})
     assert split == {"a": "train", "b": "val"} and unassigned == ["c"]
+
+
+# --- nothing lost, nothing silent (issue 15, items 4, 7, 8) -------------------------------------------
+
+def _root_params(root: Path) -> params.Params:
+    return params.with_overrides(params.from_dict({}), data={"root": str(root)})
+
+
+def _good_run(tmp_path: Path, monkeypatch) -> pd.DataFrame:
+    make_root(tmp_path / "good", ["aaa", "bbb", "ccc"])
+    monkeypatch.chdir(tmp_path)
+    extract.run(_root_params(tmp_path / "good"))
+    return tables(tmp_path)["keyframes"]
+
+
+def _intact(tmp_path: Path, keyframes: pd.DataFrame) -> None:
+    again = tables(tmp_path)["keyframes"]
+    pd.testing.assert_frame_equal(again, keyframes)
+    assert all((tmp_path / p).is_file() for p in again.path)   # every JPEG the table names is there
+
+
+def test_a_run_where_every_video_is_bad_keeps_the_last_good_output(tmp_path, monkeypatch):
+    keyframes = _good_run(tmp_path, monkeypatch)
+    vdir = make_root(tmp_path / "bad", ["aaa", "bbb"])
+    for uid in ("aaa", "bbb"):
+        (vdir / "full_scale" / f"{uid}.mp4").write_bytes(b"not a video")
+    with pytest.raises(ego4d.Ego4DError, match="no usable video"):
+        extract.run(_root_params(tmp_path / "bad"))
+    _intact(tmp_path, keyframes)
+    assert not list((tmp_path / "data").glob(".extract*"))   # no staging directory left behind
+
+
+def test_a_split_without_test_videos_is_an_error_naming_fractions_and_count(tmp_path, monkeypatch):
+    keyframes = _good_run(tmp_path, monkeypatch)
+    make_root(tmp_path / "two", ["aaa", "bbb"])
+    with pytest.raises(windows.SplitError, match=r"split_fractions \{'train': 0.6, 'val': 0.2, 'test': 0.2\} "
+                                                 r"split 2 usable video\(s\) into train 1 / val 1 / test 0: "
+                                                 r"the test split is empty"):
+        extract.run(_root_params(tmp_path / "two"))
+    _intact(tmp_path, keyframes)
+    with pytest.raises(windows.SplitError, match="the train and test splits are empty"):
+        windows.check_split({"a": "val"}, {"train": 0.6, "val": 0.2, "test": 0.2})
+
+
+def test_a_video_without_in_frame_gaze_and_a_cut_csv_get_notes(tmp_path, monkeypatch):
+    from ego4d_fixtures import gaze_table, write_gaze
+
+    vdir = make_root(tmp_path / "root", ["aaa", "bbb", "ccc"])
+    t = np.arange(0, 65 / 30, 0.005)
+    write_gaze(vdir / "gaze" / "aaa.csv", gaze_table(t, nx=np.full(len(t), 1.5)))   # always right of the frame
+    text = (vdir / "gaze" / "bbb.csv").read_text()
+    (vdir / "gaze" / "bbb.csv").write_text(text[:-25])                              # cut inside the last row
+    monkeypatch.chdir(tmp_path)
+    report = extract.run(_root_params(tmp_path / "root"))
+    assert any(n.startswith("aaa: no frame has in-frame gaze") for n in report["notes"])
+    assert any(n.endswith("bbb.csv: last row cut short (truncated file?), dropped") for n in report["notes"])
+    assert report["per_video"]["bbb"]["gaze"]["dropped_truncated"] == 1
+    assert report["per_video"]["aaa"]["gaze"]["labels"]["out_of_frame"] == 65

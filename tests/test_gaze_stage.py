@@ -169,3 +169,38 @@ def test_video_resolution_mismatch_is_an_error(world):
 def test_previous_frame_count_matches_the_paper():
     assert stage.n_previous_frames(200, 30) == 6 and stage.n_previous_frames(400, 30) == 12
     assert stage.n_previous_frames(200, 24) == 5
+
+
+# --- issue 15: windows without gaze counted (8), nothing lost on failure (4), results-only metrics (12) ---
+
+def test_windows_without_any_valid_gaze_frame_are_written_and_counted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_world(tmp_path, invalid={"vid_a": list(range(90))})
+    report = stage.run(params())
+    assert report["windows_without_gaze"] == {"activity": {"train": 2}, "future": {"train": 1}}
+    s = next(iter_samples(layout.shard_files("future", "train")))
+    assert not s["valid"].any() and not s["target"].any()
+
+
+def test_a_failed_run_keeps_the_last_good_shards(world):
+    stage.run(params())
+    before = {p: p.read_bytes() for p in Path("data/shards").rglob("*") if p.is_file()}
+    table = Path(stage.KEYFRAMES_TABLE).read_bytes()
+    assert any(p.name.endswith(".manifest.json") for p in before)
+    Path("data/sample/videos/vid_b.mp4").unlink()
+    with pytest.raises(RuntimeError, match="vid_b.mp4: video file not found"):
+        stage.run(params())
+    assert {p: p.read_bytes() for p in Path("data/shards").rglob("*") if p.is_file()} == before
+    assert Path(stage.KEYFRAMES_TABLE).read_bytes() == table
+    assert not list(Path("data").glob(".shards*")) and not list(Path("data").glob(".heatmaps*"))
+
+
+def test_the_metrics_file_holds_results_only(world):
+    report = stage.run(params())
+    first = Path(stage.REPORT_PATH).read_text()
+    assert "timings_s" in report and "realtime_factor" in report            # the notebook still shows them
+    saved = json.loads(first)
+    assert not {"timings_s", "realtime_factor", "video_seconds"} & set(saved)
+    assert set(json.loads(Path(stage.TIMINGS_PATH).read_text())) == {"timings_s", "realtime_factor", "video_seconds"}
+    stage.run(params())
+    assert Path(stage.REPORT_PATH).read_text() == first                      # `dvc metrics diff`: no noise

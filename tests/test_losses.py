@@ -129,3 +129,22 @@ def test_total_loss():
     assert total_loss(ce, kl, 100.0).item() == pytest.approx(52.0)
     assert total_loss(ce, None, 100.0) is ce
     assert total_loss(ce, kl, 0.0) is ce  # lambda 0: KL logged, not trained
+
+
+def test_a_window_without_valid_gaze_is_out_of_the_denominator():
+    """Issue 15, item 8: a window with no valid frame adds nothing to the KL, neither to its sum nor
+    to the number of frames it is averaged over, and gets no gradient from it."""
+    torch.manual_seed(0)
+    att = torch.softmax(torch.randn(3, 4, 9), -1).requires_grad_(True)
+    target = torch.softmax(torch.randn(3, 4, 9), -1)
+    valid = torch.tensor([[True, True, False, True], [False] * 4, [True, False, True, True]])
+    target[1] = float("nan")                       # whatever an invalid window carries
+    kl = gaze_kl(att, target, valid)
+    keep = [0, 2]
+    ref = gaze_kl(att[keep].detach(), target[keep], valid[keep])
+    torch.testing.assert_close(kl.detach(), ref)
+    # independent formula: mean over the 6 valid frames of sum p log(p/q)
+    p, q = target[keep][valid[keep]], att.detach()[keep][valid[keep]]
+    torch.testing.assert_close(kl.detach(), (p * (p / q).log()).sum(-1).mean(), rtol=1e-4, atol=1e-6)
+    kl.backward()
+    assert not att.grad[1].any() and att.grad[0].any()

@@ -188,3 +188,126 @@ def test_model_batches_do_not_decode_the_analysis_heatmap(tmp_path):
     batch = next(iter(make_loader(files, batch_size=2, with_gaze=True, shuffle=False)))
     assert "heatmap" not in batch and "gaze_target" in batch
     assert "heatmap" in next(iter_samples(files))
+
+
+# --- completeness: a per-split manifest, checked by every reader (issue 15, item 2) -----------------
+
+def _split(tmp_path, n=9, per_shard=3):
+    """A (future, train) split of n windows under tmp_path/future, in shards of per_shard."""
+    (tmp_path / "future").mkdir()
+    return dummy_shards(tmp_path / "future", n=n, per_shard=per_shard, prefix="train")
+
+
+def _cut_at_member_boundary(path: str, keep_samples: int) -> None:
+    """Truncate a tar right before the header of sample `keep_samples` (what a copy cut short leaves)."""
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    keys = sorted({m.name.split(".")[0] for m in members})
+    first = next(m for m in members if m.name.split(".")[0] == keys[keep_samples])
+    with open(path, "r+b") as fh:
+        fh.truncate(first.offset)
+
+
+def test_writer_records_counts_sizes_and_checksums(tmp_path):
+    import hashlib
+    import json
+    from pathlib import Path
+
+    files = _split(tmp_path, n=7, per_shard=3)
+    manifest = json.loads((tmp_path / "future" / "train.manifest.json").read_text())
+    assert manifest["samples"] == 7
+    assert {k: v["samples"] for k, v in manifest["shards"].items()} == {
+        "train-000000.tar": 3, "train-000001.tar": 3, "train-000002.tar": 1}
+    for f in files:
+        entry = manifest["shards"][Path(f).name]
+        assert entry["bytes"] == Path(f).stat().st_size
+        assert entry["sha256"] == hashlib.sha256(Path(f).read_bytes()).hexdigest()
+
+
+def test_a_shard_cut_at_a_member_boundary_fails_naming_it(tmp_path):
+    from gazevlm.train_data import ShardSource
+
+    files = _split(tmp_path)
+    _cut_at_member_boundary(files[1], keep_samples=1)
+    with tarfile.open(files[1]) as tar:     # tarfile reads the cut shard as a valid, shorter tar
+        assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 1
+    for read in (lambda: list(make_loader(("future", "train"), batch_size=2, with_gaze=True, root=tmp_path)),
+                 lambda: list(make_loader(files, batch_size=2, with_gaze=True)),
+                 lambda: list(iter_samples(("future", "train"), root=tmp_path)),
+                 lambda: count_samples(files),
+                 lambda: ShardSource("future", tmp_path).num_samples("train")):
+        with pytest.raises(ShardError, match=r"train-000001\.tar: .*truncated"):
+            read()
+
+
+def test_the_stream_checks_counts_when_the_size_cannot_tell(tmp_path):
+    import json
+    from pathlib import Path
+
+    files = _split(tmp_path)
+    _cut_at_member_boundary(files[2], keep_samples=2)
+    mpath = tmp_path / "future" / "train.manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["shards"]["train-000002.tar"]["bytes"] = Path(files[2]).stat().st_size  # e.g. a remote copy
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=r"train-000002\.tar: 2 samples read but the manifest records 3"):
+        list(make_loader(("future", "train"), batch_size=2, with_gaze=True, shuffle=False, root=tmp_path))
+    with pytest.raises(ShardError, match=r"train-000002\.tar: sha256 differs"):
+        from gazevlm.shards import verify_split
+        verify_split("future", "train", tmp_path)
+
+
+def test_missing_extra_and_unlisted_shards_are_named(tmp_path):
+    import shutil
+
+    files = _split(tmp_path)
+    shutil.copy(files[0], tmp_path / "future" / "train-000009.tar")
+    with pytest.raises(ShardError, match=r"train-000009\.tar: not listed in .*train\.manifest\.json"):
+        count_samples(("future", "train"), root=tmp_path)
+    (tmp_path / "future" / "train-000009.tar").unlink()
+    (tmp_path / "future" / "train-000001.tar").unlink()
+    with pytest.raises(ShardError, match=r"train-000001\.tar: shard listed in train\.manifest\.json is missing"):
+        count_samples(("future", "train"), root=tmp_path)
+    (tmp_path / "future" / "train.manifest.json").unlink()
+    with pytest.raises(ShardError, match=r"train\.manifest\.json: no shard manifest"):
+        count_samples(("future", "train"), root=tmp_path)
+
+
+def _sample_with(tmp_path, **members):
+    path = tmp_path / "bad-000000.tar"
+    sample = encode_sample("w0", [b"\xff\xd8junk"], np.zeros((1, 2, 2), np.float32), np.array([True]),
+                           np.zeros((1, 4, 4), np.float16), {"frames": [0], "target_text": "x"})
+    sample.update(members)
+    with tarfile.open(path, "w") as tar:
+        for k, v in sample.items():
+            if k != "__key__":
+                info = tarfile.TarInfo(f"w0.{k}")
+                info.size = len(v)
+                tar.addfile(info, io.BytesIO(v))
+    return str(path)
+
+
+@pytest.mark.parametrize("member,garbage,match", [
+    ("target.npy", b"\x93NUMPY garbage", r"sample w0: target\.npy is not a readable \.npy array"),
+    ("valid.npy", b"", r"sample w0: valid\.npy is not a readable \.npy array"),
+    ("json", b"{not json", r"sample w0: the json member is not valid JSON"),
+    ("json", b"[1, 2]", r"sample w0: the json member is not an object"),
+])
+def test_garbage_members_raise_a_named_shard_error(tmp_path, member, garbage, match, monkeypatch):
+    import cv2
+
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: np.zeros((2, 2, 3), np.uint8))  # frames are not the point
+    path = _sample_with(tmp_path, **{member: garbage})
+    with pytest.raises(ShardError, match=r"bad-000000\.tar: " + match):
+        list(iter_samples([path]))
+
+
+def test_a_shard_cut_inside_a_member_is_a_named_shard_error(tmp_path):
+    from pathlib import Path
+
+    files = dummy_shards(tmp_path, n=4, per_shard=4)
+    (tmp_path / "train.manifest.json").unlink()   # the tar reader's own error, not the manifest's
+    data = Path(files[0]).read_bytes()
+    Path(files[0]).write_bytes(data[: len(data) // 2 + 100])
+    with pytest.raises(ShardError, match=r"train-000000\.tar: unreadable shard: unexpected end of data"):
+        list(iter_samples(files))

@@ -11,6 +11,7 @@ import yaml
 from train_fixtures import TASK, tiny_params, write_shards
 
 from gazevlm import layout, params, train, train_curves
+from gazevlm.shards import ShardError, write_manifest
 from gazevlm.train_data import ShardSource
 
 matplotlib.use("Agg")
@@ -79,7 +80,11 @@ def test_missing_or_broken_shards_are_named(tmp_path):
         ShardSource(TASK, tmp_path).train_texts()
     (tmp_path / TASK).mkdir()
     (tmp_path / TASK / "train-000000.tar").write_bytes(b"not a tar file" * 100)
-    with pytest.raises(ValueError, match=r"train-000000\.tar: unreadable shard"):
+    with pytest.raises(ShardError, match=r"train\.manifest\.json: no shard manifest"):
+        ShardSource(TASK, tmp_path).train_texts()
+    write_manifest(tmp_path / TASK / "train.manifest.json", [str(tmp_path / TASK / "train-000000.tar")], {
+        str(tmp_path / TASK / "train-000000.tar"): 1})
+    with pytest.raises(ShardError, match=r"train-000000\.tar: unreadable shard"):
         ShardSource(TASK, tmp_path).train_texts()
     with pytest.raises(FileNotFoundError, match="no DVCLive curves"):
         train_curves.read_curves("gaze", [TASK], root=tmp_path)

@@ -13,6 +13,7 @@ report. The gaze y axis is flipped exactly once, in `gaze_per_frame` (Ego4D's or
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,7 @@ class GazeStats:
     dropped_out_of_range: int
     t_first: float
     t_last: float
+    dropped_truncated: int = 0   # a last row cut short (file truncated mid-row): its values may be partial
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -318,9 +320,26 @@ def discover(root: str | Path, version: str = EGO4D_VERSION) -> Inventory:
 
 # --- gaze --------------------------------------------------------------------------------------------
 
+def last_row_is_cut(path: Path, columns: list[str], tail_bytes: int = 1 << 16) -> bool:
+    """True when the file's last data row was cut short: fewer fields than the header, or (no final
+    newline) a full row whose last field is a column we read, which may then hold a partial number."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - tail_bytes))
+        tail = fh.read()
+    lines = [line for line in tail.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return False
+    fields = next(csv.reader([lines[-1]]))
+    if len(fields) < len(columns):
+        return True
+    return not tail.endswith((b"\n", b"\r")) and columns[len(fields) - 1] in GAZE_REQUIRED
+
+
 def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
     """Samples (t, confidence, norm_x, norm_y; sorted by t) of one Ego4D gaze CSV, and counts of the
-    rows dropped (NaN: tracking loss or a truncated last line; out of range: garbage values)."""
+    rows dropped (a last row cut short; NaN: tracking loss; out of range: garbage values)."""
     path = Path(path)
     try:
         raw = pd.read_csv(path, low_memory=False)
@@ -331,6 +350,9 @@ def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
     missing = [c for c in GAZE_REQUIRED if c not in raw.columns]
     if missing:
         raise GazeFileError(f"{path}: missing gaze column(s) {missing} (have {list(raw.columns)[:8]}...)")
+    truncated = int(len(raw) > 0 and last_row_is_cut(path, list(raw.columns)))
+    if truncated:
+        raw = raw.iloc[:-1]   # "0.51" of a cut "0.5123" would otherwise be kept as a real value
     if raw.empty:
         raise GazeFileError(f"{path}: gaze CSV has a header but no samples")
     cols = {}
@@ -354,9 +376,10 @@ def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
                             f"({int((~finite).sum())} with NaN, {int((finite & ~in_range).sum())} out of range)")
     samples = pd.DataFrame({"t": t[keep], "confidence": conf[keep], "norm_x": nx[keep], "norm_y": ny[keep]})
     samples = samples.sort_values("t", kind="stable", ignore_index=True)
-    stats = GazeStats(rows=len(raw), used=int(keep.sum()), dropped_nan=int((~finite).sum()),
+    stats = GazeStats(rows=len(raw) + truncated, used=int(keep.sum()), dropped_nan=int((~finite).sum()),
                       dropped_out_of_range=int((finite & ~in_range).sum()),
-                      t_first=float(samples.t.iloc[0]), t_last=float(samples.t.iloc[-1]))
+                      t_first=float(samples.t.iloc[0]), t_last=float(samples.t.iloc[-1]),
+                      dropped_truncated=truncated)
     return samples, stats
 
 

@@ -1,14 +1,18 @@
 """Stage `extract`: from an Ego4D-layout root (synthetic or real) to per-frame gaze, keyframes, windows
 and the video-level split (tables and columns as in gazevlm.layout).
 
-Bad input: a missing ego4d.json or gaze folder, or no usable video at all, is an error; a single bad
-video (CSV, video file, metadata entry, split assignment) is skipped and listed with its reason in
-reports/extract.json, and none of its rows or frames is written.
+Bad input: a missing ego4d.json or gaze folder, no usable video at all, or a split that leaves train
+or test without a video is an error (an empty val split is a WARNING note in the report); a single
+bad video (CSV, video file, metadata entry, split assignment) is skipped and listed with its reason
+in reports/extract.json, and none of its rows or frames is written. The outputs are written into a
+staged directory swapped in on success only, so a failed run keeps the last good data/extract.
 """
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -16,9 +20,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, windows
+from gazevlm import ego4d, layout, windows
 from gazevlm.layout import EXTRACT_DIR, GAZE_LABELS, REPORTS_DIR, SPLITS, TASKS
-from gazevlm.params import Params
+from gazevlm.params import ExtractParams, Params
+
+log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
 VIDEO_COLUMNS = ("uid", "fps", "width", "height", "num_frames", "duration_s", "split", "video_path", "gaze_path")
@@ -69,86 +75,123 @@ def write_keyframes(video: Path, frames: Sequence[int], uid: str, width: int, he
     return paths
 
 
-def run(params: Params) -> dict:
-    """Read params.data.root, write data/extract/{videos,gaze_frames,keyframes,windows}.parquet and the
-    keyframe JPEGs, and reports/extract.json; return the report."""
-    ep = params.extract
-    inv = ego4d.discover(params.data.root, params.data.version)
-    skipped = list(inv.skipped)
-    if (EXTRACT_DIR / "frames").exists():
-        shutil.rmtree(EXTRACT_DIR / "frames")  # frames of videos from an earlier run must not linger
-    EXTRACT_DIR.mkdir(parents=True, exist_ok=True)
-    kept: list[ego4d.VideoRecord] = []
-    gaze_tables: dict[str, pd.DataFrame] = {}
-    kf_tables: dict[str, pd.DataFrame] = {}
-    per_video: dict[str, dict] = {}
+@dataclass
+class _Videos:
+    """What reading the videos produced: the kept ones, their tables, and what was skipped or noted."""
+
+    kept: list[ego4d.VideoRecord] = field(default_factory=list)
+    gaze: dict[str, pd.DataFrame] = field(default_factory=dict)
+    keyframes: dict[str, pd.DataFrame] = field(default_factory=dict)
+    per_video: dict[str, dict] = field(default_factory=dict)
+    skipped: list[ego4d.Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_videos(inv: ego4d.Inventory, ep: ExtractParams, out: Path) -> _Videos:
+    """Gaze per frame and keyframe JPEGs (written under `out`) of every video; bad ones skipped."""
+    res = _Videos(skipped=list(inv.skipped))
     for rec in inv.videos:
         try:
             samples, stats = ego4d.read_gaze_csv(rec.gaze_path)
         except ego4d.GazeFileError as err:
-            skipped.append(ego4d.Skip(rec.uid, str(rec.gaze_path), str(err)))
+            res.skipped.append(ego4d.Skip(rec.uid, str(rec.gaze_path), str(err)))
             continue
         gf = ego4d.gaze_per_frame(samples, fps=rec.fps, width=rec.width, height=rec.height,
                                   num_frames=rec.num_frames, confidence_min=ep.confidence_min,
                                   max_gap_s=ep.max_gap_s, saccade_px=ep.saccade_px)
         kf = windows.keyframes_for_video(rec.uid, rec.num_frames, rec.fps, ep.keyframe_fps)
         try:
-            kf["path"] = write_keyframes(rec.video_path, kf.frame.tolist(), rec.uid, rec.width, rec.height)
+            write_keyframes(rec.video_path, kf.frame.tolist(), rec.uid, rec.width, rec.height, root=out)
         except ego4d.VideoFileError as err:
-            skipped.append(ego4d.Skip(rec.uid, str(rec.video_path), str(err)))
+            res.skipped.append(ego4d.Skip(rec.uid, str(rec.video_path), str(err)))
             continue
+        # the table names where the frames will be once the staged directory is swapped in
+        kf["path"] = [str(frame_path(rec.uid, int(f))) for f in kf.frame]
+        if not gf.valid.any():
+            res.notes.append(f"{rec.uid}: no frame has in-frame gaze ({rec.gaze_path}); its windows are kept "
+                             "without gaze targets (no gaze loss on them)")
+        if stats.dropped_truncated:
+            res.notes.append(f"{rec.gaze_path}: last row cut short (truncated file?), dropped")
         gf.insert(0, "uid", rec.uid)
-        gaze_tables[rec.uid] = gf
-        kf_tables[rec.uid] = kf
-        kept.append(rec)
+        res.gaze[rec.uid], res.keyframes[rec.uid] = gf, kf
+        res.kept.append(rec)
         counts = gf.label.value_counts()
         labels = {name: int(counts.get(name, 0)) for name in GAZE_LABELS}
-        per_video[rec.uid] = {"frames": rec.num_frames, "keyframes": len(kf),
-                              "gaze": {**stats.as_dict(), "labels": labels}}
-    assignment, unassigned = windows.split_videos([r.uid for r in kept], ep.split_fractions, ep.split_seed,
+        res.per_video[rec.uid] = {"frames": rec.num_frames, "keyframes": len(kf),
+                                  "gaze": {**stats.as_dict(), "labels": labels}}
+    return res
+
+
+def _split(res: _Videos, ep: ExtractParams, root: Path, out: Path) -> dict[str, str]:
+    """The video-level split of the kept videos; unlisted ones skipped; an empty train/test is an error."""
+    assignment, unassigned = windows.split_videos([r.uid for r in res.kept], ep.split_fractions, ep.split_seed,
                                                   ep.split_uids or None)
     for uid in unassigned:
-        skipped.append(ego4d.Skip(uid, "params.yaml", "not listed in params.extract.split_uids"))
-        shutil.rmtree(frame_path(uid, 0).parent, ignore_errors=True)
-    kept = [r for r in kept if r.uid in assignment]
-    if not kept:
-        reasons = "; ".join(f"{s.uid}: {s.reason}" for s in skipped) or "no gaze CSV found"
-        raise ego4d.Ego4DError(f"{inv.root}: no usable video ({reasons})")
+        res.skipped.append(ego4d.Skip(uid, "params.yaml", "not listed in params.extract.split_uids"))
+        shutil.rmtree(frame_path(uid, 0, out).parent, ignore_errors=True)
+    res.kept = [r for r in res.kept if r.uid in assignment]
+    if not res.kept:
+        reasons = "; ".join(f"{s.uid}: {s.reason}" for s in res.skipped) or "no gaze CSV found"
+        raise ego4d.Ego4DError(f"{root}: no usable video ({reasons})")
+    for note in windows.check_split(assignment, ep.split_fractions, ep.split_uids or None):
+        log.warning("extract: %s", note)
+        res.notes.append(note)
+    return assignment
 
+
+def _tables(res: _Videos, assignment: dict[str, str]) -> dict[str, pd.DataFrame]:
+    kept = res.kept
     videos = pd.DataFrame([{"uid": r.uid, "fps": float(r.fps), "width": r.width, "height": r.height,
                             "num_frames": r.num_frames, "duration_s": float(r.duration_s),
                             "split": assignment[r.uid], "video_path": str(r.video_path),
                             "gaze_path": str(r.gaze_path)} for r in kept], columns=list(VIDEO_COLUMNS))
-    gaze_frames = pd.concat([gaze_tables[r.uid] for r in kept], ignore_index=True)[list(GAZE_FRAME_COLUMNS)]
-    keyframes = pd.concat([kf_tables[r.uid] for r in kept], ignore_index=True)
+    gaze_frames = pd.concat([res.gaze[r.uid] for r in kept], ignore_index=True)[list(GAZE_FRAME_COLUMNS)]
+    keyframes = pd.concat([res.keyframes[r.uid] for r in kept], ignore_index=True)
     keyframes["split"] = keyframes.uid.map(assignment)
     keyframes = keyframes[list(KEYFRAME_COLUMNS)]
-    win, win_skipped = windows.build_windows(keyframes, ep, assignment)
+    return {"videos": videos, "gaze_frames": gaze_frames, "keyframes": keyframes}
 
-    videos.to_parquet(EXTRACT_DIR / "videos.parquet", index=False)
-    gaze_frames.to_parquet(EXTRACT_DIR / "gaze_frames.parquet", index=False)
-    keyframes.to_parquet(EXTRACT_DIR / "keyframes.parquet", index=False)
-    win.to_parquet(EXTRACT_DIR / "windows.parquet", index=False)
 
-    for uid in assignment:
-        per_video[uid]["split"] = assignment[uid]
-        per_video[uid]["windows"] = {t: int(((win.uid == uid) & (win.task == t)).sum()) for t in TASKS}
-    report = {
-        "root": str(inv.root),
-        "videos": {"used": len(kept), "skipped": len(skipped)},
-        "skipped_videos": [s.as_dict() for s in sorted(skipped, key=lambda s: (s.uid, s.file))],
-        "notes": inv.notes,
-        "splits": {s: {"videos": int((videos.split == s).sum()),
-                       "keyframes": int((keyframes.split == s).sum()),
-                       "windows": {t: int(((win.split == s) & (win.task == t)).sum()) for t in TASKS}}
-                   for s in SPLITS},
-        "windows": {t: {"made": int((win.task == t).sum()), "skipped": win_skipped[t]} for t in TASKS},
-        "gaze_labels": {name: int((gaze_frames.label == name).sum()) for name in GAZE_LABELS},
-        "per_video": {uid: per_video[uid] for uid in sorted(assignment)},
-    }
+def run(params: Params) -> dict:
+    """Read params.data.root, write data/extract/{videos,gaze_frames,keyframes,windows}.parquet and the
+    keyframe JPEGs, and reports/extract.json; return the report.
+
+    Everything is written into a staged directory that replaces data/extract only when the stage
+    succeeds: a failing run (every video bad, an empty split) leaves the last good output intact."""
+    ep = params.extract
+    inv = ego4d.discover(params.data.root, params.data.version)
+    with layout.staged_dir(EXTRACT_DIR) as out:
+        res = _read_videos(inv, ep, out)
+        assignment = _split(res, ep, inv.root, out)
+        t = _tables(res, assignment)
+        win, win_skipped = windows.build_windows(t["keyframes"], ep, assignment)
+        for name, table in (*t.items(), ("windows", win)):
+            table.to_parquet(out / f"{name}.parquet", index=False)
+    report = _report(inv, res, assignment, t, win, win_skipped)
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     (REPORTS_DIR / "extract.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _report(inv: ego4d.Inventory, res: _Videos, assignment: dict[str, str], t: dict[str, pd.DataFrame],
+            win: pd.DataFrame, win_skipped: dict) -> dict:
+    videos, keyframes, gaze_frames = t["videos"], t["keyframes"], t["gaze_frames"]
+    for uid in assignment:
+        res.per_video[uid]["split"] = assignment[uid]
+        res.per_video[uid]["windows"] = {k: int(((win.uid == uid) & (win.task == k)).sum()) for k in TASKS}
+    return {
+        "root": str(inv.root),
+        "videos": {"used": len(res.kept), "skipped": len(res.skipped)},
+        "skipped_videos": [s.as_dict() for s in sorted(res.skipped, key=lambda s: (s.uid, s.file))],
+        "notes": inv.notes + res.notes,
+        "splits": {s: {"videos": int((videos.split == s).sum()),
+                       "keyframes": int((keyframes.split == s).sum()),
+                       "windows": {k: int(((win.split == s) & (win.task == k)).sum()) for k in TASKS}}
+                   for s in SPLITS},
+        "windows": {k: {"made": int((win.task == k).sum()), "skipped": win_skipped[k]} for k in TASKS},
+        "gaze_labels": {name: int((gaze_frames.label == name).sum()) for name in GAZE_LABELS},
+        "per_video": {uid: res.per_video[uid] for uid in sorted(assignment)},
+    }
 
 
 # --- figures -----------------------------------------------------------------------------------------

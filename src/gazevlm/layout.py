@@ -16,7 +16,8 @@ windows.parquet      window_id, task, uid, split, obs_frames, obs_keyframe_ids, 
 captions.parquet     keyframe_id, uid, frame, t, caption, source, flags, flagged
 targets.parquet      window_id, task, split, target_text, n_frames, n_flagged, dropped, drop_reason
 
-Shards (WebDataset, one set per task and split: data/shards/<task>/<split>-NNNNNN.tar), one sample
+Shards (WebDataset, one set per task and split: data/shards/<task>/<split>-NNNNNN.tar, listed with
+their sample counts, sizes and sha256 in data/shards/<task>/<split>.manifest.json), one sample
 per window, key = window_id:
   f0.jpg ... f{T-1}.jpg   observed keyframes after the model preset's resize + centre crop
   target.npy              (T, gh, gw) float32 patch gaze distribution (rows of invalid frames are 0)
@@ -26,7 +27,11 @@ per window, key = window_id:
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 GAZE_LABELS = ("fixation", "saccade", "out_of_frame", "untracked")
 TASKS = ("future", "activity")
@@ -61,6 +66,11 @@ def shard_files(task: str, split: str, root: Path = SHARDS_DIR) -> list[str]:
     return sorted(str(p) for p in (root / task).glob(f"{split}-*.tar"))
 
 
+def shard_manifest(task: str, split: str, root: Path = SHARDS_DIR) -> Path:
+    """The split's manifest, written with its shards: samples, bytes and sha256 per shard."""
+    return root / task / f"{split}.manifest.json"
+
+
 def run_dir(run: str, task: str, root: Path = MODELS_DIR) -> Path:
     return root / run / task
 
@@ -77,3 +87,26 @@ def read_table(path: Path, columns):
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (has {list(table.columns)}; contract in gazevlm.layout)")
     return table
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A fresh, empty sibling of `final` to write a stage's output directory into. On success it
+    replaces `final` (the previous output is moved aside, then deleted); on any error it is deleted
+    and `final`, the last good run's output, is left exactly as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -13,11 +13,20 @@ training loop stops an epoch at the rank with the fewest batches). Shards are sh
 bounded shuffle buffer of still-encoded bytes (small, unlike decoded frames). With
 with_gaze=False the gaze entries are never decoded and the batches carry no gaze keys at all (the
 evaluation reader).
+
+Completeness: the writer lists every shard of a split with its sample count, size and sha256 in
+<split>.manifest.json next to it. A tar cut at a member boundary reads as a shorter, valid tar, so
+the readers check the manifest: a split looked up as (task, split) must have one, every shard it
+lists and nothing else, each of the recorded size; while streaming, each shard must yield its
+recorded number of samples; `verify_split` also checks the sha256 (the training stage's count).
+Any mismatch, and any unreadable member (garbage .npy, JSON, JPEG), raises ShardError naming the shard.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -75,7 +84,8 @@ def even_shard_size(n_samples: int, max_samples: int) -> int:
 
 class ShardSetWriter:
     """Writes one (task, split) shard set through webdataset.ShardWriter, opened on the first sample
-    (an empty split leaves no empty tar behind), reproducible bytes (fixed mtime)."""
+    (an empty split leaves no empty tar behind), reproducible bytes (fixed mtime), and on close the
+    split's manifest (see `manifest_path`)."""
 
     def __init__(self, pattern: str, max_samples: int) -> None:
         if max_samples < 1:
@@ -84,7 +94,15 @@ class ShardSetWriter:
         self.max_samples = max_samples
         self.count = 0
         self.files: list[str] = []
+        self.counts: dict[str, int] = {}
+        self._in_shard = 0
         self._writer: wds.ShardWriter | None = None
+
+    def _finished(self, fname: str) -> None:
+        # ShardWriter calls this when it closes a shard, before the next sample goes to the next one
+        self.files.append(fname)
+        self.counts[fname] = self._in_shard
+        self._in_shard = 0
 
     def write(self, sample: dict[str, Any]) -> None:
         if self._writer is None:
@@ -92,14 +110,16 @@ class ShardSetWriter:
             # an integer mtime: a float one makes tarfile add a pax header to every member, which
             # the reader then parses for every sample (about 40% of its time)
             self._writer = wds.ShardWriter(self.pattern, maxcount=self.max_samples, verbose=0,
-                                           encoder=False, mtime=0, post=self.files.append)
+                                           encoder=False, mtime=0, post=self._finished)
         self._writer.write(sample)
+        self._in_shard += 1
         self.count += 1
 
     def close(self) -> list[str]:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            write_manifest(manifest_path(self.pattern), self.files, self.counts)
         return self.files
 
 
@@ -130,6 +150,119 @@ class PooledWriter:
         return self.writer.close()
 
 
+# -------------------------------------------------------------------------------------- manifest
+MANIFEST_FORMAT = "gazevlm-shards/1"
+
+
+def manifest_path(pattern_or_shard: str | Path) -> Path:
+    """<dir>/<split>.manifest.json for a writer pattern (<dir>/<split>-%06d.tar) or one of its shards."""
+    path = Path(pattern_or_shard)
+    return path.parent / f"{path.name.split('%')[0].rsplit('-', 1)[0]}.manifest.json"
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(path: Path, files: Sequence[str], counts: dict[str, int] | None = None) -> Path:
+    """Record each shard's sample count (counted from the tars when not given), size and sha256."""
+    if counts is None:
+        counts = {f: sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([f]), wds.tarfile_to_samples()))
+                  for f in files}
+    shards = {Path(f).name: {"samples": int(counts[f]), "bytes": os.path.getsize(f), "sha256": _sha256(f)}
+              for f in files}
+    manifest = {"format": MANIFEST_FORMAT, "samples": sum(v["samples"] for v in shards.values()),
+                "shards": dict(sorted(shards.items()))}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path}: no shard manifest (the heatmaps stage writes one with the shards; "
+                         "rerun it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShardError(f"{path}: unreadable shard manifest: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ShardError(f"{path}: not a {MANIFEST_FORMAT} manifest")
+    return manifest
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def check_manifest(files: Sequence[str], *, complete: bool, checksums: bool = False) -> dict[str, int]:
+    """Check local shards against their manifests; return the expected samples per shard.
+
+    complete: the files are a whole split (a (task, split) lookup): its manifest must exist and list
+    exactly these shards. Otherwise only files that have a manifest are checked (remote URLs are
+    checked while streaming). Sizes always, sha256 with `checksums`."""
+    expected: dict[str, int] = {}
+    by_manifest: dict[Path, list[str]] = {}
+    for f in files:
+        if _is_local(f):
+            by_manifest.setdefault(manifest_path(f), []).append(f)
+    for mpath, group in by_manifest.items():
+        if not complete and not mpath.is_file():
+            continue
+        listed = read_manifest(mpath)["shards"]
+        names = {Path(f).name: f for f in group}
+        if complete:
+            missing = sorted(set(listed) - set(names))
+            if missing:
+                raise ShardError(f"{mpath.parent / missing[0]}: shard listed in {mpath.name} is missing "
+                                 f"({len(missing)} missing)")
+        for name, f in sorted(names.items()):
+            entry = listed.get(name)
+            if entry is None:
+                raise ShardError(f"{f}: not listed in {mpath} (a shard of another run?)")
+            size = os.path.getsize(f)
+            if size != entry["bytes"]:
+                raise ShardError(f"{f}: {size} bytes but {mpath.name} records {entry['bytes']} "
+                                 f"({entry['samples']} samples): truncated or replaced")
+            if checksums and _sha256(f) != entry["sha256"]:
+                raise ShardError(f"{f}: sha256 differs from {mpath.name} (corrupted or replaced)")
+            expected[f] = int(entry["samples"])
+    return expected
+
+
+def verify_split(task: str, split: str, root: str | Path = layout.SHARDS_DIR, checksums: bool = True) -> dict[str, int]:
+    """Every shard of (task, split) against its manifest, sha256 included; samples per shard."""
+    return check_manifest(resolve_files((task, split), root), complete=True, checksums=checksums)
+
+
+def _count_check(samples: Iterable[dict[str, Any]], expected: dict[str, int],
+                 urls: Callable[[], list[str]]) -> Iterator[dict[str, Any]]:
+    """Pass samples through, then check each opened shard yielded its manifest's count (a shard cut
+    at a member boundary reads as a shorter valid tar). `urls()`: the shards this reader opens."""
+    seen: dict[str, int] = {}
+    for sample in samples:
+        url = sample.get("__url__")
+        seen[url] = seen.get(url, 0) + 1
+        yield sample
+    for url in urls():
+        if url in expected and seen.get(url, 0) != expected[url]:
+            raise ShardError(f"{url}: {seen.get(url, 0)} samples read but the manifest records {expected[url]} "
+                             "(shard truncated?)")
+
+
+def _tar_error(exn: Exception) -> bool:
+    """webdataset's handler for a shard it cannot read: a ShardError naming it, never a bare error."""
+    url = next((a for a in reversed(exn.args) if isinstance(a, str) and (a.endswith(".tar") or "://" in a)), None)
+    if url is None:
+        raise exn   # the inner tar reader: webdataset's outer layer adds the url and calls us again
+    raise ShardError(f"{url}: unreadable shard: {exn.args[0] if exn.args else exn}") from exn
+
+
 # --------------------------------------------------------------------------------------- reading
 def resolve_files(source: Sequence[str] | tuple[str, str], root: str | Path = layout.SHARDS_DIR) -> list[str]:
     """A list of shard paths/URLs, or (task, split) looked up under `root`."""
@@ -138,10 +271,12 @@ def resolve_files(source: Sequence[str] | tuple[str, str], root: str | Path = la
         if not files:
             raise ShardError(f"no shards for task {source[0]!r}, split {source[1]!r} under {root} "
                              f"(pattern {layout.shard_pattern(source[0], source[1], Path(root))})")
+        check_manifest(files, complete=True)
         return files
     files = [str(f) for f in source]
     if not files:
         raise ShardError("no shard files given")
+    check_manifest(files, complete=False)
     return files
 
 
@@ -247,8 +382,23 @@ def _shuffle(samples: Iterable[dict[str, Any]], slots: _Slots, bufsize: int) -> 
     yield from buf
 
 
-def _load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def _load_npy(raw: dict[str, Any], name: str, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(raw[name]), allow_pickle=False)
+    except KeyError:
+        raise
+    except Exception as err:  # numpy raises ValueError/EOFError/OSError/... for garbage bytes
+        raise ShardError(f"{where}: {name} is not a readable .npy array ({type(err).__name__}: {err})") from None
+
+
+def _load_meta(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw["json"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShardError(f"{where}: the json member is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise ShardError(f"{where}: the json member is not an object with a `frames` list")
+    return meta
 
 
 def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = True) -> dict[str, Any]:
@@ -256,7 +406,7 @@ def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = Tru
     (the full heatmap only with with_heatmap: batches for the model never use it)."""
     where = f"{raw.get('__url__', '?')}: sample {raw.get('__key__', '?')}"
     try:
-        meta = json.loads(raw["json"])
+        meta = _load_meta(raw, where)
         t = len(meta["frames"])
         frames = []
         for i in range(t):  # by index from the metadata, never by tar member order
@@ -270,11 +420,11 @@ def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = Tru
         out: dict[str, Any] = {"window_id": raw["__key__"], "frames": np.stack(frames), "meta": meta,
                                "text": meta["target_text"]}
         if with_gaze:
-            out["target"] = _load_npy(raw["target.npy"])
-            out["valid"] = _load_npy(raw["valid.npy"])
+            out["target"] = _load_npy(raw, "target.npy", where)
+            out["valid"] = _load_npy(raw, "valid.npy", where)
             if with_heatmap:
-                out["heatmap"] = _load_npy(raw["heatmap.npy"])
-            if out["target"].shape[0] != t or out["valid"].shape != (t,):
+                out["heatmap"] = _load_npy(raw, "heatmap.npy", where)
+            if out["target"].shape[:1] != (t,) or out["valid"].shape != (t,):
                 raise ShardError(f"{where}: gaze arrays {out['target'].shape}/{out['valid'].shape} "
                                  f"do not match {t} frames")
     except KeyError as err:
@@ -310,8 +460,11 @@ def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, wi
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = resolve_files(source, root)
+    expected = check_manifest(files, complete=False)
     slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
-    stages: list[Any] = [_SlotShards(slots), wds.tarfile_to_samples(), partial(_keep_slot, slots=slots)]
+    opened = lambda: [*slots.plan().whole, *slots.plan().shared]  # noqa: E731  (this slot's shards)
+    stages: list[Any] = [_SlotShards(slots), wds.tarfile_to_samples(handler=_tar_error),
+                         partial(_count_check, expected=expected, urls=opened), partial(_keep_slot, slots=slots)]
     if not with_gaze:
         stages.append(_drop_gaze)
     if shuffle and shuffle_buffer > 1:
@@ -338,15 +491,24 @@ def make_loader(source: Sequence[str] | tuple[str, str], *, batch_size: int, wit
                                        persistent_workers=False)
 
 
+def _raw_samples(url: str, expected: dict[str, int]) -> Iterator[dict[str, Any]]:
+    pipeline = wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples(handler=_tar_error))
+    yield from _count_check(pipeline, expected, lambda: [url])
+
+
 def iter_samples(source: Sequence[str] | tuple[str, str], with_gaze: bool = True,
                  root: str | Path = layout.SHARDS_DIR) -> Iterator[dict[str, Any]]:
     """Every sample in file order, decoded to numpy (analysis; no shuffling, no splitting)."""
-    for url in resolve_files(source, root):
-        for raw in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
+    files = resolve_files(source, root)
+    expected = check_manifest(files, complete=False)
+    for url in files:
+        for raw in _raw_samples(url, expected):
             yield decode_sample(raw, with_gaze)
 
 
 def count_samples(source: Sequence[str] | tuple[str, str], root: str | Path = layout.SHARDS_DIR) -> int:
-    """Number of samples (reads the tar headers only through webdataset; no decoding)."""
-    return sum(1 for url in resolve_files(source, root)
-               for _ in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()))
+    """Number of samples (reads the tar headers only through webdataset; no decoding), checked
+    against the manifest when there is one."""
+    files = resolve_files(source, root)
+    expected = check_manifest(files, complete=False)
+    return sum(1 for url in files for _ in _raw_samples(url, expected))

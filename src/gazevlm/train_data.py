@@ -46,17 +46,25 @@ class ShardSource:
         return files
 
     def _records(self, split: str) -> list[dict]:
-        """The json member of every sample, read straight from the tars (no image decoding)."""
+        """The json member of every sample, read straight from the tars (no image decoding); every
+        shard checked against the split's manifest (sha256, and its number of samples)."""
+        from gazevlm.shards import ShardError, verify_split
+
         if split not in self._json:
+            self._files(split)  # a clear error when the split has no shards
             records = []
-            for path in self._files(split):
+            for path, expected in verify_split(self.task, split, self.root).items():
+                found = 0
                 try:
                     with tarfile.open(path) as tar:
                         for member in tar:
                             if member.isfile() and member.name.endswith(".json"):
                                 records.append(json.loads(tar.extractfile(member).read()))
-                except (tarfile.TarError, json.JSONDecodeError, OSError) as err:
-                    raise ValueError(f"{path}: unreadable shard: {err}") from None
+                                found += 1
+                except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+                    raise ShardError(f"{path}: unreadable shard: {err}") from None
+                if found != expected:
+                    raise ShardError(f"{path}: {found} samples but the manifest records {expected} (truncated?)")
             self._json[split] = records
         return self._json[split]
 

@@ -168,3 +168,26 @@ def split_videos(uids: Sequence[str], fractions: Mapping[str, float], seed: int,
     order = np.random.default_rng(seed).permutation(n)
     labels = np.repeat(np.array(SPLITS), counts)
     return {uids[j]: str(labels[k]) for k, j in enumerate(order)}, []
+
+
+class SplitError(ValueError):
+    """The video-level split leaves the train or test split without a video."""
+
+
+def check_split(assignment: Mapping[str, str], fractions: Mapping[str, float],
+                explicit: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Raise SplitError if train or test has no video; return notes (an empty val split: training
+    then has no validation set). Messages name the fractions (or split_uids) and the video count."""
+    counts = {s: sum(1 for v in assignment.values() if v == s) for s in SPLITS}
+    how = (f"params.extract.split_uids {dict(explicit)}" if explicit
+           else f"params.extract.split_fractions {dict(fractions)}")
+    shown = " / ".join(f"{s} {counts[s]}" for s in SPLITS)
+    empty = [s for s in ("train", "test") if counts[s] == 0]
+    if empty:
+        what = f"the {empty[0]} split is" if len(empty) == 1 else "the train and test splits are"
+        raise SplitError(f"{how} split {len(assignment)} usable video(s) into {shown}: {what} empty "
+                         "(add videos or change the split)")
+    if counts["val"] == 0:
+        return [f"WARNING: {how} split {len(assignment)} usable video(s) into {shown}: the val split is empty, "
+                "so training has no validation set (and stops with 'validation split is empty')"]
+    return []

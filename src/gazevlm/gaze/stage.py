@@ -3,8 +3,9 @@
 run(params) reads data/extract/{videos,gaze_frames,keyframes,windows}.parquet and
 data/annotate/targets.parquet, computes every observed keyframe's heatmap once (aggregated with
 flow, or single-point), and writes the windows not dropped by annotation to
-data/shards/<task>/<split>-NNNNNN.tar, plus data/heatmaps/keyframes.parquet (per keyframe: the fate
-of every frame considered, for analysis) and reports/heatmaps.json.
+data/shards/<task>/<split>-NNNNNN.tar with a manifest per split, plus data/heatmaps/keyframes.parquet
+(per keyframe: the fate of every frame considered, for analysis), reports/heatmaps.json (results)
+and reports/heatmaps_timings.json (speed).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_sha
 
 HEATMAPS_DIR = Path("data/heatmaps")
 KEYFRAMES_TABLE = HEATMAPS_DIR / "keyframes.parquet"
-REPORT_PATH = layout.REPORTS_DIR / "heatmaps.json"
+REPORT_PATH = layout.REPORTS_DIR / "heatmaps.json"            # results: a DVC metrics file
+TIMINGS_PATH = layout.REPORTS_DIR / "heatmaps_timings.json"   # speed: an uncached out, not a metric
 # Windows held back per (task, split) before writing, so shards mix videos (bounded memory).
 WRITE_POOL = 4096
 
@@ -182,13 +184,6 @@ def _duration_s(video: pd.Series) -> float:
     return 0.0
 
 
-def _clear_shards() -> None:
-    for task in layout.TASKS:
-        for split in layout.SPLITS:
-            for f in layout.shard_files(task, split):
-                Path(f).unlink()
-
-
 @dataclass
 class Inputs:
     """The stage's input tables, checked against the layout contract."""
@@ -233,6 +228,8 @@ class _Tally:
         self.skipped_windows: Counter[str] = Counter()
         self.skipped_examples: list[str] = []
         self.written: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
+        # windows written without a single valid gaze frame (they weigh nothing in the gaze loss)
+        self.no_gaze_windows: dict[str, Counter[str]] = defaultdict(Counter)
         self.records: list[dict[str, Any]] = []                      # rows of keyframes.parquet
 
 
@@ -296,8 +293,57 @@ def window_meta(w: pd.Series, video: pd.Series, by_id: pd.DataFrame, results: li
     return meta
 
 
+def _open_writers(win: pd.DataFrame, hp: HeatmapParams, shards_root: Path) -> dict[tuple[str, str], PooledWriter]:
+    writers = {}
+    for (task, split), n in sorted(win.groupby(["task", "split"]).size().items()):
+        per_shard = even_shard_size(int(n), hp.shard_max_samples)
+        writers[(task, split)] = PooledWriter(ShardSetWriter(layout.shard_pattern(task, split, shards_root), per_shard),
+                                              WRITE_POOL, random.Random(f"{hp.seed}:{task}:{split}"), _encode)
+    return writers
+
+
+def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFrame, aggregator: Aggregator | None,
+                   image_size: int, grid: int, hp: HeatmapParams, timings: Timings, tally: _Tally) -> dict:
+    """Every keyframe result of one video (see keyframe_results)."""
+    video = inputs.videos[uid]
+    width, height = int(video["width"]), int(video["height"])
+    geometry = CropGeometry.for_frame(width, height, image_size)
+    try:
+        track = GazeTrack.from_table(gaze_by_uid.get(uid, inputs.gaze.iloc[:0]), width, height)
+    except ValueError as err:
+        raise HeatmapInputError(f"{layout.EXTRACT_DIR / 'gaze_frames.parquet'}: uid {uid}: {err}") from err
+    short: set[str] = set()
+    if aggregator is not None:
+        n_prev = n_previous_frames(hp.delta_ms, float(video["fps"]))
+        aggregations, short = aggregate_video(video, kfs, track, aggregator, n_prev, timings)
+    else:
+        aggregations = {kid: single_point(track, int(f)) for kid, f in zip(kfs["keyframe_id"], kfs["frame"])}
+    return keyframe_results(video, kfs, track, aggregations, short, geometry, grid, hp, timings, tally)
+
+
+def _write_windows(windows: pd.DataFrame, video: pd.Series, kfs: pd.DataFrame, results: dict, writers: dict,
+                   image_size: int, grid: int, tally: _Tally) -> None:
+    by_id = kfs.set_index("keyframe_id")
+    for _, w in windows.sort_values("window_id").iterrows():
+        res = [results[k] for k in w["obs_keyframe_ids"]]
+        bad = [r for r in res if isinstance(r, str)]
+        if bad:
+            tally.skipped_windows[bad[0]] += 1
+            continue
+        meta = window_meta(w, video, by_id, res, image_size, grid)
+        writers[(w["task"], w["split"])].add((w["window_id"], res, meta))
+        cell = tally.written[w["task"]].setdefault(w["split"], {"windows": 0, "frames_without_gaze": 0})
+        cell["windows"] += 1
+        cell["frames_without_gaze"] += sum(not r.valid for r in res)
+        if not any(r.valid for r in res):   # written, masked out of the gaze loss (no valid frame): counted
+            tally.no_gaze_windows[w["task"]][w["split"]] += 1
+
+
 def run(params: Params) -> dict[str, Any]:
-    """Compute heatmaps and patch targets, write shards; returns (and writes) reports/heatmaps.json."""
+    """Compute heatmaps and patch targets, write shards; returns reports/heatmaps.json plus the timings
+    (written apart, to reports/heatmaps_timings.json: timings are not results for `dvc metrics diff`).
+
+    data/shards and data/heatmaps are written into staged directories swapped in only on success."""
     hp = params.heatmaps
     check_params(hp)
     start = time.perf_counter()
@@ -310,60 +356,43 @@ def run(params: Params) -> dict[str, Any]:
     if hp.aggregate:
         aggregator = Aggregator(make_backend(hp.flow, hp.raft_weights), hp.flow_scale, hp.eps_px, hp.eta,
                                 hp.occlusion_filter, timings)
-    _clear_shards()
-    win = inputs.windows
-    writers = {}
-    for (task, split), n in sorted(win.groupby(["task", "split"]).size().items()):
-        per_shard = even_shard_size(int(n), hp.shard_max_samples)
-        writers[(task, split)] = PooledWriter(ShardSetWriter(layout.shard_pattern(task, split), per_shard),
-                                              WRITE_POOL, random.Random(f"{hp.seed}:{task}:{split}"), _encode)
     tally = _Tally()
     gaze_by_uid = dict(iter(inputs.gaze.groupby("uid", sort=False)))
     kfs_by_uid = dict(iter(inputs.keyframes.groupby("uid", sort=False)))
-    win_by_uid = dict(iter(win.groupby("uid", sort=False)))
+    win_by_uid = dict(iter(inputs.windows.groupby("uid", sort=False)))
     uids = sorted(kfs_by_uid)
     random.Random(hp.seed).shuffle(uids)   # interleave videos in the shards (with the write pools)
-    loop_start = time.perf_counter()
-    video_seconds = 0.0
-    for uid in uids:
-        video, kfs = inputs.videos[uid], kfs_by_uid[uid]
-        width, height = int(video["width"]), int(video["height"])
-        geometry = CropGeometry.for_frame(width, height, image_size)
-        try:
-            track = GazeTrack.from_table(gaze_by_uid.get(uid, inputs.gaze.iloc[:0]), width, height)
-        except ValueError as err:
-            raise HeatmapInputError(f"{layout.EXTRACT_DIR / 'gaze_frames.parquet'}: uid {uid}: {err}") from err
-        video_seconds += _duration_s(video)
-        short: set[str] = set()
-        if aggregator is not None:
-            n_prev = n_previous_frames(hp.delta_ms, float(video["fps"]))
-            aggregations, short = aggregate_video(video, kfs, track, aggregator, n_prev, timings)
-        else:
-            aggregations = {kid: single_point(track, int(f)) for kid, f in zip(kfs["keyframe_id"], kfs["frame"])}
-        results = keyframe_results(video, kfs, track, aggregations, short, geometry, grid, hp, timings, tally)
-        by_id = kfs.set_index("keyframe_id")
+    video_seconds = sum(_duration_s(inputs.videos[uid]) for uid in uids)
+    with layout.staged_dir(layout.SHARDS_DIR) as shards_root, layout.staged_dir(HEATMAPS_DIR) as heatmaps_dir:
+        writers = _open_writers(inputs.windows, hp, shards_root)
+        loop_start = time.perf_counter()
+        for uid in uids:
+            results = _video_results(uid, inputs, gaze_by_uid, kfs_by_uid[uid], aggregator, image_size, grid, hp,
+                                     timings, tally)
+            with timings.section("write"):
+                _write_windows(win_by_uid[uid], inputs.videos[uid], kfs_by_uid[uid], results, writers, image_size,
+                               grid, tally)
+        loop_seconds = time.perf_counter() - loop_start
         with timings.section("write"):
-            for _, w in win_by_uid[uid].sort_values("window_id").iterrows():
-                res = [results[k] for k in w["obs_keyframe_ids"]]
-                bad = [r for r in res if isinstance(r, str)]
-                if bad:
-                    tally.skipped_windows[bad[0]] += 1
-                    continue
-                meta = window_meta(w, video, by_id, res, image_size, grid)
-                writers[(w["task"], w["split"])].add((w["window_id"], res, meta))
-                cell = tally.written[w["task"]].setdefault(w["split"], {"windows": 0, "frames_without_gaze": 0})
-                cell["windows"] += 1
-                cell["frames_without_gaze"] += sum(not r.valid for r in res)
-    loop_seconds = time.perf_counter() - loop_start
-    with timings.section("write"):
-        for (task, split), writer in writers.items():
-            files = writer.close()
-            tally.written[task].setdefault(split, {"windows": 0, "frames_without_gaze": 0})["shards"] = len(files)
+            for (task, split), writer in writers.items():
+                files = writer.close()
+                tally.written[task].setdefault(split, {"windows": 0, "frames_without_gaze": 0})["shards"] = len(files)
+        pd.DataFrame.from_records(tally.records).to_parquet(heatmaps_dir / KEYFRAMES_TABLE.name, index=False)
+    report = _report(params, inputs, tally, image_size, grid)
+    speed = {"timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - start, 3)},
+             "video_seconds": round(video_seconds, 2),
+             "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None}
+    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    TIMINGS_PATH.write_text(json.dumps(speed, indent=2, sort_keys=True) + "\n")
+    return {**report, **speed}
 
-    HEATMAPS_DIR.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame.from_records(tally.records).to_parquet(KEYFRAMES_TABLE, index=False)
+
+def _report(params: Params, inputs: Inputs, tally: _Tally, image_size: int, grid: int) -> dict[str, Any]:
+    """What the stage computed (results only: the same inputs give the same report)."""
+    hp = params.heatmaps
     valid_points = [r["n_points"] for r in tally.records if r["valid"]]
-    report = {
+    return {
         "params": asdict(hp),
         "preset": params.model.preset, "image_size": image_size, "grid": grid,
         "gaze_frames": _gaze_counts(inputs.gaze, pd.DataFrame(list(inputs.videos.values()))),
@@ -372,12 +401,7 @@ def run(params: Params) -> dict[str, Any]:
         "occluded_frames_dropped": int(tally.earlier.get(agg_mod.OCCLUDED, 0)),
         "mean_points_per_valid_keyframe": float(np.mean(valid_points)) if valid_points else 0.0,
         "windows_written": {k: dict(sorted(v.items())) for k, v in sorted(tally.written.items())},
+        "windows_without_gaze": {k: dict(sorted(v.items())) for k, v in sorted(tally.no_gaze_windows.items())},
         "windows_skipped": dict(sorted(tally.skipped_windows.items())),
         "skipped_examples": tally.skipped_examples[:10],
-        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - start, 3)},
-        "video_seconds": round(video_seconds, 2),
-        "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None,
     }
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return report
