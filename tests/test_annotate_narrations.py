@@ -138,7 +138,8 @@ def _narrate_with_gaps(uid, k):
     """vidB has no narration after 4.3 s (keyframes 6, 7 uncaptioned); vidA keyframe 2 is narrated vaguely."""
     if uid == "vidB" and k >= 5:
         return []
-    text = "#C C looks around" if (uid, k) == ("vidA", 2) else f"#C C picks up the cup number {k} #unsure"
+    text = "#C C looks around" if (uid, k) == ("vidA", 2) else f"#C C picks up the cup number {k}"
+    text += " #unsure" if (uid, k) == ("vidB", 3) else ""
     return [{"timestamp_sec": k + 0.3, "timestamp_frame": 0, "narration_text": text, "annotation_uid": f"{uid}{k}"}]
 
 
@@ -158,7 +159,11 @@ def test_stage_from_narrations(tmp_path):
     assert pd.isna(cap.at[layout.keyframe_id("vidB", 180), "caption"])
     assert set(captions["source"]) == {"narrations"}
     assert report["keyframes"] == {"total": 16, "used_by_windows": 16, "captioned": 14, "without_caption": 2}
-    assert report["flags"]["ungrounded"] == 1 and report["flagged_keyframes"] == 1
+    assert report["flags"]["ungrounded"] == 1 and report["flagged_keyframes"] == 2
+    # the #unsure tag is cleaned out of the text but flagged (issue 15, item 9)
+    unsure = cap.loc[layout.keyframe_id("vidB", 90)]
+    assert unsure["caption"] == "the camera wearer picks up the cup number 3" and unsure["flags"].tolist() == ["unsure"]
+    assert report["flags"]["unsure"] == 1
 
     tg = targets.set_index("window_id")
     fut = tg.loc[layout.window_id("future", "vidA", 0)]
@@ -200,3 +205,10 @@ def test_stage_bad_inputs(tmp_path):
     report = annotate.run(make_params(), root=tmp_path)
     assert report["keyframes"]["captioned"] == 0 and report["windows"]["kept"] == 0
     assert report["narrations"]["videos_without_narrations"] == ["vidA", "vidB"]
+
+
+def test_unsure_narrations_are_flagged():
+    assert qc.flag_caption("the camera wearer cuts the bread", "#C C cuts the bread #unsure") == ["unsure"]
+    assert qc.flag_caption("the camera wearer cuts the bread", "#C C cuts the bread") == []
+    assert qc.flag_caption("the camera wearer cuts the bread") == []
+    assert "unsure" in qc.FLAG_KINDS

@@ -119,11 +119,13 @@ def nearest(narrations: list[Narration], t: float, tolerance_s: float) -> Narrat
 
 
 def caption_keyframes(keyframes: pd.DataFrame, index: NarrationIndex, tolerance_s: float) -> pd.DataFrame:
-    """One row per keyframe: keyframe_id, caption (None when no narration is close enough), narration_t."""
+    """One row per keyframe: keyframe_id, caption (None when no narration is close enough), narration_t,
+    narration_text (the raw narration, tags and all: QC reads #unsure from it)."""
     rows = []
     for kf in keyframes.itertuples(index=False):
         found = nearest(index.by_uid.get(kf.uid, []), float(kf.t), tolerance_s)
         rows.append({"keyframe_id": kf.keyframe_id,
                      "caption": clean_narration(found.text) if found else None,
-                     "narration_t": found.t if found else None})
-    return pd.DataFrame(rows, columns=["keyframe_id", "caption", "narration_t"])
+                     "narration_t": found.t if found else None,
+                     "narration_text": found.text if found else None})
+    return pd.DataFrame(rows, columns=["keyframe_id", "caption", "narration_t", "narration_text"])

@@ -10,6 +10,8 @@ A caption gets zero or more flags:
               follows it, and what remains must contain a content word (not a stop word, particle,
               adverb of place or person word). "the camera wearer looks around" is ungrounded;
               "the camera wearer stirs food in pan" is grounded by "food" and "pan".
+- unsure:     the narrator tagged the source narration #unsure (the tag is cleaned out of the caption
+              text, so the flag carries it: an unsure narration must not pass as a sure one).
 The paper's "hallucinated" flag needs a person or the video, so it is not automated here.
 A window is dropped when more than qc_max_flagged of its target frames carry any flag.
 """
@@ -18,7 +20,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-FLAG_KINDS = ("empty", "generic", "unclear", "ungrounded")
+FLAG_KINDS = ("empty", "generic", "unclear", "ungrounded", "unsure")
+UNSURE_TAG = re.compile(r"#\s*unsure\b", re.IGNORECASE)
 MIN_WORDS = 3
 
 _STOCK = (
@@ -51,8 +54,14 @@ def words(caption: str | None) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:['-][a-z0-9]+)*", (caption or "").lower())
 
 
-def flag_caption(caption: str | None) -> list[str]:
-    """The QC flags of one caption, in FLAG_KINDS order (empty list = clean)."""
+def is_unsure(source_text: str | None) -> bool:
+    """True when a source narration carries Ego4D's #unsure tag."""
+    return bool(source_text) and bool(UNSURE_TAG.search(source_text))
+
+
+def flag_caption(caption: str | None, source_text: str | None = None) -> list[str]:
+    """The QC flags of one caption, in FLAG_KINDS order (empty list = clean); `source_text` is the
+    narration it was cleaned from, if any (for the unsure flag)."""
     text = (caption or "").strip().lower()
     tokens = words(text)
     if not tokens:
@@ -64,6 +73,8 @@ def flag_caption(caption: str | None) -> list[str]:
         flags.append("unclear")
     if not is_grounded(tokens):
         flags.append("ungrounded")
+    if is_unsure(source_text):
+        flags.append("unsure")
     return flags
 
 

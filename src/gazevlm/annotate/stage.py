@@ -76,7 +76,9 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
         captions, source_report, history, failed_keyframes = _captions_from_llm(params, root, used)
 
     captions["source"] = a.source
-    captions["flags"] = [qc.flag_caption(c) if isinstance(c, str) else [] for c in captions["caption"]]
+    sources = captions["narration_text"] if "narration_text" in captions else [None] * len(captions)
+    captions["flags"] = [qc.flag_caption(c, src) if isinstance(c, str) else []
+                         for c, src in zip(captions["caption"], sources)]
     captions["flagged"] = captions["flags"].map(bool)
     captions = captions[list(CAPTIONS_SCHEMA.names)]
     targets = build_targets(windows, captions, joiner=a.joiner, dedupe_consecutive=a.dedupe_consecutive,
@@ -132,8 +134,8 @@ def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
     path = ego4d.version_dir(data_root, params.data.version) / ego4d.NARRATION_FILE
     index = load_narrations(data_root, params.data.version)
     matched = caption_keyframes(used, index, params.annotate.tolerance_s)
-    captions = used[["keyframe_id", "uid", "frame", "t"]].merge(matched[["keyframe_id", "caption"]],
-                                                                 on="keyframe_id", how="left")
+    captions = used[["keyframe_id", "uid", "frame", "t"]].merge(
+        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left")
     uids = sorted(used["uid"].unique())
     report = {"file": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
               "videos_in_file": len(index.by_uid),
