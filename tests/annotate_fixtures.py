@@ -150,13 +150,35 @@ class Seen:
     status: int = 200
 
 
+class _Trickle:
+    """A response stream that sends its first `n` bytes one at a time, `interval` seconds apart."""
+
+    def __init__(self, raw, interval: float, n: int) -> None:
+        self.raw, self.interval, self.left = raw, interval, n
+
+    def write(self, data: bytes) -> int:
+        data = bytes(data)
+        while data and self.left > 0:
+            self.raw.write(data[:1])
+            self.raw.flush()
+            data, self.left = data[1:], self.left - 1
+            time.sleep(self.interval)
+        if data:
+            self.raw.write(data)
+        return 0
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 @dataclass
 class ChatServer:
     """A real HTTP server speaking the chat-completions format.
 
     `script` is consumed one entry per request, before the default behaviour: an int status
     (with optional headers/body: {"status": 429, "headers": {"Retry-After": "3"}}), {"reply": text},
-    {"body": raw bytes}, {"sleep": seconds} (then default), or None (default). `rules` are callables
+    {"body": raw bytes}, {"sleep": seconds} (then default), {"trickle": seconds} (the response's first
+    `trickle_bytes` (20) bytes one per interval, the rest at once), or None (default). `rules` are callables
     (seen, index) -> entry or None, checked when the script is empty. Default: a caption request gets
     one numbered caption per image ("the camera wearer picks up <truth>"), a rewrite request a new prompt.
     """
@@ -239,6 +261,8 @@ class ChatServer:
                                   "choices": [{"index": 0, "finish_reason": "stop",
                                                "message": {"role": "assistant", "content": reply}}]}).encode()
         try:
+            if "trickle" in entry:   # the first bytes of the whole response one at a time, then the rest
+                h.wfile = _Trickle(h.wfile, entry["trickle"], entry.get("trickle_bytes", 20))
             h.send_response(status)
             for name, value in entry.get("headers", {}).items():
                 h.send_header(name, value)

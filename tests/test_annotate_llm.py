@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -266,3 +267,17 @@ def test_bad_llm_inputs(world, server):
     with pytest.raises(FileNotFoundError, match="0000000.jpg: keyframe image .* does not exist"):
         annotate.run(P, root=world.root)
     assert not server.seen
+
+
+def test_timeout_is_a_deadline_for_the_whole_request(server):
+    """Issue 15, item 10: a server trickling a byte every 0.5 s beat a per-read timeout of 2 s."""
+    server.script = [{"trickle": 0.5}]
+    start = time.monotonic()
+    with pytest.raises(ChatError, match="after 1 attempts; last: Timeout"):
+        _client(timeout_s=2.0, retries=0).complete([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - start < 3.5           # the trickle alone would take 10 s
+    server.script = [{"trickle": 0.5}, {"reply": "second try"}]
+    c = _client(timeout_s=2.0, retries=1)
+    assert c.complete([{"role": "user", "content": "hi"}]) == "second try" and c.requests_sent == 2
+    server.script = [{"trickle": 0.01, "trickle_bytes": 30, "reply": "slow but in time"}]
+    assert _client(timeout_s=2.0).complete([{"role": "user", "content": "hi"}]) == "slow but in time"

@@ -4,6 +4,11 @@ The endpoint's base URL and key are read from the environment variables named in
 first request is made (never at import, never from params), so a run answered entirely from the
 cache needs neither. The key travels only in the Authorization header: it is not stored in any
 attribute that is printed, logged, cached or raised.
+
+`timeout_s` is a deadline for the whole attempt (connect, headers and body). requests' own timeout
+bounds each socket read only, so a server trickling a byte every 0.5 s held one request for minutes;
+here a watchdog shuts the attempt's socket down when its deadline passes, and the attempt counts as
+a timeout (retried like one).
 """
 from __future__ import annotations
 
@@ -12,13 +17,19 @@ import email.utils
 import ipaddress
 import logging
 import os
+import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +93,48 @@ class ChatClient:
             raise ChatConfigError(f"annotate.llm: {self.base_url_env} must be an http(s) URL")
         return base.rstrip("/") + "/chat/completions", key
 
+    def _new_session(self, url: str) -> requests.Session:
+        session = requests.Session()
+        # No .netrc or proxy from the environment for loopback endpoints: the request goes exactly
+        # where the URL says, with exactly our Authorization header.
+        session.trust_env = not _is_loopback(url)
+        self._sockets: weakref.WeakSet = weakref.WeakSet()
+        adapter = _tracking_adapter(self._sockets)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _post(self, url: str, body: dict, headers: dict) -> requests.Response:
+        """One attempt within the deadline timeout_s (raises requests.Timeout past it)."""
+        expired = threading.Event()
+
+        def abort() -> None:
+            expired.set()
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)   # unblocks the read in progress
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(self.timeout_s, abort)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            resp = self._session.post(url, json=body, headers=headers, timeout=self.timeout_s, stream=True)
+            resp.content  # the body, read under the same deadline  # noqa: B018
+            return resp
+        except (requests.RequestException, OSError) as err:
+            if expired.is_set():
+                raise requests.Timeout(f"no complete response within the {self.timeout_s:g} s deadline") from err
+            raise
+        finally:
+            watchdog.cancel()
+
     def complete(self, messages: list[dict[str, Any]]) -> str:
         """Send one chat request; return the reply text. Retries 429/5xx/timeouts with backoff."""
         url, key = self._endpoint()
         if self._session is None:
-            self._session = requests.Session()
-            # No .netrc or proxy from the environment for loopback endpoints: the request goes exactly
-            # where the URL says, with exactly our Authorization header.
-            self._session.trust_env = not _is_loopback(url)
+            self._session = self._new_session(url)
         body = {"model": self.model, "messages": messages, "temperature": self.temperature}
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         last = "no attempt"
@@ -100,7 +145,7 @@ class ChatClient:
             retry_after = None
             self.requests_sent += 1
             try:
-                resp = self._session.post(url, json=body, headers=headers, timeout=self.timeout_s)
+                resp = self._post(url, body, headers)
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
                 last = f"{type(err).__name__}"
                 log.info("chat request attempt %d failed: %s", attempt + 1, last)
@@ -125,6 +170,40 @@ class ChatClient:
         delay = min(delay, self.max_wait_s)
         self.sleeps.append(delay)
         self.sleep(delay)
+
+
+def _tracking_adapter(sockets: weakref.WeakSet) -> HTTPAdapter:
+    """A requests adapter whose connections register their sockets in `sockets` (for the watchdog)."""
+
+    class Tracked(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            sockets.add(self.sock)
+
+    class TrackedTLS(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            sockets.add(self.sock)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Tracked
+
+    class PoolTLS(HTTPSConnectionPool):
+        ConnectionCls = TrackedTLS
+
+    classes = {"http": Pool, "https": PoolTLS}
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = classes
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any):
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = classes
+            return manager
+
+    return Adapter()
 
 
 def _is_loopback(url: str) -> bool:
