@@ -86,6 +86,9 @@ def test_fixed_seed_gives_identical_metrics_and_weights(runs):
     wa, wb = weights_of(ra / "models/gaze/model.safetensors"), weights_of(rb / "models/gaze/model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert sa["best"] == sb["best"]
+    # the DVC metrics file holds results only: two identical runs give the same file (no timings)
+    ma, mb = ((r / "live" / "gaze" / "metrics.json").read_text() for r in (ra, rb))
+    assert ma == mb and "step_time_s" not in ma and "train_time_s" not in ma
     # identical weights, identical bytes (safetensors' metadata order was random): DVC sees no change
     assert (ra / "models/gaze/model.safetensors").read_bytes() == (rb / "models/gaze/model.safetensors").read_bytes()
 

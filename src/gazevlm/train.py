@@ -243,6 +243,13 @@ def _truncate_live_logs(live_dir: Path, last_step: int) -> None:
         tsv.write_text("\n".join([header, *kept]) + "\n")
 
 
+def _results_only(summary: dict) -> None:
+    """DVCLive's metrics.json is a DVC metric: keep wall-clock values out of it, or `dvc metrics diff`
+    of two identical runs shows noise (step times stay in the plots; the total in summary.json)."""
+    summary.get("train", {}).pop("step_time_s", None)
+    summary.pop("train_time_s", None)
+
+
 def _open_live(live_dir: Path, resume: bool):
     from dvclive import Live
 
@@ -494,6 +501,7 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
         del full_weights, full_optim
         if live is not None:
             live.summary.update({"best_epoch": best["epoch"], f"best_val_{tp.select_on}": best["value"]})
+            _results_only(live.summary)
             live.make_summary()
 
     elapsed += time.perf_counter() - t_start
@@ -505,7 +513,8 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
         summary["vision_cache"] = {"samples": len(cache.features), "bytes": cache.nbytes, "hits": cache.hits,
                                    "misses": cache.misses}
     if live is not None:
-        live.summary.update({"train_time_s": summary["train_time_s"], "world_size": ctx.world_size})
+        live.summary.update({"world_size": ctx.world_size})  # train_time_s: summary.json / report.json
+        _results_only(live.summary)
         live.end()
         ckpt.write_json(live_dir / "summary.json", summary)
     return summary
