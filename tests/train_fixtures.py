@@ -130,8 +130,12 @@ def read_tsv_metrics(live_dir: Path, skip: tuple[str, ...] = ("step_time_s",)) -
 # --- multi-process helpers (spawned children import this module by name) -----------------------------
 
 def _rank_main(rank: int, world_size: int, port: int, threads: int, kwargs: dict, result_dir: str) -> None:
+    import warnings
+
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    # a sharded unit returning a view could lose its pre-backward all-gather: fail the rank, not warn
+    warnings.filterwarnings("error", message=r"FSDP2-wrapped module .* returned a view tensor")
     run_in_process(threads=threads, result_path=Path(result_dir) / f"rank{rank}.json", **kwargs)
 
 

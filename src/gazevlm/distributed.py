@@ -18,6 +18,7 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.utils import _apply_to_tensors
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,34 @@ def shard_model(model: nn.Module, ctx: DistContext, ignored: Iterable[nn.Module]
             visit(child)
         if (id(module) in unit_ids and not isinstance(module, FSDPModule)
                 and any(True for _ in module.parameters())):
+            _return_no_views(module)
             fully_shard(module, mesh=mesh)
 
     for child in model.children():
         visit(child)
+    _return_no_views(model)
     fully_shard(model, mesh=mesh, ignored_params=ignored_params or None)
     return model
+
+
+def _non_view(output):
+    """`output` with every grad-requiring view replaced by a copy (see _return_no_views)."""
+    if not torch.is_grad_enabled():
+        return output
+    return _apply_to_tensors(lambda t: t.clone() if t.requires_grad and t._base is not None else t, output)
+
+
+def _return_no_views(module: nn.Module) -> None:
+    """Make a unit about to be sharded return no view tensors.
+
+    FSDP2 hooks its pre-backward all-gather onto the unit's output tensors. When an output is a view
+    (OPT's decoder layer ends in `.view(shape)`, and the Flamingo layer, the gaze block and the model
+    pass such tensors on), an in-place op on it downstream would rebase its autograd node, drop the
+    hook and skip the all-gather, silently. No code on our path does that today (the 2-rank vs 1-rank
+    gradient test is exact), but nothing would say so if one did: returning a copy removes the hazard
+    and FSDP's warning. The hook runs before FSDP's post-forward hook (prepend), so FSDP sees the copy;
+    it costs one activation copy per unit, in training only."""
+    module.register_forward_hook(lambda mod, args, output: _non_view(output), prepend=True)
 
 
 def _aliases(model: nn.Module, units: list[nn.Module], ignored_ids: set[int]) -> list[nn.Module]:

@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -635,9 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="override a params key for this invocation (e.g. --set train.epochs=1)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    # FSDP2 warns once per module class that returns a view (a hazard only for in-place ops on it);
-    # tests/test_train.py::test_sharded_gradients_equal_the_plain_model_gradients checks the gradients.
-    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     params = params_mod.load(args.params)
     overrides = _parse_overrides(args.set)
     if overrides:
