@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -65,6 +66,24 @@ def test_a_dvc_set_param_value_trains(project):
     assert report["tasks"][TASK]["steps"] == 3
     cfg = json.loads(Path("models/gaze/future/config.json").read_text())
     assert cfg["params"]["train"]["lr"] == 7e-5
+
+
+def test_a_failed_training_ends_with_its_real_error(project):
+    """Issue 15, item 14: in a git repository with packs (any clone), DVCLive's dulwich objects outlived
+    a failed worker and printed `ImportError: sys.meta_path is None` after the real error."""
+    import subprocess
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "add", "params.yaml", ".dvc"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], ["git", "gc", "-q"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    assert list(Path(".git/objects/pack").glob("*.pack"))
+    with pytest.raises(RuntimeError) as err:
+        train.run(params.load("params.yaml"), "gaze", stream=None, nproc_per_node=1,
+                  extra_args=["--set", "train.lr=1e30", "--no-progress", "--device", "cpu"])
+    message = str(err.value)
+    assert "sys.meta_path is None" not in message and "dulwich" not in message
+    assert re.search(r"FloatingPointError: gaze/future: non-finite training loss", message.splitlines()[-1])
 
 
 def test_failed_worker_raises_with_its_output(project):

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -249,11 +250,27 @@ def _results_only(summary: dict) -> None:
     summary.pop("train_time_s", None)
 
 
+_LIVE_REPOS: list = []   # DVC repos opened by DVCLive in this process, closed when train() returns
+
+
 def _open_live(live_dir: Path, resume: bool):
     from dvclive import Live
 
     # dvc.yaml declares the plots; DVCLive must not write its own dvc.yaml or save experiments.
-    return Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None)
+    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None)
+    if getattr(live, "_dvc_repo", None) is not None:
+        _LIVE_REPOS.append(live._dvc_repo)
+    return live
+
+
+def _close_live_repos() -> None:
+    """Close DVCLive's DVC repo (its git packs). On a failure the traceback keeps it alive until the
+    interpreter's teardown, where dulwich's __del__ cannot import any more and prints
+    `ImportError: sys.meta_path is None` after the real error; closed here, nothing follows it."""
+    while _LIVE_REPOS:
+        repo = _LIVE_REPOS.pop()
+        with contextlib.suppress(Exception):
+            repo.close()
 
 
 def train(params: Params, run: str, task: str, *, out_dir: str | Path | None = None,
@@ -280,6 +297,7 @@ def train(params: Params, run: str, task: str, *, out_dir: str | Path | None = N
                                                params.train.num_workers),
                       resume=resume, progress=progress, on_step=on_step)
     finally:
+        _close_live_repos()
         torch.set_num_threads(threads)
         distributed.shutdown(ctx)
 
@@ -594,14 +612,22 @@ def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yam
             if stream is not None:
                 stream(line.rstrip())
         if proc.wait() != 0:
+            # the worker's own error goes last: torchrun's failure summary follows it in the output
             raise RuntimeError(f"training {run}/{task} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                               + "\n".join(tail))
+                               + "\n".join(tail) + "".join(f"\n\n{e}" for e in _worker_error(tail)))
         summary_path = report_dir(run, task) / "summary.json"
         report["tasks"][task] = {**ckpt.read_json(summary_path), "wall_time_s": round(time.perf_counter() - t0, 3)}
         # one file per (run, task): dvc.yaml trains each pair in its own stage
         ckpt.write_json(report_dir(run, task) / "report.json",
                         {**{k: v for k, v in report.items() if k != "tasks"}, "task": task, **report["tasks"][task]})
     return report
+
+
+def _worker_error(lines: Sequence[str]) -> list[str]:
+    """The last exception line a worker printed (e.g. `[rank0]: FloatingPointError: ...`), if any."""
+    pattern = re.compile(r"^(\[rank\d+\]:\s*)?[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b:?")
+    found = [line.strip() for line in lines if pattern.match(line.strip()) and "ChildFailedError" not in line]
+    return found[-1:]
 
 
 # --- command line -----------------------------------------------------------------------------------
