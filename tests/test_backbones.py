@@ -145,7 +145,7 @@ def test_presets_are_tied_to_their_backbones():
         get_preset("paper", "internvl")
     with pytest.raises(ValueError, match="backbone: 'blip' is not one of"):
         get_preset("tiny", "blip")
-    with pytest.raises(ValueError, match="backbone: 'blip' is not one of"):
+    with pytest.raises(ValueError, match="model.backbone = 'blip': expected one of"):   # gazevlm.params
         build_model(params(backbone="blip"), "gaze", tokenizer())
     assert PRESETS["llava-next-vicuna-7b"].lm["hub"] == "llava-hf/llava-v1.6-vicuna-7b-hf"
     assert PRESETS["internvl3-1b"].lm["hub"] == "OpenGVLab/InternVL3-1B-hf"

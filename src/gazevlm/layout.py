@@ -96,8 +96,10 @@ def staged_dir(final: Path) -> Iterator[Path]:
     and `final`, the last good run's output, is left exactly as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # what a killed run left (one run writes a stage's outputs at a time: DVC locks the repository)
+    for stale in [*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
