@@ -28,6 +28,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_from_shards_and_curves(project):
     P = params.load("params.yaml")
     lines: list[str] = []
@@ -52,6 +53,7 @@ def test_torchrun_two_ranks_from_shards_and_curves(project):
     assert table.loc[TASK, "best_epoch"] == 1 and table.loc[TASK, "ranks"] == 2
 
 
+@pytest.mark.slow
 def test_failed_worker_raises_with_its_output(project):
     fail = [sys.executable, "-c", "import sys; print('worker exploded'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"training gaze/future failed \(exit 3\)(.|\n)*worker exploded"):
