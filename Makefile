@@ -1,6 +1,8 @@
 # The single entry point. The README's two commands:
 #   make repro   install what is missing, then run the default pipeline (`dvc repro`)
 #   make test    install what is missing, then run the tests (this is what .ci/run calls)
+# and for developers: make test-fast (no slow, no browser tests), make lint (ruff, nbstripout),
+# make lock (refresh requirements.lock from pyproject.toml).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,19 +13,38 @@ export DVC_NO_ANALYTICS := 1
 DVC := $(BIN)/dvc
 STAMP := $(VENV)/.installed
 
-.PHONY: install placeholder repro test test-fast bench browser clean-venv
+# Every transitive package at the exact version CI tested (pip-compile's output, see `lock` below).
+LOCK := requirements.lock
+
+.PHONY: install placeholder repro test test-fast lint lock bench browser clean-venv
 
 install: $(STAMP)
 
 # pip, not uv/poetry: pip takes torch from the machine's local wheel cache instead of downloading GBs.
-# open_flamingo 2.0.1 pins torch 2.0.1, so it goes in on its own with --no-deps (a requirements file
-# cannot say that); its real needs are pinned in pyproject.toml.
-$(STAMP): pyproject.toml
+# The lock was resolved on Linux x86_64 (CUDA torch wheels from PyPI, its nvidia-* packages), so there it
+# is installed as it is, without a resolution step (--no-deps); elsewhere pip resolves pyproject.toml
+# with the lock's versions as constraints. open_flamingo 2.0.1 pins torch 2.0.1, so it goes in last
+# with --no-deps (a requirements file cannot say that); its real needs are pinned in pyproject.toml.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps "$$(grep -m1 '^pip==' $(LOCK))"
+ifeq ($(shell uname -sm),Linux x86_64)
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+else
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test]'
+endif
 	$(BIN)/python -m pip install --quiet --no-deps open_flamingo==2.0.1
 	touch $@
+
+# Refresh the lock after changing pyproject.toml: pins kept where still allowed, new packages resolved
+# on PyPI alone (--isolated: no local index or mirror of this machine can leak into it). To move
+# versions: make lock LOCK_FLAGS=--upgrade, or LOCK_FLAGS='--upgrade-package numpy'.
+LOCK_FLAGS ?=
+lock: install
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --allow-unsafe --all-build-deps \
+	  --no-emit-index-url --no-emit-find-links --index-url https://pypi.org/simple --pip-args=--isolated \
+	  $(LOCK_FLAGS) --output-file $(LOCK) pyproject.toml
 
 # data.dvc tracks data/ego4d: on a fresh clone an empty placeholder, whose (empty) manifest is put in
 # the DVC cache so that `dvc status` is clean. A real download there is never re-registered here.
@@ -39,13 +60,21 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium not installed and not root: the browser test will be skipped"; fi; }
+	  else echo "chromium not installed and not root: the browser test will be skipped (it fails when CI is set)"; fi; }
 
 test: install browser
 	$(BIN)/python -m pytest -q
 
+# What a developer runs between edits (under 3 minutes on 2 cores): no subprocess, torchrun, papermill
+# or browser test (those are marked slow / browser; `make test` runs them all).
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+# ruff's findings and formatting, notebooks without outputs (not yet part of .ci/run).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/nbstripout --keep-id --verify notebooks/*.ipynb
 
 bench: install
 	$(BIN)/python -m bench

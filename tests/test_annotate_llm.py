@@ -196,6 +196,7 @@ def test_failed_chunks_are_skipped_and_counted(world, server):
     assert report["llm"]["failed_chunk_ids"] == [chunks[1].chunk_id]
 
 
+@pytest.mark.slow
 def test_resume_after_kill(world, server):
     """Kill the stage (SIGKILL, in a subprocess) when request 5 arrives; the rerun asks only the rest."""
     params_file = params_yaml(world.root, "llm")

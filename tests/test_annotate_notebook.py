@@ -62,6 +62,7 @@ def test_review_form_refine_then_accept_writes_feedback_the_stage_replays(world,
     assert not any(r.get("feedback_prompt_mismatch") for r in history["rounds"])
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless_without_leaking_the_key(world, server):
     """The LLM source end to end through papermill (the narrations source runs in-process elsewhere)."""
     source = "llm"

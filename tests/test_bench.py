@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT))  # `bench` is a top-level package of the repositor
 from bench import Summary, interleaved, paired_ratio  # noqa: E402
 
 
+@pytest.mark.slow
 def test_quick_run_writes_a_markdown_table_with_every_section(tmp_path):
     out = tmp_path / "bench.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -37,6 +38,7 @@ def test_quick_run_writes_a_markdown_table_with_every_section(tmp_path):
     assert "train step gaze/base, tiny" in proc.stdout  # the short table on stdout
 
 
+@pytest.mark.slow
 def test_unknown_section_is_refused():
     proc = subprocess.run([sys.executable, "-m", "bench", "--only", "model,gpu"], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)

@@ -16,7 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+# the first test's timeout includes the module's `dvc repro` (3-4 min on 2 cores); each experiment 2-3 min
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SMALL = {
     "sample": {"videos": 4, "seconds": 14},

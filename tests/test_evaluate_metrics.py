@@ -109,6 +109,7 @@ def test_unknown_semantic_model_is_refused_not_downloaded(tmp_path):
     assert M.semantic_model_path(str(tmp_path)) == tmp_path   # a local directory is accepted
 
 
+@pytest.mark.slow
 def test_no_model_or_heavy_library_loaded_at_import():
     code = ("import sys, gazevlm.evaluate.metrics, gazevlm.evaluate.stats, gazevlm.evaluate.tables; "
             "bad = [m for m in ('sentence_transformers', 'rouge_score', 'pycocoevalcap') if m in sys.modules]; "

@@ -173,6 +173,7 @@ def _dry_run(target: str) -> list[str]:
     return out.splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
 @pytest.mark.parametrize("table", sorted(A.ABLATIONS))
 def test_ablations_mk_queues_what_the_table_reads(table):

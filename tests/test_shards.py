@@ -73,6 +73,7 @@ def test_two_ranks_see_disjoint_and_complete_data(tmp_path, n, per_shard):
     assert len(seen[0]) + len(seen[1]) == n                     # nothing twice within a rank either
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_two_ranks_times_two_workers(tmp_path):
     files = dummy_shards(tmp_path, n=13, per_shard=2)           # 7 shards over 4 slots
     seen = [ids_of(make_loader(files, batch_size=2, with_gaze=False, rank=r, world_size=2, num_workers=2, seed=3))

@@ -79,6 +79,7 @@ def test_videos_decode_with_the_metadata_frame_count(tiny_world):
         assert (probe.width, probe.height, probe.fps, probe.num_frames) == (128, 128, 30, 240)
 
 
+@pytest.mark.slow  # workers=2: a process pool
 def test_same_seed_same_bytes_and_frames_other_seed_differs(tmp_path):
     small = dict(videos=2, seconds=3)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"

@@ -12,6 +12,8 @@ from train_fixtures import (TASK, process_context, read_tsv_metrics, run_in_proc
 
 from gazevlm import checkpoint as ckpt
 
+pytestmark = pytest.mark.slow  # ranks are processes
+
 
 def _kwargs(root: Path, **kw) -> dict:
     return {"run": "gaze", "task": TASK, "out_dir": str(root / "models"), "live_dir": str(root / "live"), **kw}

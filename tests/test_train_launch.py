@@ -30,6 +30,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_from_shards_and_curves(project):
     P = params.load("params.yaml")
     lines: list[str] = []
@@ -54,6 +55,7 @@ def test_torchrun_two_ranks_from_shards_and_curves(project):
     assert table.loc[TASK, "best_epoch"] == 1 and table.loc[TASK, "ranks"] == 2
 
 
+@pytest.mark.slow
 def test_a_dvc_set_param_value_trains(project):
     """`dvc exp run -S train.lr=7e-5` (the README's paper-preset command): DVC writes `lr: 7e-05`, which
     YAML 1.1 reads as a string; the worker must train with the number."""
@@ -68,6 +70,7 @@ def test_a_dvc_set_param_value_trains(project):
     assert cfg["params"]["train"]["lr"] == 7e-5
 
 
+@pytest.mark.slow
 def test_a_failed_training_ends_with_its_real_error(project):
     """Issue 15, item 14: in a git repository with packs (any clone), DVCLive's dulwich objects outlived
     a failed worker and printed `ImportError: sys.meta_path is None` after the real error."""
@@ -86,6 +89,7 @@ def test_a_failed_training_ends_with_its_real_error(project):
     assert re.search(r"FloatingPointError: gaze/future: non-finite training loss", message.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_failed_worker_raises_with_its_output(project):
     fail = [sys.executable, "-c", "import sys; print('worker exploded'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"training gaze/future failed \(exit 3\)(.|\n)*worker exploded"):
