@@ -155,11 +155,11 @@ def profile_reader(plan: Plan, top: int = 8) -> tuple[list[tuple[str, float, flo
     passes = 3
     with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp:
         write_shards(Path(tmp), n_samples=plan.loader_samples)
-        reader_pass(Path(tmp), tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seed, 0)
+        reader_pass(Path(tmp), tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], 0)
         prof = cProfile.Profile()
         prof.enable()
         for e in range(passes):
-            reader_pass(Path(tmp), tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seed, e + 1)
+            reader_pass(Path(tmp), tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], e + 1)
         prof.disable()
     rows, by_file = [], {}
     for (path, _, fn), (_, _, tottime, cumtime, _) in pstats.Stats(prof).stats.items():

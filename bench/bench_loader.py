@@ -31,7 +31,7 @@ from bench.bench_model import Trainer, clock_for, make_batch, make_setup, proces
 from gazevlm import layout
 from gazevlm import params as params_mod
 from gazevlm.models.geometry import patch_grid, vision_geometry
-from gazevlm.shards import ShardSetWriter, encode_sample, make_loader
+from gazevlm.shards import ShardSetWriter, encode_sample, make_loader, manifest_path, write_manifest
 
 GOAL = 10.0
 MODULE = "python -m bench.bench_loader"
@@ -72,6 +72,7 @@ def write_shards(root: Path, n_samples: int = 256, frames: int = 5, per_shard: i
                                    rng.random((frames, 64, 64)).astype(np.float16), meta))
     if integer_mtime:
         writer.close()
+        write_manifest(manifest_path(files[0]), files)  # readers refuse a split without one
         return files
     return writer.close()
 
@@ -88,7 +89,7 @@ def measure(sources: dict[str, Path], params_file: str, repeats: int, threads: i
     set_threads(threads)
     params = params_mod.load(params_file)
     tp = params.train
-    counts = {name: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seed, 0)
+    counts = {name: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], 0)
               for name, root in sources.items()}
     for name, n in counts.items():
         if n == 0:
@@ -100,7 +101,7 @@ def measure(sources: dict[str, Path], params_file: str, repeats: int, threads: i
     steps = 8
     epochs = iter(range(1, 1_000_000))
     fns: dict[str, Any] = {
-        name: (lambda root=root: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seed,
+        name: (lambda root=root: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0],
                                              next(epochs)))
         for name, root in sources.items()}
     with process_group() as ctx:

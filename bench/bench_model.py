@@ -123,7 +123,7 @@ def make_setup(shape: str, params: Params, frames: int, batch_size: int) -> Setu
     texts = target_texts(64)
     tmp = None
     if shape == "tiny":
-        p = params_mod.with_overrides(params, model={"preset": "tiny", "weights_dir": None})
+        p = params_mod.with_overrides(params, model={"preset": "tiny", "weights_dir": None, "vision_weights": None})
         tok = build_word_tokenizer(texts)
     elif shape == "paper/4":
         tmp = tempfile.TemporaryDirectory(prefix="bench-paper-")
@@ -148,7 +148,7 @@ def make_batch(setup: Setup, seed: int = 1) -> dict:
 
 
 def build(setup: Setup, run: str) -> torch.nn.Module:
-    torch.manual_seed(int(setup.params.train.seed))
+    torch.manual_seed(int(setup.params.train.seeds[0]))
     return build_model(setup.params, run, setup.tokenizer)
 
 

@@ -14,10 +14,10 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from gazevlm import layout, params
+from gazevlm import layout, params, shards
 
 GRID = 8        # 8 x 8 patches like the tiny preset
-PATCH = 8       # 64 px frames
+PATCH = 16      # 128 px frames like the tiny preset (128 px, 16 px patches)
 HEAT = 16       # stored heatmap resolution
 FRAMES = {"future": 5, "activity": 3}
 
@@ -59,8 +59,9 @@ def write_shards(root: Path, task: str, n_windows: int = 6, seed: int = 0,
     rng = np.random.default_rng(seed + 1)
     out = root / layout.shard_pattern(task, "test")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    ids = []
-    with wds.ShardWriter(str(out), maxcount=4, verbose=0) as sink:
+    ids: list[str] = []
+    files: list[str] = []
+    with wds.ShardWriter(str(out), maxcount=4, verbose=0, post=files.append) as sink:
         for w in range(n_windows):
             wid = layout.window_id(task, f"vid{w % 2}", 30 * w)
             ids.append(wid)
@@ -86,6 +87,7 @@ def write_shards(root: Path, task: str, n_windows: int = 6, seed: int = 0,
             for t in range(n_frames):
                 sample[f"f{t}.jpg"] = jpeg(frame_image(*cells[w, t], rng))
             sink.write(sample)
+    shards.write_manifest(shards.manifest_path(files[0]), files)  # as the heatmaps stage does
     return ids
 
 
@@ -144,7 +146,7 @@ def fixture_params(tasks=("future", "activity"), **attention) -> params.Params:
 
 def write_predictions(root: Path, run: str, task: str, window_ids: list[str], seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    path = root / layout.PREDICTIONS_DIR / run / f"{task}.parquet"
+    path = layout.predictions_file(run, task, 0, root)  # the attention stage reads the first seed
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"window_id": window_ids, "prediction": [f"{run} says cup {i}" for i in range(len(window_ids))],
                   "reference": [f"pick up cup {i}" for i in range(len(window_ids))],

@@ -27,8 +27,10 @@ def tokenizer():
 
 
 def params(**model) -> P.Params:
-    base = P.from_dict({})
-    return P.with_overrides(base, model=model) if model else base
+    """Default params with `model` overrides; the tiny vision encoder is the preset's random one
+    (model.vision_weights None) unless a test names a file: no pretrain stage has run in a test, and
+    models/encoder/ of the working tree must not leak into one."""
+    return P.with_overrides(P.from_dict({}), model={"vision_weights": None, **model})
 
 
 def tiny_preset(**changes):

@@ -103,7 +103,7 @@ def test_info_shows_texts_and_metrics(app):
     app.window.value = app.window.options[3]
     html = app.info.value
     assert "base says cup 3" in html and "gaze says cup 3" in html  # joined by window id, not row
-    assert "pick up cup 3" in html
+    assert "pick up cup 3" in html and "training seed 0" in html  # which seed's models are shown
     for metric in ("topk_overlap", "kl", "cc", "nss", "sim", "auc_judd"):
         assert metric in html
     assert "0.900" in html                                   # gaze run's block top-10 overlap

@@ -16,7 +16,7 @@ def test_real_model_attention_through_the_stage_path(tmp_path):
     F.write_shards(tmp_path, "future", n_windows=3)
     frames, _ = testset.read_test_windows("future", tmp_path / layout.SHARDS_DIR)
     tokenizer = build_word_tokenizer(["pick up the cup", "put the cup down"])
-    p = params.from_dict({})
+    p = params.from_dict({"model": {"vision_weights": None}})  # random tower: no pretrain stage here
     for run, sources in (("base", ["perceiver"]), ("gaze", ["block", "perceiver"])):
         torch.manual_seed(0)
         model = build_model(p, run, tokenizer)

@@ -12,7 +12,7 @@ import torch
 import webdataset as wds
 
 import attention_fixtures as F
-from gazevlm import layout
+from gazevlm import layout, params
 from gazevlm.attention import extract, outputs, render, stage, testset
 
 
@@ -55,8 +55,8 @@ def test_metrics_separate_aligned_from_unaligned_runs(built):
         assert gaze["kl"]["mean"] < base["kl"]["mean"] and gaze["sim"]["mean"] > base["sim"]["mean"]
         assert gaze["chance_topk"]["mean"] == pytest.approx(9 / 64)
         for m in gaze.values():
-            assert set(m) == {"mean", "ci_low", "ci_high", "n_frames", "n_windows"}
-            assert m["n_windows"] == 6
+            assert set(m) == {"mean", "ci_low", "ci_high", "n_frames", "n_windows", "n_videos"}
+            assert m["n_windows"] == 6 and m["n_videos"] == 2  # the fixture's windows come from 2 videos
     plot = pd.read_csv(root / "reports/attention/overlap.csv")
     assert list(plot.columns) == ["series", "topk_overlap", "last_frame_topk_overlap", "chance_topk"]
     assert set(plot["series"]) == {f"{t}/{r}" for t in ("future", "activity")
@@ -85,7 +85,7 @@ def activity_count(report):
 
 def test_missing_predictions_are_counted(built):
     root, report = built
-    assert report["predictions_missing"] == ["data/predictions/base/activity.parquet"]
+    assert report["predictions_missing"] == ["data/predictions/base/activity/seed0.parquet"]
     assert report["tasks"]["activity"]["runs"]["base"]["windows_without_prediction"] == 6
     base = outputs.read_run_attention(root / "data/attention/base_activity.npz")
     assert np.isnan(base.semantic).all() and (base.prediction == "").all()
@@ -98,11 +98,11 @@ def test_frames_file_keeps_the_shard_jpegs(built):
     frames = outputs.read_task_frames(root / "data/attention/frames/activity.npz")
     assert frames.gaze.shape == (6, 3, 64) and frames.grid == (8, 8)
     img = render.decode_jpeg(frames.jpeg(2, 1))
-    assert img.shape == (64, 64, 3)
+    assert img.shape == (128, 128, 3)
     np.testing.assert_allclose(frames.gaze[frames.valid].sum(-1), 1.0, rtol=1e-5)
     # the bright object sits where the gaze target peaks
     r, c = np.unravel_index(frames.gaze[2, 1].argmax(), frames.grid)
-    assert img[r * 8 + 4, c * 8 + 4].mean() > 150
+    assert img[r * F.PATCH + F.PATCH // 2, c * F.PATCH + F.PATCH // 2].mean() > 150
 
 
 def test_frame_and_window_tables(built):
@@ -174,7 +174,7 @@ class Fixed(torch.nn.Module):
 
 
 def one_batch(b=2, t=3):
-    return {"pixels": torch.zeros(b, t, 3, 64, 64), "input_ids": torch.zeros(b, 2, dtype=torch.long),
+    return {"pixels": torch.zeros(b, t, 3, 128, 128), "input_ids": torch.zeros(b, 2, dtype=torch.long),
             "window_id": [f"w{i}" for i in range(b)]}
 
 
@@ -211,7 +211,7 @@ def test_collect_attention_restores_mode_and_checks_sources():
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    with contextlib.chdir(tmp_path), pytest.raises(FileNotFoundError, match="models/gaze/future"):
+    with contextlib.chdir(tmp_path), pytest.raises(FileNotFoundError, match="models/gaze/seed0/future"):
         extract.load_run_model(F.fixture_params(), "gaze", "future")
 
 
@@ -234,3 +234,14 @@ def test_overlay_modes():
         render.overlay(frame, mode="heat")
     assert render.decode_jpeg(F.jpeg(np.full((8, 8, 3), 200, np.uint8))).shape == (8, 8, 3)
     assert io.BytesIO(render.to_png(pics["both"])).read(4) == b"\x89PNG"
+
+
+def test_the_analysed_seed_is_the_first_trained_unless_named(tmp_path):
+    p = params.with_overrides(F.fixture_params(), train={"seeds": [3, 1]})
+    assert extract.analysed_seed(p) == 3
+    p1 = params.with_overrides(p, attention={"seed": 1})
+    assert extract.analysed_seed(p1) == 1
+    with contextlib.chdir(tmp_path), pytest.raises(FileNotFoundError, match="models/gaze/seed1/future"):
+        extract.load_run_model(p1, "gaze", "future")
+    with pytest.raises(ValueError, match="not one of train.seeds"):
+        extract.analysed_seed(params.with_overrides(p, attention={"seed": 7}))

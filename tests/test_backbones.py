@@ -47,6 +47,7 @@ def test_greedy_generation_follows_the_full_forward_and_reads_the_frames(backbon
         ids = p["input_ids"][row: row + 1]
         for token in gen[row].tolist():
             logits = model(pixels[row: row + 1], ids, torch.ones_like(ids)).logits[0, -1]
+            logits[model.backbone.media_token_id] = -torch.inf  # generation never emits <image>
             assert int(logits.argmax()) == token  # cached generation == one full forward per token
             if token == model.backbone.eoc_token_id:
                 break
@@ -55,14 +56,39 @@ def test_greedy_generation_follows_the_full_forward_and_reads_the_frames(backbon
     assert not torch.allclose(first[0], first[1])  # different frames, different next-token distribution
 
 
-@pytest.mark.parametrize("backbone", PROJECTOR_BACKBONES)
-def test_projector_backbone_puts_each_frame_into_the_lm_input(backbone):
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_generation_never_emits_the_media_token(backbone):
     model = build("gaze", backbone=backbone)
+    lm = model.backbone.lang_encoder if hasattr(model.backbone, "lang_encoder") else model.backbone.vlm
+    media_id = model.backbone.media_token_id
+
+    def favour_media(module, args, out):
+        out = out.clone()
+        out[..., media_id] += 1e4
+        return out
+
+    pixels, _ = batch(model, b=2, t=2)
+    p = prompt(2, t=2)
+    hook = lm.get_output_embeddings().register_forward_hook(favour_media)
+    try:
+        assert int(model(pixels, p["input_ids"], p["attention_mask"]).logits[0, -1].argmax()) == media_id
+        for beams in (1, 2):
+            gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=3, num_beams=beams)
+            assert gen.numel() and (gen != media_id).all()
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("backbone", PROJECTOR_BACKBONES)
+@pytest.mark.parametrize("output", ["pooled", "reweighted"])
+def test_projector_backbone_puts_each_frame_into_the_lm_input(backbone, output):
+    model = build("gaze", backbone=backbone, block_output=output)
     bb = model.backbone
     assert bb.vlm.config.text_config._attn_implementation != "eager"  # the gaze loss never needs eager LLM attention
     pixels, enc = batch(model, b=2, t=3)
     media = bb.media_embeddings(model._vision_x(pixels, None))
-    assert media.shape[:2] == (2, 3 * (16 + 1))  # 8 x 8 patches -> 4 x 4 LM tokens per frame, + the pooled token
+    # 8 x 8 patches -> 4 x 4 LM tokens per frame, + the block's pooled token when it makes one
+    assert media.shape[:2] == (2, 3 * (16 + (output == "pooled")))
     out = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"])
     assert out.logits.shape[:2] == enc["input_ids"].shape and out.attention.shape == (2, 3, 64)
     changed = pixels.clone()

@@ -19,11 +19,13 @@ BIN = Path(sys.executable).parent
 # the first test's timeout includes the module's `dvc repro` (3-4 min on 2 cores); each experiment 2-3 min
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
+# 2 test videos: the shuffled-frames control gives each window a window of another video
 SMALL = {
-    "sample": {"videos": 4, "seconds": 14},
+    "sample": {"videos": 8, "seconds": 10},
     "extract": {"split_fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "pretrain": {"steps": 5, "batch_size": 8},
     "runs": {"base": {"block": False, "lambda": 0.0}, "gaze": {"block": True, "lambda": 100.0}},
-    "train": {"tasks": ["future"], "epochs": 1, "batch_size": 8},
+    "train": {"tasks": ["future"], "seeds": [0], "epochs": 1, "batch_size": 8},
     "evaluate": {"bootstrap_samples": 100, "max_new_tokens": 8},
 }
 
@@ -67,12 +69,16 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_every_stage_produced_its_outputs(repo: Path):
-    for nb in ("00_sample", "01_extract", "02_annotate", "03_heatmaps", "04_train_base_future",
-               "04_train_gaze_future", "05_evaluate", "06_attention"):
+    for nb in ("00_sample", "01_extract", "02_annotate", "03_heatmaps", "03b_pretrain", "04_train_base_seed0",
+               "04_train_gaze_seed0", "05_evaluate", "06_attention"):
         assert (repo / "reports" / "notebooks" / f"{nb}.ipynb").exists(), nb
-    assert (repo / "models" / "gaze" / "future" / "model.safetensors").exists()
+    assert (repo / "models" / "encoder" / "vision.safetensors").exists()
+    assert (repo / "models" / "gaze" / "seed0" / "future" / "model.safetensors").exists()
     table = (repo / "reports" / "tables" / "table1.md").read_text()
-    assert "gaze" in table.lower()
+    assert "gaze" in table.lower() and "object acc." in table
+    record = json.loads((repo / "metrics" / "eval" / "gaze_future.json").read_text())
+    assert record["n_videos"] == 2 and record["n_seeds"] == 1
+    assert {"object_accuracy", "action_f1", "shuffled_frames", "distinct_predictions", "chance"} <= set(record)
     attention = json.loads((repo / "metrics" / "attention.json").read_text())
     assert {"base", "gaze"} <= set(attention)
 
@@ -81,6 +87,7 @@ def test_metrics_are_visible_to_dvc(repo: Path):
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo))
     text = json.dumps(shown)
     assert "metrics/eval" in text and "semantic" in text and "metrics/attention.json" in text
+    assert "object_accuracy" in text and "shuffled_frames" in text and "n_videos" in text
 
 
 def test_second_repro_does_nothing_and_status_is_clean(repo: Path):
@@ -96,7 +103,7 @@ def test_each_backbone_runs_base_and_gaze_as_a_dvc_experiment(repo: Path, backbo
     at the tiny preset on CPU; the heatmap stage (which does not read the backbone) is not rerun."""
     name = f"e2e-{backbone}"
     out = _run(["dvc", "exp", "run", "-n", name, "-S", f"model.backbone={backbone}"], repo)
-    assert "Running stage 'heatmaps'" not in out and "Running stage 'train@gaze-future'" in out
+    assert "Running stage 'heatmaps'" not in out and "Running stage 'train@gaze-0'" in out
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
     exp = next(rev["data"] for base in shown for group in base.get("experiments") or []
                for rev in group["revs"] if rev.get("name") == name)
@@ -106,5 +113,5 @@ def test_each_backbone_runs_base_and_gaze_as_a_dvc_experiment(repo: Path, backbo
         assert record["n"] > 0 and 0 <= record["semantic"]["mean"] <= 1
     attention = exp["metrics"]["metrics/attention.json"]["data"]
     assert {"block", "perceiver"} <= set(attention["gaze"]["future"]) and "perceiver" in attention["base"]["future"]
-    config = json.loads((repo / "models" / "gaze" / "future" / "config.json").read_text())
+    config = json.loads((repo / "models" / "gaze" / "seed0" / "future" / "config.json").read_text())
     assert config["model_config"]["backbone"] == backbone

@@ -34,7 +34,7 @@ def write_test_shard(root, task="future", n=3, frames=5):
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_predict_with_the_real_model_codec_and_loader(tmp_path, backbone, run="gaze"):
     write_test_shard(tmp_path)
-    params = gparams.with_overrides(gparams.Params(), evaluate={"batch_size": 2}, model={"backbone": backbone})
+    params = gparams.with_overrides(gparams.Params(), evaluate={"batch_size": 2}, model={"backbone": backbone, "vision_weights": None})
     tok = build_word_tokenizer(ANSWERS)
     torch.manual_seed(0)
     model = build_model(params, run, tok).eval()

@@ -1,4 +1,6 @@
 """Generation and teacher forcing against a stand-in with the GazeVLM interface and known answers."""
+import re
+
 import pytest
 import torch
 
@@ -82,5 +84,7 @@ def test_bad_batches_are_reported(tok):
 
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no trained model for run 'gaze'"):
-        P.load_trained("gaze", "future", root=tmp_path)
+    expected = re.escape(f"{tmp_path / 'gaze' / 'seed1' / 'future'}: no trained model for run 'gaze', "
+                         "task 'future', seed 1")
+    with pytest.raises(FileNotFoundError, match=expected):
+        P.load_trained("gaze", "future", 1, root=tmp_path)

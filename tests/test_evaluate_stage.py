@@ -6,10 +6,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from evaluate_fixtures import StandInModel, encode_prompt, encode_train, make_batches, make_tokenizer
+from evaluate_fixtures import ANSWERS, StandInModel, encode_prompt, encode_train, make_batches, make_tokenizer
 from gazevlm import params as gparams
 from gazevlm.evaluate import predict as P
-from gazevlm.evaluate import stage
+from gazevlm.evaluate import controls, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEC = P.TextCodec(encode_prompt=encode_prompt, encode_train=encode_train)
@@ -31,39 +31,58 @@ def loader(n=N):
     return lambda params, task: make_batches(n, task=task, batch_size=params.evaluate.batch_size)
 
 
-def models(tok):
-    return lambda run, task: (StandInModel(tok, wrong=WRONG[run], echo=run == "gaze"), tok)
+SEEDS = (0, 1, 2)
+
+
+def models(tok, blind=()):
+    """Stand-ins that read their frames (the answer is coded in the pixels), except the `blind` runs,
+    which say the same thing whatever they see."""
+    def load(run, task, seed):
+        wrong = set(range(len(ANSWERS))) if run in blind else WRONG[run]
+        return StandInModel(tok, wrong=wrong, echo=run == "gaze"), tok
+    return load
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tok):
     root = tmp_path_factory.mktemp("eval")
-    report = stage.run(small_params(), root=root, load_model=models(tok), batches=loader(), codec=CODEC)
+    report = stage.run(small_params(), root=root, load_model=models(tok), batches=loader(), codec=CODEC,
+                       synthetic=False)
     return root, report
+
+
+def predictions(root, run, task, seed=0):
+    return pd.read_parquet(root / f"data/predictions/{run}/{task}/seed{seed}.parquet")
 
 
 def test_outputs_exist(evaluated):
     root, report = evaluated
     for run in ("base", "lambda0", "gaze"):
         for task in ("future", "activity"):
-            df = pd.read_parquet(root / f"data/predictions/{run}/{task}.parquet")
-            assert len(df) == N and df["window_id"].is_unique
-            assert {"window_id", "prediction", "reference", "semantic", "rouge_l", "bleu4", "cider",
-                    "teacher_forced_prediction", "teacher_forced_semantic"} <= set(df.columns)
+            for seed in SEEDS:
+                df = predictions(root, run, task, seed)
+                assert len(df) == N and df["window_id"].is_unique
+                assert {"window_id", "uid", "prediction", "reference", "semantic", "rouge_l", "bleu4", "cider",
+                        "teacher_forced_prediction", "teacher_forced_semantic", "shuffled_prediction",
+                        "shuffled_semantic"} <= set(df.columns)
             rec = json.loads((root / f"metrics/eval/{run}_{task}.json").read_text())
-            assert rec["n"] == N
+            assert rec["n"] == N and rec["n_videos"] == N // 3 and rec["n_seeds"] == 3 and rec["seeds"] == [0, 1, 2]
             for m in ("semantic", "rouge_l", "bleu4", "cider", "teacher_forced_semantic"):
-                assert set(rec[m]) == {"mean", "ci_low", "ci_high"}
-    for name in ("table1", "table2", "metrics", "comparisons"):
+                assert set(rec[m]) == {"mean", "ci_low", "ci_high", "n", "n_videos"}
+                assert rec[m]["n_videos"] == N // 3
+            assert set(rec["per_seed"]) == {"0", "1", "2"}
+            assert "object_accuracy" not in rec and "chance" not in rec  # not the synthetic world
+    for name in ("table1", "table1_seeds", "table2", "metrics", "comparisons"):
         assert (root / f"reports/tables/{name}.md").exists() and (root / f"reports/tables/{name}.csv").exists()
     assert json.loads((root / "reports/evaluate.json").read_text())["stage"] == "evaluate"
     assert report["generation"]["decoding"] == "greedy"
+    assert report["metrics"]["gaze/future"] == {"n": N, "n_videos": N // 3, "n_seeds": 3, "distinct_predictions": 0.5}
 
 
 def test_scores_reflect_the_known_answers(evaluated):
     root, _ = evaluated
-    gaze = pd.read_parquet(root / "data/predictions/gaze/future.parquet")
-    base = pd.read_parquet(root / "data/predictions/base/future.parquet")
+    gaze = predictions(root, "gaze", "future")
+    base = predictions(root, "base", "future")
     assert (gaze["prediction"] == gaze["reference"]).all()
     assert gaze["semantic"].min() > 0.999 and gaze["rouge_l"].min() == pytest.approx(1.0)
     wrong = base["prediction"] != base["reference"]
@@ -73,23 +92,102 @@ def test_scores_reflect_the_known_answers(evaluated):
     assert base["teacher_forced_semantic"].min() > 0.999
 
 
+def test_shuffled_predictions_are_what_the_model_says_on_the_other_videos_frames(evaluated, tok):
+    """The stage reuses the generation of window d(i) as window i's shuffled-frames prediction; that is
+    exact only if generating on d(i)'s frames again gives the same text: check with a real second pass."""
+    root, _ = evaluated
+    df = predictions(root, "gaze", "future")
+    batches = make_batches(N, task="future", batch_size=N)
+    order = {w: i for i, w in enumerate(batches[0]["window_id"])}
+    d = controls.derangement(df["uid"])
+    pixels = batches[0]["pixels"][[order[w] for w in df["window_id"].to_numpy()[d]]]
+    regen = P.predict(StandInModel(tok, echo=True), tok, [{**batches[0], "pixels": pixels}], "future",
+                      max_new_tokens=24, codec=CODEC)
+    assert df["shuffled_prediction"].tolist() == regen["prediction"].tolist()
+    assert (df["uid"].to_numpy() != df["uid"].to_numpy()[d]).all()
+
+
+def test_a_model_that_reads_its_frames_drops_under_shuffled_frames(evaluated):
+    root, _ = evaluated
+    rec = json.loads((root / "metrics/eval/gaze_future.json").read_text())
+    drop = rec["shuffled_frames"]["drop"]["semantic"]
+    assert drop["diff"] > 0.1 and drop["n_videos"] == N // 3
+    assert rec["shuffled_frames"]["semantic"]["mean"] < rec["semantic"]["mean"]
+    assert rec["distinct_predictions"] == pytest.approx(len(ANSWERS) / N)
+
+
+def test_a_frame_blind_model_shows_no_drop_and_one_caption(tmp_path, tok):
+    p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
+    stage.run(p, root=tmp_path, load_model=models(tok, blind=("base",)), batches=loader(), codec=CODEC,
+              synthetic=False)
+    rec = json.loads((tmp_path / "metrics/eval/base_future.json").read_text())
+    assert rec["distinct_predictions"] == pytest.approx(1 / N)
+    drop = rec["shuffled_frames"]["drop"]["semantic"]
+    assert drop["diff"] == pytest.approx(0.0, abs=1e-9) and drop["p_value"] == pytest.approx(1.0)
+
+
 def test_paired_comparisons(evaluated):
     root, _ = evaluated
     comp = json.loads((root / "metrics/eval/comparisons.json").read_text())
     assert set(comp) == {"future", "activity"}
     assert set(comp["future"]) == {"gaze_vs_base", "lambda0_vs_base", "gaze_vs_lambda0"}
     g = comp["future"]["gaze_vs_base"]["semantic"]
-    assert g["diff"] > 0.1 and g["ci_low"] > 0 and g["p_value"] < 0.05 and g["n"] == N
+    # 4 videos, all with a positive mean difference: the sign-flip test cannot go below 2 / 2^4
+    assert g["diff"] > 0.1 and g["ci_low"] > 0 and g["n"] == N and g["n_videos"] == N // 3
+    assert g["p_value"] == pytest.approx(2 / 2 ** (N // 3))
     tf = comp["future"]["gaze_vs_base"]["teacher_forced_semantic"]
     assert tf["diff"] == pytest.approx(0, abs=1e-6) and tf["p_value"] == pytest.approx(1.0)
+    per_seed = json.loads((root / "metrics/eval/comparisons_per_seed.json").read_text())
+    assert set(per_seed) == {"0", "1", "2"}
+    assert per_seed["1"]["future"]["gaze_vs_base"]["semantic"]["diff"] == pytest.approx(g["diff"])
+
+
+def test_seeds_are_pooled_per_window_before_the_video_test(tmp_path, tok):
+    """base is wrong on clips 0-3 with seed 0 only: pooled, each window scores the mean over its seeds."""
+    def load(run, task, seed):
+        return StandInModel(tok, wrong=WRONG["base"] if (run == "base" and seed == 0) else set()), tok
+
+    p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
+    stage.run(p, root=tmp_path, load_model=load, batches=loader(), codec=CODEC, synthetic=False)
+    per = [predictions(tmp_path, "base", "future", s).set_index("window_id")["rouge_l"] for s in SEEDS]
+    expected = (per[0] + per[1] + per[2]) / 3
+    rec = json.loads((tmp_path / "metrics/eval/base_future.json").read_text())
+    assert rec["rouge_l"]["mean"] == pytest.approx(expected.mean())
+    assert rec["per_seed"]["1"]["rouge_l"]["mean"] == pytest.approx(1.0)
+    comp = json.loads((tmp_path / "metrics/eval/comparisons.json").read_text())["future"]["gaze_vs_base"]["rouge_l"]
+    assert comp["diff"] == pytest.approx(1.0 - expected.mean())
+
+
+def test_grounding_metrics_and_chance_on_the_synthetic_world(tmp_path, tok):
+    targets = pd.DataFrame({"window_id": [f"future_t{i}" for i in range(5)], "task": "future", "split": "train",
+                            "target_text": [ANSWERS[0]] * 3 + [ANSWERS[2]] * 2, "dropped": False})
+    (tmp_path / "data/annotate").mkdir(parents=True)
+    targets.to_parquet(tmp_path / "data/annotate/targets.parquet")
+    p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
+    stage.run(p, root=tmp_path, load_model=models(tok), batches=loader(), codec=CODEC, synthetic=True)
+    rec = json.loads((tmp_path / "metrics/eval/gaze_future.json").read_text())
+    # answers 0 (red cup) and 2 (blue bottle) name an object the grammar knows; the rest name none
+    assert rec["object_accuracy"]["mean"] == pytest.approx(4 / N)
+    assert rec["shuffled_frames"]["object_accuracy"]["mean"] == pytest.approx(0.0)
+    # the majority train target (red cup) is right on the 2 red-cup test windows of 12
+    assert rec["chance"]["majority_object_accuracy"] == pytest.approx(2 / N)
+    assert rec["chance"]["uniform_object_accuracy"] == pytest.approx(1 / 36)
+    base = json.loads((tmp_path / "metrics/eval/base_future.json").read_text())
+    assert base["object_accuracy"]["mean"] < rec["object_accuracy"]["mean"]
+    md = (tmp_path / "reports/tables/table1.md").read_text()
+    assert "object acc." in md and "chance" in md
 
 
 def test_table1_markdown(evaluated):
     root, _ = evaluated
     md = (root / "reports/tables/table1.md").read_text()
     assert "GENERATED" in md and "paper Ego4D: future base" in md and "0.7505" in md
-    num = pd.read_csv(root / "reports/tables/table1.csv")
-    assert num.loc[0, "backbone"] == "OpenFlamingo" and num.loc[0, "future_gain"] > 0.1
+    assert "videos" in md and "seeds" in md
+    runs = pd.read_csv(root / "reports/tables/table1.csv")
+    assert {"task", "row", "n", "n_videos", "n_seeds"} <= set(runs.columns)
+    assert set(runs.loc[runs["task"] == "future", "row"]) >= {"base", "lambda0", "gaze"}
+    paper = pd.read_csv(root / "reports/tables/table1_2.csv")  # the paper's shape, after ours
+    assert paper.loc[0, "backbone"] == "OpenFlamingo" and paper.loc[0, "future_gain"] > 0.1
 
 
 def test_empty_references_are_skipped_and_counted(tmp_path, tok):
@@ -99,7 +197,7 @@ def test_empty_references_are_skipped_and_counted(tmp_path, tok):
         return bs
 
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
-    report = stage.run(p, root=tmp_path, load_model=models(tok), batches=batches, codec=CODEC)
+    report = stage.run(p, root=tmp_path, load_model=models(tok), batches=batches, codec=CODEC, synthetic=False)
     assert report["skipped_empty_reference"]["gaze/future"] == 1
     assert report["metrics"]["gaze/future"]["n"] == 5
 
@@ -109,17 +207,17 @@ def test_runs_on_different_windows_are_refused(tmp_path, tok):
 
     def batches(params, task):
         calls["n"] += 1
-        return make_batches(6 if calls["n"] == 1 else 5, task=task)
+        return make_batches(6 if calls["n"] <= len(SEEDS) else 5, task=task)  # base: 6 windows, lambda0: 5
 
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
     with pytest.raises(ValueError, match="scored on different windows"):
-        stage.run(p, root=tmp_path, load_model=models(tok), batches=batches, codec=CODEC)
+        stage.run(p, root=tmp_path, load_model=models(tok), batches=batches, codec=CODEC, synthetic=False)
 
 
 def test_empty_test_split_is_an_error(tmp_path, tok):
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
     with pytest.raises(ValueError, match="yielded no windows"):
-        stage.run(p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC)
+        stage.run(p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC, synthetic=False)
 
 
 def test_notebook_is_clean_and_parameterised():

@@ -12,6 +12,7 @@ from gazevlm import params as P
 from gazevlm.gaze import stage
 from gazevlm.gaze.crop import CropGeometry
 from gazevlm.gaze.frames import read_image
+from gazevlm.models.geometry import vision_geometry
 from gazevlm.shards import iter_samples
 
 DROPPED = "activity_vid_a_0000040"
@@ -47,12 +48,14 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
     assert set(samples) == set(world["windows"]) - {DROPPED}
     gaze = pd.read_parquet(layout.EXTRACT_DIR / "gaze_frames.parquet").set_index(["uid", "frame"])
     kf = pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")
-    geom = CropGeometry.for_frame(WIDTH, HEIGHT, 64)
+    size, patch = vision_geometry("tiny")           # the stage crops to the model preset's geometry
+    grid = size // patch
+    geom = CropGeometry.for_frame(WIDTH, HEIGHT, size)
     for wid, s in samples.items():
         meta = s["meta"]
         t = len(meta["frames"])
-        assert s["frames"].shape == (t, 64, 64, 3) and s["frames"].dtype == np.uint8
-        assert s["target"].shape == (t, 8, 8) and s["target"].dtype == np.float32
+        assert s["frames"].shape == (t, size, size, 3) and s["frames"].dtype == np.uint8
+        assert s["target"].shape == (t, grid, grid) and s["target"].dtype == np.float32
         assert s["heatmap"].shape == (t, 16, 16) and s["heatmap"].dtype == np.float16
         assert s["valid"].dtype == bool and s["valid"].all()
         np.testing.assert_allclose(s["target"].sum(axis=(1, 2)), 1.0, atol=1e-5)
@@ -63,7 +66,7 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
             # pitfall 1 end to end: the target's peak is the cell of the keyframe's gaze in the crop
             cx, cy = geom.to_crop(gaze.loc[(meta["uid"], f), "x"], gaze.loc[(meta["uid"], f), "y"])
             if np.isfinite(cx):
-                assert np.unravel_index(s["target"][i].argmax(), (8, 8)) == (int(cy // 8), int(cx // 8))
+                assert np.unravel_index(s["target"][i].argmax(), (grid, grid)) == (int(cy // patch), int(cx // patch))
             # pitfall 6: frame i is the keyframe listed i-th (the scene pans, so frames differ)
             expected = geom.apply(read_image(kf.loc[k, "path"]))[..., ::-1].astype(float)
             errors = [np.abs(s["frames"][j] - expected).mean() for j in range(t)]

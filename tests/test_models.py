@@ -1,8 +1,10 @@
 """GazeVLM on the tiny preset: interface, gaze-free signatures, parity with open_flamingo, block variants."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from open_flamingo.src.flamingo import Flamingo
 from open_flamingo.src.helpers import PerceiverResampler
 
 from gazevlm import params as P
-from gazevlm.models import build_model, check_model_config, save_model_config
+from gazevlm.models import PRESETS, build_model, check_model_config, get_preset, load_vision_weights, save_model_config
 from gazevlm.models.gaze_block import GazeAttentionLayer, GazeBlock
 from gazevlm.models.presets import build_language_model, build_vision_encoder
 from gazevlm.models.compat import adapt_language_model
@@ -95,7 +97,8 @@ def test_parity_with_open_flamingo_single_frame():
     p = prompt(3, t=1)
     gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=5)
     ref_gen = stock.generate(vision_x, p["input_ids"], attention_mask=p["attention_mask"], max_new_tokens=5,
-                             pad_token_id=tokenizer().pad_token_id)
+                             pad_token_id=tokenizer().pad_token_id,
+                             suppress_tokens=[stock.media_token_id])  # as GazeVLM.generate: never <image>
     assert torch.equal(gen, ref_gen[:, p["input_ids"].shape[1]:])
 
 
@@ -239,6 +242,7 @@ def test_generate_returns_the_continuation_of_a_manual_greedy_decode():
     eoc = model.backbone.eoc_token_id
     for step in range(gen.shape[1]):
         logits = model(pixels, ids, mask).logits[:, -1]
+        logits[:, model.backbone.media_token_id] = -torch.inf  # generate never emits <image>
         nxt = logits.argmax(-1)
         done = (ids[:, p["input_ids"].shape[1]:] == eoc).any(-1) if step else torch.zeros(2, dtype=torch.bool)
         nxt = torch.where(done, torch.full_like(nxt, model.pad_token_id), nxt)
@@ -292,7 +296,7 @@ def test_trainable_parameters_follow_the_recipe():
 def test_unfrozen_vision_encoder_is_trained():
     torch.manual_seed(0)
     model = build_model(P.with_overrides(params(), train={"freeze_vision": False}), "gaze", tokenizer())
-    set_gates(model, 0.8)  # gates start at 0: vision would not reach the loss
+    set_gates(model, 0.8)  # open whatever the preset's initial gates: vision must reach the loss
     pixels, enc = batch(model, b=1, t=2)
     model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"]).loss.backward()
     conv = model.backbone.vision_encoder.conv1.weight
@@ -323,3 +327,67 @@ def test_unknown_backbone_and_preset_are_named():
         build("gaze", backbone="llava")
     with pytest.raises(KeyError, match="params.model.preset"):
         build_model(params(preset="huge"), "gaze", tokenizer())
+
+
+# --- the tiny preset's pretrained vision encoder (params.model.vision_weights, gazevlm.pretrain) ---------
+
+def _save_tower(path, preset, seed: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    state = {k: v.contiguous().clone() for k, v in build_vision_encoder(preset).visual.state_dict().items()}
+    save_file(state, str(path))
+    return state
+
+
+@pytest.mark.parametrize("backbone", ["openflamingo", "openflamingo_noperceiver", "lavila"])
+def test_tiny_preset_loads_the_vision_weights_it_is_given(backbone, tmp_path):
+    preset = get_preset("tiny", backbone)
+    assert preset.pretrainable_vision
+    path = tmp_path / "vision.safetensors"
+    saved = _save_tower(path, preset, seed=123)  # another seed than build's: loading must overwrite it all
+    tower = build("gaze", backbone=backbone, vision_weights=str(path)).backbone.vision_encoder.state_dict()
+    assert set(tower) == set(saved) and all(torch.equal(tower[k], saved[k]) for k in saved)
+    random = build("gaze", backbone=backbone).backbone.vision_encoder.state_dict()  # vision_weights None
+    assert not all(torch.equal(random[k], saved[k]) for k in saved)
+
+
+def test_missing_vision_weights_name_the_file(tmp_path):
+    path = tmp_path / "encoder" / "vision.safetensors"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path)) + ".*pretrain stage.*vision_weights: null"):
+        build("gaze", vision_weights=str(path))
+
+
+def test_vision_weights_of_another_shape_or_damaged_are_named(tmp_path):
+    tiny = get_preset("tiny")
+    wide = tmp_path / "wide.safetensors"  # e.g. an encoder pretrained for an older, wider preset
+    _save_tower(wide, dataclasses.replace(tiny, vision={**tiny.vision, "width": 2 * tiny.vision["width"]}), seed=1)
+    encoder = build_vision_encoder(tiny)
+    before = {k: v.clone() for k, v in encoder.visual.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape(str(wide)) + r": vision weights do not fit preset 'tiny'.*"
+                                         r"conv1\.weight.*rerun the pretrain stage"):
+        load_vision_weights(encoder, tiny, wide)
+    assert all(torch.equal(v, before[k]) for k, v in encoder.visual.state_dict().items())  # nothing half-loaded
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=re.escape(str(damaged)) + ": unreadable vision weights"):
+        load_vision_weights(encoder, tiny, damaged)
+
+
+def test_presets_without_a_pretrainable_tower_ignore_vision_weights(tmp_path):
+    missing = tmp_path / "no-such-encoder.safetensors"  # the params default names a file these never read
+    for name in ("paper", "lavila-gpt2-xl"):
+        assert not PRESETS[name].pretrainable_vision
+    assert not load_vision_weights(build_vision_encoder(get_preset("tiny")), PRESETS["paper"], missing)
+    for backbone in ("internvl", "llava_next"):  # their towers are not open_clip's: pretrain does not make them
+        assert not get_preset("tiny", backbone).pretrainable_vision
+        assert build("base", backbone=backbone, vision_weights=str(missing)).config["backbone"] == backbone
+    assert not load_vision_weights(build_vision_encoder(get_preset("tiny")), get_preset("tiny"), None)
+
+
+def test_cross_attention_gates_start_at_the_presets_value():
+    model = build("base", open_gates=False)
+    gates = [g for layer in model.backbone.lang_encoder.gated_cross_attn_layers if layer is not None
+             for g in (layer.attn_gate, layer.ff_gate)]
+    assert gates and all(float(g.detach()) == get_preset("tiny").xattn_gate_init == 1.0 for g in gates)
+    assert PRESETS["paper"].xattn_gate_init == 0.0  # open_flamingo's: the pretrained LM starts unchanged

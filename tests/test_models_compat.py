@@ -31,10 +31,13 @@ def test_family_forward_and_cached_generation_match_full_recomputation(family):
     assert torch.isfinite(out.loss)
     p = prompt(2, t=2)
     start = p["input_ids"].shape[1]
-    # Flamingo.generate (KV cache, media cached after the first step) vs one full forward per token
+    # Flamingo.generate (KV cache, media cached after the first step) vs one full forward per token; <image>
+    # suppressed as GazeVLM.generate does (a generated one means another media chunk: cached and full differ)
     res = model.backbone.generate(model._vision_x(pixels, None), p["input_ids"], attention_mask=p["attention_mask"],
                                   max_new_tokens=4, min_new_tokens=4, output_logits=True,
-                                  return_dict_in_generate=True, pad_token_id=model.pad_token_id)
+                                  return_dict_in_generate=True, pad_token_id=model.pad_token_id,
+                                  suppress_tokens=[model.backbone.media_token_id])
+    assert (res.sequences[:, start:] != model.backbone.media_token_id).all()
     assert len(res.logits) == 4
     for i, step_logits in enumerate(res.logits):
         prefix = res.sequences[:, : start + i]
@@ -54,9 +57,12 @@ def test_stock_mixin_breaks_generate_on_transformers_5_which_is_why_compat_exist
     lm = _lm("opt")
     extend_instance(lm, FlamingoLMMixin)
     lm.set_decoder_layers_attr_name("model.decoder.layers")
-    stock = Flamingo(build_vision_encoder(tiny_preset()), lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim=128)
+    preset = tiny_preset()
+    size = preset.geometry[0]
+    stock = Flamingo(build_vision_encoder(preset), lm, ids["eoc_token_id"], ids["media_token_id"],
+                     vis_dim=preset.vision["width"])
     p = prompt(1, t=1)
-    vision_x = torch.zeros(1, 1, 1, 3, 64, 64)
+    vision_x = torch.zeros(1, 1, 1, 3, size, size)
     with pytest.raises(TypeError, match="attention_mask"):
         stock.generate(vision_x, p["input_ids"], attention_mask=p["attention_mask"], max_new_tokens=2)
 

@@ -18,7 +18,8 @@ from model_fixtures import CAPTIONS, build, params, write_scaled_paper_weights
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
     root = write_scaled_paper_weights(tmp_path_factory.mktemp("weights"))
-    p = params(preset="paper", weights_dir=str(root))
+    # vision_weights names no file: a real preset keeps its public tower and never reads it
+    p = params(preset="paper", weights_dir=str(root), vision_weights=str(root / "no-such-encoder.safetensors"))
     tok = build_tokenizer(p, texts=["ignored: the paper preset uses the LM's tokenizer"])
     torch.manual_seed(0)
     model = build_model(p, "gaze", tok)

@@ -157,10 +157,16 @@ def test_cue_scales_head_turn_and_hand_reach(tiny_world):
     sp = tiny_params(tiny_world, cue=0.0).sample
     plan = synthetic.plan_video(sp, 0)
     kin = synthetic.Kinematics(plan)
-    for e, a in enumerate(plan.actions):
+    reaches = [p for p in kin.phases if p[6]]  # (t0, t_mid, t1, share, start point, grasp, world)
+    assert len(reaches) == len(plan.actions)
+    for a, reach in zip(plan.actions, reaches):
         assert a.cam_cue == a.cam_before
-        idle = kin.carry if plan.held[e] is not None else kin.rest  # the hand has not left yet
-        assert np.allclose(kin.right_hand(np.array([a.cue_s]))[0], idle)
+        # the hand has not left its start (the rest or carry pose, or the previous contact when the
+        # next reach follows at once): nothing of the target shows before the contact
+        assert reach[3] == 0.0 and reach[1] == a.cue_s
+        assert np.allclose(kin.right_hand(np.array([a.cue_s]))[0], reach[4])
+    full = synthetic.Kinematics(synthetic.plan_video(tiny_params(tiny_world).sample, 0))
+    assert all(p[3] == synthetic.HAND_REACH for p in full.phases if p[6])
 
 
 def test_narrations_cover_the_keyframes(tiny_world):
@@ -176,8 +182,11 @@ def test_actions_follow_the_world_rules(tiny_world):
     sp = tiny_params(tiny_world, seconds=60).sample
     for i in range(3):
         plan = synthetic.plan_video(sp, i)
-        gaps = np.diff(plan.contacts)
-        assert gaps.min() >= 1.4 - 1e-6 and gaps.max() <= 4.0 + 1e-6
+        # contacts fall late in a whole second (PHASE), one or two whole seconds apart (GAPS)
+        contacts = np.asarray(plan.contacts)
+        phase = contacts - np.floor(contacts)
+        assert phase.min() >= synthetic.PHASE[0] - 1e-6 and phase.max() <= synthetic.PHASE[1] + 1e-6
+        assert set(np.diff(np.floor(contacts)).astype(int)) <= set(synthetic.GAPS)
         held = None
         for e, a in enumerate(plan.actions):
             kind = plan.things[a.obj].kind

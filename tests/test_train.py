@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
+import sys
 import warnings
 from contextlib import chdir  # DVCLive must not find the project's own DVC repository
 from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import (TASK, ListSource, collate, read_tsv_metrics, run_in_process, tiny_params, weights_of)
+import yaml
+from train_fixtures import (TASK, ListSource, collate, read_tsv_metrics, run_in_process, tiny_params, weights_of,
+                            write_shards)
 
 from gazevlm import checkpoint as ckpt
-from gazevlm import params
+from gazevlm import layout, params
 from gazevlm import train as train_mod
 from gazevlm.checkpoint import CheckpointError, load_trained
 
@@ -113,8 +117,9 @@ def test_load_trained_reproduces_the_logged_validation_loss(runs):
     assert not model.training
     data = ListSource()
     api = train_mod._model_api()
-    cfg = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
-                               kl_eps=1e-8, device=torch.device("cpu"))
+    p = tiny_params()
+    cfg = train_mod.StepConfig(task=TASK, lam=p.run("gaze").lam, kl_direction=p.train.kl_direction,
+                               kl_reduction=p.train.kl_reduction, kl_eps=p.train.kl_eps, device=torch.device("cpu"))
     with torch.no_grad():
         batch = collate(data.split["val"])
         _, ce, kl = train_mod.forward_losses(model, batch, tok, api, cfg, cache=None)
@@ -286,7 +291,11 @@ def test_bad_params_fail_before_training(tmp_path):
 
 
 def test_sharded_gradients_equal_the_plain_model_gradients():
-    """FSDP2 (hooks, aliases, ignored frozen tower) changes nothing in the gradients of one step."""
+    """FSDP2 (hooks, aliases, ignored frozen tower) changes nothing in the gradients of one step.
+
+    Training wraps the model only on 2+ ranks (one rank trains the plain module); here the wrapping is
+    applied on a group of one, so the units, their aliases and the no-view outputs are checked without
+    processes (test_train_distributed compares whole 2-rank runs with 1-rank runs)."""
     from gazevlm import distributed
     from gazevlm.models import build_model
     from gazevlm.train_data import VisionFeatureCache
@@ -329,3 +338,89 @@ def test_sharded_gradients_equal_the_plain_model_gradients():
         assert checked > 50
     finally:
         distributed.shutdown(ctx)
+
+
+# --- seeds and the in-memory source -------------------------------------------------------------------
+
+def _memory_batches(source, seed: int, epoch: int, split: str = "train", shuffle: bool = True) -> list[dict]:
+    return list(source.batches(split, epoch=epoch, rank=0, world_size=1, batch_size=4, shuffle=shuffle, seed=seed))
+
+
+def test_memory_source_batches_are_fixed_by_seed_and_epoch(tmp_path):
+    from gazevlm.train_data import MemorySource, ShardSource, batch_pixels
+
+    write_shards(tmp_path, n_train=12, n_val=4, per_shard=5)
+    mem = MemorySource(TASK, tmp_path)
+    ids = lambda batches: [b["window_id"] for b in batches]  # noqa: E731
+    first = _memory_batches(mem, seed=0, epoch=0)
+    again = _memory_batches(MemorySource(TASK, tmp_path), seed=0, epoch=0)  # a fresh source: a resumed run
+    assert ids(first) == ids(again)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a["frames_u8"], b["frames_u8"]) and torch.equal(a["gaze_target"], b["gaze_target"])
+        assert a["text"] == b["text"]
+    # every epoch is a permutation of the whole split, in drop_last batches of 4
+    assert [len(b) for b in ids(first)] == [4, 4, 4]
+    assert sorted(w for b in ids(first) for w in b) == sorted(mem._split("train")["window_id"])
+    assert ids(_memory_batches(mem, seed=1, epoch=0)) != ids(first)   # another seed, another order
+    assert ids(_memory_batches(mem, seed=0, epoch=1)) != ids(first)   # and another epoch
+    assert mem.num_samples("train") == 12 and mem.num_samples("val") == 4
+    with pytest.raises(ValueError, match="MemorySource serves one process"):
+        next(iter(mem.batches("train", epoch=0, rank=0, world_size=2, batch_size=2, shuffle=True, seed=0)))
+
+    # the same samples as the streaming reader decodes (texts, frames, gaze), validation unshuffled
+    stream = ShardSource(TASK, tmp_path)
+    assert sorted(mem.train_texts()) == sorted(stream.train_texts())
+    by_id = {}
+    for b in stream.batches("val", epoch=0, rank=0, world_size=1, batch_size=4, shuffle=False, seed=0):
+        for i, wid in enumerate(b["window_id"]):
+            by_id[wid] = (b["pixels"][i], b["gaze_target"][i], b["gaze_valid"][i], b["text"][i])
+    val = _memory_batches(mem, seed=0, epoch=0, split="val", shuffle=False)
+    assert sorted(w for b in ids(val) for w in b) == sorted(by_id)
+    for b in val:
+        pixels = batch_pixels(b)
+        for i, wid in enumerate(b["window_id"]):
+            px, target, valid, text = by_id[wid]
+            torch.testing.assert_close(pixels[i], px.float(), rtol=0, atol=1e-6)
+            torch.testing.assert_close(b["gaze_target"][i], target.float())
+            assert torch.equal(b["gaze_valid"][i], valid.bool()) and b["text"][i] == text
+
+
+def test_seed_outside_train_seeds_is_refused(tmp_path, capsys):
+    p = tiny_params()   # seeds [0, 1]
+    assert train_mod.check_seed(p, None) == 0 and train_mod.check_seed(p, 1) == 1
+    with pytest.raises(ValueError, match=r"seed 5 is not one of params.train.seeds \[0, 1\]"):
+        train_mod.train(p, "gaze", TASK, seed=5, data=ListSource(), device="cpu")
+    never = [sys.executable, "-c", "raise SystemExit('launched')"]
+    with pytest.raises(ValueError, match=r"seed 5 is not one of params.train.seeds \[0, 1\]"):
+        train_mod.run(p, "gaze", launcher=never, stream=None, seed=5)   # before any worker starts
+    # the command line: a usage error naming the option and the seeds, before any training
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.to_dict(p)))
+    with chdir(tmp_path), pytest.raises(SystemExit) as exit_:
+        train_mod.main(["--params", "params.yaml", "--run", "gaze", "--task", TASK, "--seed", "5"])
+    assert exit_.value.code == 2
+    assert re.search(r"error: --seed: seed 5 is not one of params.train.seeds \[0, 1\]", capsys.readouterr().err)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "reports").exists()
+
+
+def test_each_seed_trains_into_its_own_directories_from_shards(tmp_path):
+    """Default paths models/<run>/seed<N>/<task> and reports/train/<run>/seed<N>/<task>; one rank reads the
+    shards through MemorySource (train.in_memory), which encodes every window once, up front."""
+    write_shards(tmp_path / "data" / "shards")
+    p = tiny_params(epochs=1)
+    out = {}
+    with chdir(tmp_path):
+        for seed in (0, 1):
+            out[seed] = train_mod.train(p, "gaze", TASK, seed=seed, shards_root=Path("data/shards"), device="cpu",
+                                        progress=False)
+    for seed, summary in out.items():
+        run_dir = tmp_path / "models" / "gaze" / f"seed{seed}" / TASK
+        assert run_dir == tmp_path / layout.run_dir("gaze", TASK, seed)
+        assert summary["seed"] == seed and json.loads((run_dir / "config.json").read_text())["seed"] == seed
+        live = tmp_path / train_mod.report_dir("gaze", TASK, seed)
+        assert live == tmp_path / "reports" / "train" / "gaze" / f"seed{seed}" / TASK
+        assert json.loads((live / "summary.json").read_text())["seed"] == seed
+        assert summary["vision_cache"] == {**summary["vision_cache"], "samples": 16, "misses": 16}
+        assert summary["vision_cache"]["hits"] == 3 * 4 + 4   # one epoch of 3 steps of 4, then validation
+    w0, w1 = (weights_of(tmp_path / layout.run_dir("gaze", TASK, s) / "model.safetensors") for s in (0, 1))
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)   # another seed, another initialisation
+    assert out[0]["fingerprint"] != out[1]["fingerprint"]   # so neither resumes the other's state

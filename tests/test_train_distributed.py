@@ -50,12 +50,14 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(tmp_path, backbone)
     assert s2[0]["best"]["epoch"] == s1["best"]["epoch"]
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
+# one rank reads the shards into memory by default (train.in_memory); streaming them is what 2+ ranks do
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "stream"])
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, in_memory):
     shards = write_shards(tmp_path / "shards")
     full, killed = tmp_path / "full", tmp_path / "killed"
     full.mkdir()
     killed.mkdir()
-    train = {"epochs": 3, "checkpoint_every_steps": 2}
+    train = {"epochs": 3, "checkpoint_every_steps": 2, "in_memory": in_memory}
     with chdir(full):
         s_full = run_in_process(threads=1, result_path=None, source=None,
                                 train_kwargs=_kwargs(full, shards_root=str(shards), train=dict(train)))

@@ -304,11 +304,13 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     if params is not None:
         a, b = _asdict(params.model), _asdict(saved.model)
         diff = {k: (b.get(k), a.get(k)) for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k) and k != "weights_dir"}
+                if a.get(k) != b.get(k) and k not in ("weights_dir", "vision_weights")}
         if diff:
             shown = ", ".join(f"model.{k}: checkpoint {v[0]!r} vs params {v[1]!r}" for k, v in diff.items())
             raise CheckpointError(f"{cfg_path}: checkpoint was trained with other model params ({shown})")
         saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, weights_dir=params.model.weights_dir))
+    # the checkpoint holds every weight, the vision encoder's too: no pretrained file is needed to load it
+    saved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, vision_weights=None))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
     torch.manual_seed(0)  # every weight is overwritten below; seeding only keeps construction quiet
     model = build_model(saved, config["run"], tokenizer)

@@ -57,6 +57,14 @@ def window_id(task: str, uid: str, first_frame: int) -> str:
     return f"{task}_{uid}_{first_frame:07d}"
 
 
+def window_uid(window_id: str, task: str) -> str:
+    """The video uid inside a window id built by window_id(task, uid, first_frame)."""
+    prefix = f"{task}_"
+    if not window_id.startswith(prefix) or len(window_id) < len(prefix) + 9 or window_id[-8] != "_":
+        raise ValueError(f"{window_id!r} is not a window id of task {task!r} (<task>_<uid>_<frame:07d>)")
+    return window_id[len(prefix):-8]
+
+
 def shard_pattern(task: str, split: str, root: Path = SHARDS_DIR) -> str:
     """The printf-style pattern webdataset.ShardWriter writes to."""
     return str(root / task / f"{split}-%06d.tar")
@@ -71,8 +79,18 @@ def shard_manifest(task: str, split: str, root: Path = SHARDS_DIR) -> Path:
     return root / task / f"{split}.manifest.json"
 
 
-def run_dir(run: str, task: str, root: Path = MODELS_DIR) -> Path:
-    return root / run / task
+def seed_dir(seed: int) -> str:
+    return f"seed{int(seed)}"
+
+
+def predictions_file(run: str, task: str, seed: int, root: Path = Path(".")) -> Path:
+    """One seed's test predictions: data/predictions/<run>/<task>/seed<N>.parquet (evaluate stage)."""
+    return Path(root) / PREDICTIONS_DIR / run / task / f"{seed_dir(seed)}.parquet"
+
+
+def run_dir(run: str, task: str, seed: int, root: Path = MODELS_DIR) -> Path:
+    """One trained model: models/<run>/seed<N>/<task>/ (one training stage per run and seed)."""
+    return Path(root) / run / seed_dir(seed) / task
 
 
 def read_table(path: Path, columns):

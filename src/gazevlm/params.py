@@ -25,8 +25,8 @@ T = TypeVar("T")
 class SampleParams:
     root: str = "data/sample"
     seed: int = 0
-    videos: int = 12
-    seconds: int = 40
+    videos: int = 180
+    seconds: int = 16
     width: int = 256
     height: int = 256
     fps: int = 30
@@ -103,8 +103,9 @@ class ModelParams:
     backbone: str = "openflamingo"
     preset: str = "tiny"
     weights_dir: str | None = None
+    vision_weights: str | None = "models/encoder/vision.safetensors"   # tiny preset: the pretrain stage's encoder
     query: str = "global"
-    block_output: str = "pooled"
+    block_output: str = "reweighted"
     block_layers: int = 2
     head_reduce: str = "mean"
 
@@ -121,26 +122,39 @@ class RunParams:
 @dataclass(frozen=True)
 class TrainParams:
     tasks: tuple = ("future", "activity")
-    seed: int = 0
+    seeds: tuple = (0, 1, 2)          # every run is trained once per seed (one DVC stage each)
     nproc_per_node: int = 1
-    batch_size: int = 16
+    batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 3e-4
+    lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
     schedule: str = "constant"
-    epochs: int = 6
+    epochs: int = 20
     grad_clip: float = 1.0
     kl_direction: str = "gaze_to_attention"
-    kl_reduction: str = "sum"
+    kl_reduction: str = "mean"
     kl_eps: float = 1e-8
     freeze_vision: bool = True
     cache_vision_features: bool = True
     num_workers: int = 0
     shuffle_buffer: int = 64
     checkpoint_every_steps: int = 0   # also save a resumable state every N optimizer steps (0: epoch ends only)
-    select_on: str = "ce"             # best checkpoint by validation ce | loss (ce + lambda * kl)
+    select_on: str = "ce"             # best checkpoint by validation ce | loss (ce + lambda * kl) | last epoch
     cpu_threads: int = 1              # intra-op threads per process on CPU (0: torch's default)
+    parallel_tasks: int = 2           # the train stage runs this many tasks' trainings at once
+    in_memory: bool = True            # one process: decode the shards once into memory (tiny data only)
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """The tiny preset's vision encoder, pretrained on the train videos before it is frozen."""
+
+    enabled: bool = True
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,7 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class AttentionParams:
+    seed: int | None = None           # which trained seed to analyse (None: the first of train.seeds)
     topk: int = 10
     support_threshold: float = 0.01
     overlay_windows: int = 4
@@ -168,6 +183,7 @@ class Params:
     annotate: AnnotateParams = field(default_factory=AnnotateParams)
     heatmaps: HeatmapParams = field(default_factory=HeatmapParams)
     model: ModelParams = field(default_factory=ModelParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
     runs: dict = field(default_factory=lambda: {
         "base": RunParams(block=False, lam=0.0),
         "lambda0": RunParams(block=True, lam=0.0),
@@ -197,7 +213,7 @@ HEAD_REDUCTIONS = ("mean", "max")
 FLOW_BACKENDS = ("dis", "farneback", "raft", "raft_small")
 ANNOTATE_SOURCES = ("narrations", "llm")
 SCHEDULES = ("constant", "cosine")
-SELECT_ON = ("ce", "loss")
+SELECT_ON = ("ce", "loss", "last")
 KL_DIRECTIONS = ("gaze_to_attention", "attention_to_gaze")
 KL_REDUCTIONS = ("sum", "mean")
 TASKS = ("future", "activity")      # = gazevlm.layout.TASKS (layout imports nothing from here)
@@ -228,6 +244,12 @@ def _one_of(*choices: str) -> Rule:
 def _tasks(v: tuple) -> str | None:
     if not v or len(set(v)) != len(v) or not set(v) <= set(TASKS):
         return f"expected a non-empty list of distinct tasks from {list(TASKS)}"
+    return None
+
+
+def _seeds(v: tuple) -> str | None:
+    if not v or len(set(v)) != len(v) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+        return "expected a non-empty list of distinct non-negative integers"
     return None
 
 
@@ -273,13 +295,14 @@ RULES: dict[str, Rule] = {
     "model.block_output": _one_of(*BLOCK_OUTPUTS), "model.block_layers": _at_least(1),
     "model.head_reduce": _one_of(*HEAD_REDUCTIONS),
     "runs.*.lambda": _at_least(0),
-    "train.tasks": _tasks, "train.nproc_per_node": _at_least(1), "train.batch_size": _at_least(1),
+    "train.tasks": _tasks, "train.seeds": _seeds,
+    "pretrain.steps": _at_least(0), "pretrain.batch_size": _at_least(2), "pretrain.lr": _above(0), "train.nproc_per_node": _at_least(1), "train.batch_size": _at_least(1),
     "train.grad_accum": _at_least(1), "train.lr": _above(0), "train.weight_decay": _at_least(0),
     "train.warmup_steps": _at_least(0), "train.schedule": _one_of(*SCHEDULES), "train.epochs": _at_least(1),
     "train.grad_clip": _at_least(0), "train.kl_direction": _one_of(*KL_DIRECTIONS),
     "train.kl_reduction": _one_of(*KL_REDUCTIONS), "train.kl_eps": _above(0), "train.num_workers": _at_least(0),
     "train.shuffle_buffer": _at_least(0), "train.checkpoint_every_steps": _at_least(0),
-    "train.select_on": _one_of(*SELECT_ON), "train.cpu_threads": _at_least(0),
+    "train.select_on": _one_of(*SELECT_ON), "train.cpu_threads": _at_least(0), "train.parallel_tasks": _at_least(1),
     "evaluate.max_new_tokens": _at_least(1), "evaluate.num_beams": _at_least(1),
     "evaluate.bootstrap_samples": _at_least(1), "evaluate.batch_size": _at_least(1),
     "attention.topk": _at_least(1), "attention.support_threshold": _within(0, 1),

@@ -65,16 +65,20 @@ TEMPLATES = {
     "hold": "#C C holds the {obj}",
 }
 
-# Timing (seconds). Contacts fall PHASE after a whole second, so the frame at that second is the last
-# keyframe before the action; the gaze lead is at least PHASE + LEAD_MARGIN so the eyes are already on
-# the target at that frame, and head and hand start moving a little after the eyes.
-PHASE = (0.2, 0.7)
+# Timing (seconds). Contacts fall PHASE after a whole second, late in it: the frame at that second is the
+# last keyframe before the action (the cue frame) and the keyframe after the contact is nearer to it than
+# to the next contact, so it is captioned with it. Most actions follow the previous one a second later
+# (GAPS), so that most keyframes are the cue frame of the next action, as in brisk table work; the rest
+# come after a pause in which the eyes wander. The gaze lead is at least PHASE + LEAD_MARGIN, so the eyes
+# are on the target at the cue frame, and the eyes leave the previous target at most EYES_EARLY before
+# its contact (people look ahead before finishing an action); head and hand start a little after the eyes.
+PHASE = (0.5, 0.7)
 LEAD = (0.5, 1.2)
 LEAD_MARGIN = 0.35
+EYES_EARLY = 0.2
 HEAD_LAG, HAND_LAG = 0.10, 0.15
 RELEASE_S = 0.5
-HOLD_STEPS = (2, 3, 4)           # whole seconds between a pick and the next action (2-4 s)
-EMPTY_GAP_MAX = 0.6              # after a put/open/close the next contact comes 1.4-2.0 s later
+GAPS, GAP_P = (1, 2), (0.7, 0.3)  # whole seconds from one contact's second to the next one's
 HEAD_TURN, HAND_REACH = 0.8, 0.85  # share of the turn / reach done at the cue frame when cue = 1
 
 # Hands, in cells of the centre square (x right, y down); the shoulders are below the frame.
@@ -324,11 +328,13 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
     last_placed: int | None = None
     came_from: tuple[int, int] | None = None
     whole, phase = 1, float(rng.uniform(*PHASE))
+    prev_contact = -np.inf
     while whole + phase <= duration - 0.3:
         contact = whole + phase
         verb, obj, dest, cell = _choose_action(rng, things, state, held, cam, last_placed, came_from)
         came_from = cell if verb == "pick" else came_from
-        lead = float(rng.uniform(max(LEAD[0], phase + LEAD_MARGIN), LEAD[1]))
+        lead = float(rng.uniform(max(LEAD[0], phase + LEAD_MARGIN),
+                                 min(LEAD[1], contact - prev_contact + EYES_EARLY)))
         after = _head_pose(cell, cam)
         turn = np.floor(HEAD_TURN * sp.cue * (np.subtract(after, cam)) + 0.5).astype(int)
         cue_cam = (cam[0] + int(turn[0]), cam[1] + int(turn[1]))
@@ -342,12 +348,8 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
         states.append(state)
         held_by_epoch.append(held)
         cam = after
-        if held is not None:
-            step = int(rng.choice(HOLD_STEPS))
-            lo, hi = {2: (phase, PHASE[1]), 3: PHASE, 4: (PHASE[0], phase)}[step]
-        else:
-            step, lo, hi = 2, max(PHASE[0], phase - EMPTY_GAP_MAX), phase
-        whole, phase = whole + step, float(rng.uniform(lo, hi))
+        prev_contact = round(contact, 4)
+        whole, phase = whole + int(rng.choice(GAPS, p=GAP_P)), float(rng.uniform(*PHASE))
     jitter = np.stack([np.stack([rng.uniform(0.3, 0.7, 2) * 0.05 * geom.cell,
                                  rng.uniform(0.4, 1.5, 2), rng.uniform(0, 2 * np.pi, 2)], axis=1)
                        for _ in range(2)])
@@ -390,7 +392,8 @@ class Kinematics:
         cam0 = (PAN_COLS // 2, PAN_ROWS // 2)
         kt, kv = [-1.0], [cam0]
         for a in plan.actions:
-            kt += [a.gaze_shift_s + HEAD_LAG, a.cue_s, a.contact_s]
+            # a look-ahead before the previous contact must not move the head before that contact
+            kt += [max(a.gaze_shift_s + HEAD_LAG, kt[-1] + 0.05), a.cue_s, a.contact_s]
             kv += [a.cam_before, a.cam_cue, a.cam_after]
         kt.append(plan.duration_s + 1.0)
         kv.append(kv[-1])
@@ -400,8 +403,10 @@ class Kinematics:
         self.phases: list[tuple[float, float, float, float, np.ndarray, np.ndarray, bool]] = []
         prev_t, prev_point, idle = -1.0, self.rest, self.rest
         for e, a in enumerate(plan.actions):
-            start = a.gaze_shift_s + HAND_LAG
-            if self.phases:  # release after the previous contact, back to rest or to the carry pose
+            start = max(a.gaze_shift_s + HAND_LAG, prev_t + 0.08)
+            if self.phases:  # release after the previous contact, back to rest or to the carry pose,
+                # or, when the next reach follows at once, straight on from where the hand is
+                idle = idle if start - prev_t >= RELEASE_S else prev_point
                 self.phases.append((prev_t, min(prev_t + RELEASE_S, start), start, 1.0, prev_point, idle, False))
             else:
                 self.phases.append((prev_t, start, start, 1.0, idle, idle, False))

@@ -1,18 +1,19 @@
-"""The training stage: `python -m gazevlm.train --params params.yaml --run gaze --task future`.
+"""The training stage: `python -m gazevlm.train --params params.yaml --run gaze --task future --seed 0`.
 
 One entry point for one process (plain `python -m`), N processes (`torchrun --nproc_per_node N`) and
-N nodes (torchrun rendezvous): FSDP2 over all ranks, the optimizer built after sharding, gradient
-accumulation with gradient sync on the last micro-batch only, global-norm clipping on the sharded
-gradients, AdamW with warmup and a constant or cosine schedule, bf16 autocast on GPU only.
-Loss = CE + lambda * gaze KL; runs differ only by their switches in params.yaml (`runs`).
+N nodes (torchrun rendezvous): FSDP2 over the ranks when there are 2 or more (one process trains the
+plain module), the optimizer built after sharding, gradient accumulation with gradient sync on the last
+micro-batch only, global-norm clipping on the sharded gradients, AdamW with warmup and a constant or
+cosine schedule, bf16 autocast on GPU only. Loss = CE + lambda * gaze KL; runs differ only by their
+switches in params.yaml (`runs`). Every run is trained once per seed of `train.seeds`.
 
 Each epoch ends with the validation loss; the best epoch by validation loss (`train.select_on`)
-is kept as models/<run>/<task>/model.safetensors; the latest resumable state is kept under
-models/<run>/<task>/state/ (see gazevlm.checkpoint) and a rerun resumes from it bit-exactly on CPU.
-Curves go to DVCLive in reports/train/<run>/<task>/. `run(params, run)` is the notebook's entry: it
-launches torchrun once per task.
+is kept as models/<run>/seed<N>/<task>/model.safetensors; the latest resumable state is kept under
+models/<run>/seed<N>/<task>/state/ (see gazevlm.checkpoint) and a rerun resumes from it bit-exactly on
+CPU. Curves go to DVCLive in reports/train/<run>/seed<N>/<task>/. `run(params, run, seed=...)` is the
+notebook's entry: it launches torchrun once per task (train.parallel_tasks at a time).
 
-The committed params.yaml trains the tiny preset (lr 3e-4, global batch 16). The paper trained its
+The committed params.yaml trains the tiny preset (lr 2e-3, global batch 32). The paper trained its
 OpenFlamingo (`model.preset: paper`) with lr 7e-5, global batch 32, 10 epochs, vision encoder frozen:
   dvc exp run -S model.preset=paper -S train.lr=7e-5 -S train.batch_size=32 -S train.epochs=10
 """
@@ -30,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,15 @@ from gazevlm import distributed, layout
 from gazevlm import params as params_mod
 from gazevlm.checkpoint import CheckpointError, load_trained  # noqa: F401  (re-exported for the stages)
 from gazevlm.params import Params
-from gazevlm.train_data import DataSource, ShardSource, VisionFeatureCache, full_groups
+from gazevlm.train_data import (
+    DataSource,
+    MemorySource,
+    ShardSource,
+    VisionFeatureCache,
+    batch_frames,
+    batch_pixels,
+    full_groups,
+)
 
 TRAIN_REPORTS = layout.REPORTS_DIR / "train"
 SCHEDULES = params_mod.SCHEDULES   # checked, with every other key, by gazevlm.params
@@ -60,12 +70,12 @@ SELECT_ON = params_mod.SELECT_ON
 # train keys that may change between a run and its resumption (they do not change the trajectory
 # of the steps already taken); every other key of the fingerprint must match to resume.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "nproc_per_node", "checkpoint_every_steps", "tasks",
-                     "cpu_threads")
+                     "cpu_threads", "seeds", "in_memory", "parallel_tasks")
 
 
-def report_dir(run: str, task: str, root: Path = TRAIN_REPORTS) -> Path:
-    """DVCLive directory of one run and task: metrics.json and plots/metrics/{train,val}/*.tsv."""
-    return Path(root) / run / task
+def report_dir(run: str, task: str, seed: int, root: Path = TRAIN_REPORTS) -> Path:
+    """DVCLive directory of one run, task and seed: metrics.json and plots/metrics/{train,val}/*.tsv."""
+    return Path(root) / run / layout.seed_dir(seed) / task
 
 
 # --- the model side, behind one seam -------------------------------------------------------------
@@ -125,8 +135,14 @@ def micro_batch_size(global_batch: int, world_size: int, grad_accum: int) -> int
     return global_batch // (world_size * grad_accum)
 
 
-def run_seed(params: Params, run: str) -> int:
-    return int(params.train.seed) + int(getattr(params.run(run), "seed", 0) or 0)
+def check_seed(params: Params, seed: int | None) -> int:
+    """The seed to train with: one of params.train.seeds (the first when None)."""
+    seeds = tuple(params.train.seeds)
+    if seed is None:
+        return int(seeds[0])
+    if seed not in seeds:
+        raise ValueError(f"seed {seed} is not one of params.train.seeds {list(seeds)}")
+    return int(seed)
 
 
 def _switches(params: Params, run: str) -> dict:
@@ -135,11 +151,11 @@ def _switches(params: Params, run: str) -> dict:
     return sw
 
 
-def fingerprint(params: Params, run: str, task: str, vocab: str) -> str:
+def fingerprint(params: Params, run: str, task: str, vocab: str, seed: int) -> str:
     """What a resumed run must share with the run that wrote the state."""
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in RESUMABLE_CHANGES}
     blob = {"model": dataclasses.asdict(params.model), "run": _switches(params, run), "train": train,
-            "task": task, "vocab": vocab}
+            "task": task, "vocab": vocab, "seed": seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -187,8 +203,7 @@ class StepConfig:
 def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNamespace, cfg: StepConfig,
                    cache: VisionFeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(loss, ce, kl or None) of one micro-batch; kl is None when the model has no gaze block."""
-    pixels = batch["pixels"].to(cfg.device, non_blocking=True)
-    n_frames = int(pixels.shape[1])
+    n_frames = batch_frames(batch)
     enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames)
     if not isinstance(enc, dict):
         enc = dict(zip(("input_ids", "attention_mask", "labels"), enc))
@@ -197,10 +212,10 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
                 else contextlib.nullcontext())  # bf16 needs no loss scaler; CPU stays float32
     with autocast:
         if cache is not None:
-            features = cache(list(batch["window_id"]), pixels)
+            features = cache(list(batch["window_id"]), lambda: batch_pixels(batch).to(cfg.device), cfg.device)
             out = model(pixels=None, vision_features=features, **enc)
         else:
-            out = model(pixels=pixels, **enc)
+            out = model(pixels=batch_pixels(batch).to(cfg.device, non_blocking=True), **enc)
     ce = out.loss.float()
     attention = getattr(out, "attention", None)
     kl = None
@@ -273,43 +288,47 @@ def _close_live_repos() -> None:
             repo.close()
 
 
-def train(params: Params, run: str, task: str, *, out_dir: str | Path | None = None,
+def train(params: Params, run: str, task: str, *, seed: int | None = None, out_dir: str | Path | None = None,
           live_dir: str | Path | None = None, shards_root: str | Path = layout.SHARDS_DIR,
           data: DataSource | None = None, device: str = "auto", resume: str = "auto",
           progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> dict:
-    """Train one (run, task) on every rank of the process group; returns the summary (rank 0).
+    """Train one (run, task, seed) on every rank of the process group; returns the summary (rank 0).
 
-    resume: auto (continue from models/<run>/<task>/state if present) | never (start afresh, deleting
-    it) | must (fail if there is no state). `on_step(step, epoch)` is called after each optimizer step.
+    seed: one of params.train.seeds (default the first). resume: auto (continue from
+    models/<run>/seed<N>/<task>/state if present) | never (start afresh, deleting it) | must (fail if
+    there is no state). `on_step(step, epoch)` is called after each optimizer step.
     """
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume={resume!r} (auto | never | must)")
     _check_params(params, run, task)
+    seed = check_seed(params, seed)
     ctx = distributed.init(device)
     threads = torch.get_num_threads()
     if ctx.device.type == "cpu" and params.train.cpu_threads > 0:
         torch.set_num_threads(params.train.cpu_threads)
     try:
-        return _train(ctx, params, run, task,
-                      out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task),
-                      live_dir=Path(live_dir) if live_dir else report_dir(run, task),
-                      data=data or ShardSource(task, Path(shards_root), params.train.shuffle_buffer,
-                                               params.train.num_workers),
-                      resume=resume, progress=progress, on_step=on_step)
+        if data is None and params.train.in_memory and ctx.world_size == 1:
+            data = MemorySource(task, Path(shards_root))
+        elif data is None:
+            data = ShardSource(task, Path(shards_root), params.train.shuffle_buffer, params.train.num_workers)
+        return _train(ctx, params, run, task, seed,
+                      out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task, seed),
+                      live_dir=Path(live_dir) if live_dir else report_dir(run, task, seed),
+                      data=data, resume=resume, progress=progress, on_step=on_step)
     finally:
         _close_live_repos()
         torch.set_num_threads(threads)
         distributed.shutdown(ctx)
 
 
-def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *, out_dir: Path, live_dir: Path,
+def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, seed: int, *, out_dir: Path,
+           live_dir: Path,
            data: DataSource, resume: str, progress: bool, on_step: Callable[[int, int], None] | None) -> dict:
     from tqdm.auto import tqdm
 
     api = _model_api()
     tp, rp = params.train, params.run(run)
     micro = micro_batch_size(tp.batch_size, ctx.world_size, tp.grad_accum)
-    seed = run_seed(params, run)
     state_root = out_dir / ckpt.STATE_DIR
 
     # Tokenizer: the same deterministic build from the train targets on every rank and for every run.
@@ -318,7 +337,7 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
         raise ValueError(f"{task}: the train split has no samples")
     tokenizer = api.build_tokenizer(params, texts)
     vocab = api.vocab_fingerprint(tokenizer)
-    fp = fingerprint(params, run, task, vocab)
+    fp = fingerprint(params, run, task, vocab, seed)
     n_train = data.num_samples("train")
     steps_per_epoch = n_train // tp.batch_size
     if steps_per_epoch < 1:
@@ -334,7 +353,8 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
     if frozen:
         tower.requires_grad_(False)
     model.to(ctx.device)
-    distributed.shard_model(model, ctx, ignored=[tower] if frozen else [])
+    if ctx.world_size > 1:  # FSDP2 shards over the ranks; one process trains the plain module (no hooks)
+        distributed.shard_model(model, ctx, ignored=[tower] if frozen else [])
     trainable = [p for p in model.trainable_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
@@ -400,6 +420,10 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
     else:
         _seed_all(seed + 7919 + ctx.rank)  # per-rank dropout streams, fixed by the seed
     del weights, optim_state
+    if cache is not None and hasattr(data, "warm"):
+        # after a resume has loaded its weights: the features come from the tower the run trains with
+        model.eval()
+        data.warm(cache, ctx.device)
 
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +482,8 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
             t0 = time.perf_counter()
             sums = torch.zeros(4, dtype=torch.float64)
             for i, mb in enumerate(group):
-                model.set_requires_gradient_sync(i == len(group) - 1)
+                if ctx.world_size > 1:
+                    model.set_requires_gradient_sync(i == len(group) - 1)
                 loss, ce, kl = forward_losses(model, mb, tokenizer, api, step_cfg, cache)
                 (loss / len(group)).backward()
                 sums += torch.tensor([loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0],
@@ -507,13 +532,13 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
             for k, v in val.items():
                 live.log_metric(f"val/{k}", v)
             live.log_metric("epoch", epoch + 1, plot=False)
-        score = val[tp.select_on]
+        score = -float(epoch + 1) if tp.select_on == "last" else val[tp.select_on]
         improved = score < best["value"]
         full_weights, full_optim = _full_state(model, opt)
         if improved:
             best = {"value": score, "epoch": epoch + 1, "step": step, **{f"val_{k}": v for k, v in val.items()}}
             if ctx.is_main:
-                _save_best(out_dir, full_weights, params, run, task, model, best, ctx.world_size, fp)
+                _save_best(out_dir, full_weights, params, run, task, seed, model, best, ctx.world_size, fp)
         save_state(epoch + 1, 0, full_weights, full_optim)
         del full_weights, full_optim
         if live is not None:
@@ -522,7 +547,7 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, *,
             live.make_summary()
 
     elapsed += time.perf_counter() - t_start
-    summary = {"run": run, "task": task, "world_size": ctx.world_size, "device": str(ctx.device),
+    summary = {"run": run, "task": task, "seed": seed, "world_size": ctx.world_size, "device": str(ctx.device),
                "steps": step, "epochs": tp.epochs, "steps_per_epoch": steps_per_epoch, "micro_batch": micro,
                "best": best, "select_on": tp.select_on, "train_time_s": round(elapsed, 3),
                "last": last, "fingerprint": fp}
@@ -568,11 +593,13 @@ def validate(model: nn.Module, data: DataSource, tokenizer: Any, api: SimpleName
     return out
 
 
-def _save_best(out_dir: Path, weights: dict, params: Params, run: str, task: str, model: nn.Module,
+def _save_best(out_dir: Path, weights: dict, params: Params, run: str, task: str, seed: int, model: nn.Module,
                best: dict, world_size: int, fp: str) -> None:
-    digest = ckpt.save_weights(weights, out_dir / ckpt.WEIGHTS_FILE, metadata={"run": run, "task": task})
+    digest = ckpt.save_weights(weights, out_dir / ckpt.WEIGHTS_FILE,
+                               metadata={"run": run, "task": task, "seed": str(seed)})
     config = {
-        "format": ckpt.FORMAT, "run": run, "task": task, "weights_sha256": digest,  # checked on load
+        "format": ckpt.FORMAT, "run": run, "task": task, "seed": seed,
+        "weights_sha256": digest,  # checked on load
         "params": {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train),
                    "runs": {run: _switches(params, run)}},
         "model_config": json.loads(json.dumps(getattr(model, "config", None), sort_keys=True, default=str)),
@@ -591,36 +618,87 @@ def torchrun_command(nproc_per_node: int | str) -> list[str]:
 def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yaml",
         tasks: Sequence[str] | None = None, nproc_per_node: int | str | None = None,
         extra_args: Sequence[str] = (), stream: Callable[[str], None] | None = print,
-        launcher: Sequence[str] | None = None) -> dict:
-    """Launch `torchrun --standalone -m gazevlm.train` for each task of `run`; write reports/train/<run>.json.
+        launcher: Sequence[str] | None = None, seed: int | None = None) -> dict:
+    """Launch `torchrun --standalone -m gazevlm.train` for each task of `run` with one seed (default the
+    first of train.seeds), up to train.parallel_tasks at a time; write
+    reports/train/<run>/seed<N>/<task>/report.json.
 
     `launcher` replaces the torchrun prefix (e.g. a Slurm srun line); the module and its arguments follow it."""
     params.run(run)  # a clear error for an unknown run name before anything starts
+    seed = check_seed(params, seed)
     tasks = list(tasks or params.train.tasks)
     nproc = nproc_per_node or params.train.nproc_per_node
-    report: dict[str, Any] = {"run": run, "switches": _switches(params, run), "nproc_per_node": nproc, "tasks": {}}
-    for task in tasks:
-        cmd = [*(launcher or torchrun_command(nproc)),
-               # --run-name: torchrun's own parser rejects `--run` (a prefix of its --run-path)
-               "-m", "gazevlm.train", "--params", str(params_file), "--run-name", run, "--task", task, *extra_args]
+    report: dict[str, Any] = {"run": run, "seed": seed, "switches": _switches(params, run), "nproc_per_node": nproc,
+                              "tasks": {}}
+    lock = threading.Lock()
+    todo = list(tasks)
+    while todo:
+        batch, todo = todo[:max(1, params.train.parallel_tasks)], todo[params.train.parallel_tasks:]
+        # --run-name: torchrun's own parser rejects `--run` (a prefix of --run-path)
+        workers = [_Worker(run, task, seed, [*(launcher or torchrun_command(nproc)),
+                                             "-m", "gazevlm.train", "--params", str(params_file), "--run-name", run,
+                                             "--task", task, "--seed", str(seed), *extra_args],
+                           stream if len(batch) == 1 or stream is None else _prefixed(stream, task, lock))
+                   for task in batch]
+        failed = [w for w in workers if w.wait() != 0]
+        if failed:
+            w = failed[0]
+            # the worker's own error goes last: torchrun's failure summary follows it in the output
+            raise RuntimeError(f"training {run}/{w.task} failed (exit {w.returncode}): {' '.join(w.cmd)}\n"
+                               + "\n".join(w.tail) + "".join(f"\n\n{e}" for e in _worker_error(w.tail)))
+        for w in workers:
+            summary = ckpt.read_json(report_dir(run, w.task, seed) / "summary.json")
+            report["tasks"][w.task] = {**summary, "wall_time_s": w.wall_time_s}
+            ckpt.write_json(report_dir(run, w.task, seed) / "report.json",
+                            {**{k: v for k, v in report.items() if k != "tasks"}, "task": w.task,
+                             **report["tasks"][w.task]})
+    write_seed_metrics(run, seed)
+    return report
+
+
+def write_seed_metrics(run: str, seed: int, root: Path = TRAIN_REPORTS) -> Path:
+    """reports/train/<run>/seed<N>.json: the DVC metrics of one training stage, results only (best epoch
+    and validation losses per task, from each task's DVCLive metrics.json; no timings)."""
+    base = Path(root) / run / layout.seed_dir(seed)
+    out = {}
+    for path in sorted(base.glob("*/metrics.json")):
+        out[path.parent.name] = ckpt.read_json(path)
+    target = base.with_suffix(".json")
+    ckpt.write_json(target, out)
+    return target
+
+
+def _prefixed(stream: Callable[[str], None], task: str, lock: threading.Lock) -> Callable[[str], None]:
+    def out(line: str) -> None:
+        with lock:
+            stream(f"[{task}] {line}")
+    return out
+
+
+class _Worker:
+    """One training process; its output is read on a thread (several run at once) and its tail kept
+    for the error message."""
+
+    def __init__(self, run: str, task: str, seed: int, cmd: list[str], stream: Callable[[str], None] | None):
+        self.run, self.task, self.seed, self.cmd = run, task, seed, cmd
         env = {**os.environ, "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        tail: list[str] = []
-        for line in proc.stdout:  # shown in the notebook, and kept for the error message
-            tail = (tail + [line.rstrip()])[-40:]
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.tail: list[str] = []
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: Callable[[str], None] | None) -> None:
+        for line in self.proc.stdout:
+            self.tail = (self.tail + [line.rstrip()])[-40:]
             if stream is not None:
                 stream(line.rstrip())
-        if proc.wait() != 0:
-            # the worker's own error goes last: torchrun's failure summary follows it in the output
-            raise RuntimeError(f"training {run}/{task} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                               + "\n".join(tail) + "".join(f"\n\n{e}" for e in _worker_error(tail)))
-        summary_path = report_dir(run, task) / "summary.json"
-        report["tasks"][task] = {**ckpt.read_json(summary_path), "wall_time_s": round(time.perf_counter() - t0, 3)}
-        # one file per (run, task): dvc.yaml trains each pair in its own stage
-        ckpt.write_json(report_dir(run, task) / "report.json",
-                        {**{k: v for k, v in report.items() if k != "tasks"}, "task": task, **report["tasks"][task]})
-    return report
+
+    def wait(self) -> int:
+        self.returncode = self.proc.wait()
+        self.reader.join()
+        self.wall_time_s = round(time.perf_counter() - self.t0, 3)
+        return self.returncode
 
 
 def _worker_error(lines: Sequence[str]) -> list[str]:
@@ -651,8 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--run", "--run-name", dest="run", required=True,
                     help="a run named under `runs` in params (base, lambda0, gaze)")
     ap.add_argument("--task", required=True, choices=layout.TASKS)
-    ap.add_argument("--out", default=None, help="checkpoint directory (default: models/<run>/<task>)")
-    ap.add_argument("--live-dir", default=None, help="DVCLive directory (default: reports/train/<run>/<task>)")
+    ap.add_argument("--seed", type=int, default=None, help="one of train.seeds (default: the first)")
+    ap.add_argument("--out", default=None, help="checkpoint directory (default: models/<run>/seed<N>/<task>)")
+    ap.add_argument("--live-dir", default=None,
+                    help="DVCLive directory (default: reports/train/<run>/seed<N>/<task>)")
     ap.add_argument("--shards", default=str(layout.SHARDS_DIR), help="shards root (default: data/shards)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--resume", default="auto", choices=("auto", "never", "must"))
@@ -664,12 +744,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _parse_overrides(args.set)
     if overrides:
         params = params_mod.with_overrides(params, **overrides)
-    summary = train(params, args.run, args.task, out_dir=args.out, live_dir=args.live_dir, shards_root=args.shards,
-                    device=args.device, resume=args.resume, progress=not args.no_progress)
+    try:
+        check_seed(params, args.seed)  # a usage error, before any process group or data
+    except ValueError as err:
+        ap.error(f"--seed: {err}")
+    summary = train(params, args.run, args.task, seed=args.seed, out_dir=args.out, live_dir=args.live_dir,
+                    shards_root=args.shards, device=args.device, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best"]
-        print(f"{args.run}/{args.task}: {summary['steps']} steps on {summary['world_size']} rank(s) in "
-              f"{summary['train_time_s']:.1f} s; best epoch {best['epoch']} "
+        print(f"{args.run}/{args.task} seed {summary['seed']}: {summary['steps']} steps on {summary['world_size']} "
+              f"rank(s) in {summary['train_time_s']:.1f} s; best epoch {best['epoch']} "
               f"(val {summary['select_on']} {best['value']:.4f})", flush=True)
     return 0
 

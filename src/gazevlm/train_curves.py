@@ -1,4 +1,4 @@
-"""Training curves of one run from its DVCLive logs (reports/train/<run>/<task>/plots/metrics/**.tsv)."""
+"""Training curves of one run from its DVCLive logs (reports/train/<run>/seed<N>/<task>/plots/metrics/**.tsv)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,14 +13,14 @@ from gazevlm.train import TRAIN_REPORTS, report_dir
 COLUMNS = ["run", "task", "split", "metric", "step", "value"]
 
 
-def read_curves(run: str, tasks: Sequence[str], root: str | Path = TRAIN_REPORTS) -> pd.DataFrame:
+def read_curves(run: str, tasks: Sequence[str], seed: int, root: str | Path = TRAIN_REPORTS) -> pd.DataFrame:
     """Long table: run, task, split (train | val), metric, step, value. Missing logs raise."""
     frames = []
     for task in tasks:
-        metrics_dir = report_dir(run, task, Path(root)) / "plots" / "metrics"
+        metrics_dir = report_dir(run, task, seed, Path(root)) / "plots" / "metrics"
         files = sorted(metrics_dir.rglob("*.tsv"))
         if not files:
-            raise FileNotFoundError(f"{metrics_dir}: no DVCLive curves (has {run}/{task} been trained?)")
+            raise FileNotFoundError(f"{metrics_dir}: no DVCLive curves (has {run}/{task} seed {seed} been trained?)")
         for tsv in files:
             df = pd.read_csv(tsv, sep="\t")
             if "step" not in df.columns or tsv.stem not in df.columns:

@@ -29,6 +29,16 @@ class DataSource(Protocol):
         text (list[str]), window_id (list[str])."""
 
 
+def split_files(task: str, split: str, root: Path) -> list[str]:
+    """The shards of (task, split); a clear error when there are none."""
+    files = layout.shard_files(task, split, root)
+    if not files:
+        raise FileNotFoundError(
+            f"{layout.shard_pattern(task, split, root)}: no {split} shards for task {task!r}"
+            " (run the heatmaps stage first)")
+    return files
+
+
 class ShardSource:
     """The heatmap stage's shards: data/shards/<task>/<split>-NNNNNN.tar."""
 
@@ -38,12 +48,7 @@ class ShardSource:
         self._json: dict[str, list[dict]] = {}
 
     def _files(self, split: str) -> list[str]:
-        files = layout.shard_files(self.task, split, self.root)
-        if not files:
-            raise FileNotFoundError(
-                f"{layout.shard_pattern(self.task, split, self.root)}: no {split} shards for task {self.task!r}"
-                " (run the heatmaps stage first)")
-        return files
+        return split_files(self.task, split, self.root)
 
     def _records(self, split: str) -> list[dict]:
         """The json member of every sample, read straight from the tars (no image decoding); every
@@ -109,6 +114,8 @@ class VisionFeatureCache:
 
     Each sample is encoded on its own, so its features do not depend on which other samples share
     its batch: a resumed run, or a run on another number of ranks, reuses bit-identical features.
+    `warm` (MemorySource, one rank) instead encodes whole splits in fixed chunks of sorted window ids:
+    still the same features in a resumed run, not bit-identical to the per-sample ones.
 
     Memory, on `store` (host RAM by default), per rank: frames x patches x width x bytes per window,
     for every window the rank has seen (train and val). The shard-to-rank assignment is reshuffled
@@ -125,12 +132,17 @@ class VisionFeatureCache:
         self.hits = self.misses = 0
 
     @torch.no_grad()
-    def __call__(self, window_ids: list[str], pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, window_ids: list[str], pixels: torch.Tensor | Callable[[], torch.Tensor],
+                 device: torch.device | None = None) -> torch.Tensor:
+        """Features of the windows; `pixels` may be a function, called only if some window is new."""
         out = []
+        got = None
         for i, wid in enumerate(window_ids):
             feat = self.features.get(wid)
             if feat is None:
-                feat = self.encode(pixels[i:i + 1])
+                if got is None:
+                    got = pixels() if callable(pixels) else pixels
+                feat = self.encode(got[i:i + 1])
                 if not isinstance(feat, torch.Tensor):
                     raise TypeError(f"encode_vision returned {type(feat).__name__}; the cache needs a tensor")
                 feat = feat[0].detach().to(self.store)
@@ -139,8 +151,106 @@ class VisionFeatureCache:
             else:
                 self.hits += 1
             out.append(feat)
-        return torch.stack(out).to(pixels.device)
+        if device is None:
+            device = got.device if got is not None else (pixels.device if not callable(pixels) else None)
+        return torch.stack(out).to(device) if device is not None else torch.stack(out)
+
+    @torch.no_grad()
+    def warm(self, window_ids: list[str], frames_u8: torch.Tensor, device: torch.device, chunk: int = 64) -> None:
+        """Encode a whole split up front, in chunks of a fixed order (sorted window ids), so a feature
+        depends only on its window and the chunk it falls in, never on the training order: a resumed
+        run computes the same features. Much faster than one window at a time on a CPU."""
+        order = sorted(range(len(window_ids)), key=lambda i: window_ids[i])
+        for start in range(0, len(order), chunk):
+            idx = [i for i in order[start:start + chunk] if window_ids[i] not in self.features]
+            if not idx:
+                continue
+            feats = self.encode(frames_u8[idx].to(device).float().div_(255.0))
+            for k, i in enumerate(idx):
+                self.features[window_ids[i]] = feats[k].detach().to(self.store)
+                self.misses += 1
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.features.values())
+
+
+class MemorySource:
+    """The heatmap stage's shards decoded once into memory, for one process (train.in_memory).
+
+    Streaming the tars re-decodes every JPEG every epoch, which is most of a tiny training step on a
+    CPU; the tiny world fits in memory many times over (180 videos: ~1200 windows x 5 frames x 3 x 128
+    x 128 bytes = 0.3 GB per split). Batches are drawn from a permutation seeded by (seed, epoch), so a
+    resumed run sees exactly the batches it would have seen. One rank only: ranks > 1 stream the
+    shards (ShardSource), each its own part.
+    """
+
+    def __init__(self, task: str, root: Path = layout.SHARDS_DIR):
+        self.task, self.root = task, Path(root)
+        self._splits: dict[str, dict] = {}
+
+    def _split(self, split: str) -> dict:
+        if split not in self._splits:
+            from gazevlm import shards
+
+            # the same checks as ShardSource: the split exists, and every shard matches its manifest
+            # (sha256 too: a shard altered in place keeps its size, which is all iter_samples checks)
+            split_files(self.task, split, self.root)
+            shards.verify_split(self.task, split, self.root)
+            frames, targets, valids, texts, ids = [], [], [], [], []
+            for s in shards.iter_samples((self.task, split), with_gaze=True, root=self.root):
+                frames.append(torch.from_numpy(s["frames"]).permute(0, 3, 1, 2))
+                targets.append(torch.from_numpy(s["target"].astype("float32")))
+                valids.append(torch.from_numpy(s["valid"].astype(bool)))
+                texts.append(s["text"])
+                ids.append(s["window_id"])
+            if not ids:
+                raise ValueError(f"{self.root / self.task}: the {split} split has no samples")
+            self._splits[split] = {"frames": torch.stack(frames), "target": torch.stack(targets),
+                                   "valid": torch.stack(valids), "text": texts, "window_id": ids}
+        return self._splits[split]
+
+    def train_texts(self) -> list[str]:
+        data = self._split("train")
+        order = sorted(range(len(data["window_id"])), key=lambda i: data["window_id"][i])
+        return [data["text"][i] for i in order]
+
+    def num_samples(self, split: str) -> int:
+        return len(self._split(split)["window_id"])
+
+    def warm(self, cache: VisionFeatureCache, device: torch.device) -> None:
+        """Encode the train and val splits into the feature cache in one pass each."""
+        for split in ("train", "val"):
+            data = self._split(split)
+            cache.warm(data["window_id"], data["frames"], device)
+
+    def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
+                shuffle: bool, seed: int) -> Iterator[dict]:
+        if world_size != 1 or rank != 0:
+            raise ValueError("MemorySource serves one process; with several ranks stream the shards "
+                             "(params.train.in_memory: false)")
+        data = self._split(split)
+        n = len(data["window_id"])
+        if shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if shuffle and len(idx) < batch_size:
+                return  # drop_last, as the shard reader does for training
+            yield {"frames_u8": data["frames"][idx], "gaze_target": data["target"][idx],
+                   "gaze_valid": data["valid"][idx], "text": [data["text"][i] for i in idx.tolist()],
+                   "window_id": [data["window_id"][i] for i in idx.tolist()]}
+
+
+def batch_pixels(batch: dict) -> torch.Tensor:
+    """The batch's frames as float pixels in [0, 1]; MemorySource batches carry uint8 frames and are
+    converted only when asked (with the vision-feature cache warm, a step never needs them)."""
+    if "pixels" in batch:
+        return batch["pixels"]
+    return batch["frames_u8"].float().div_(255.0)
+
+
+def batch_frames(batch: dict) -> int:
+    return int((batch["pixels"] if "pixels" in batch else batch["frames_u8"]).shape[1])

@@ -176,7 +176,8 @@ class Explorer:
         when = frames.timestamps[i, t]
         head = (f"<b>{html.escape(str(wid))}</b> &middot; video {html.escape(str(frames.uids[i]))} &middot; "
                 f"frame {t + 1}/{frames.n_frames} (video frame {frames.frame_index[i, t]}, "
-                f"{when:.2f} s) &middot; gaze {'present' if frames.valid[i, t] else '<b>missing</b>'}")
+                f"{when:.2f} s) &middot; gaze {'present' if frames.valid[i, t] else '<b>missing</b>'}"
+                f" &middot; models of training seed {self.index['seed']}")
         reference = next((r.reference[j] for _, r, _, j in rows if j is not None and r.reference[j]), "")
         text = [f"<tr><td><i>reference</i></td><td colspan=2>{html.escape(reference) or '&mdash;'}</td></tr>"]
         cells = ["<th>run</th><th>source</th>"] + [f"<th>{m}</th>" for m in METRICS]

@@ -99,11 +99,21 @@ def prompt_for(tokenizer: Any, task: str) -> PromptFn:
     return fn
 
 
+def analysed_seed(params: Params) -> int:
+    """The seed the attention stage and the explorer look at: attention.seed, else the first trained."""
+    seed = params.attention.seed
+    if seed is None:
+        return int(params.train.seeds[0])
+    if seed not in params.train.seeds:
+        raise ValueError(f"params.attention.seed = {seed} is not one of train.seeds {list(params.train.seeds)}")
+    return int(seed)
+
+
 def load_run_model(params: Params, run: str, task: str) -> tuple[torch.nn.Module, PromptFn]:
-    """(trained model in eval mode, its prompt function) for models/<run>/<task>."""
+    """(trained model in eval mode, its prompt function) for models/<run>/seed<N>/<task> (analysed_seed)."""
     from gazevlm import checkpoint  # imported late: model code is heavy and the tests use stand-ins
 
-    run_dir = layout.run_dir(run, task)
+    run_dir = layout.run_dir(run, task, analysed_seed(params))
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no trained model for run {run!r}, task {task!r} (train stage output)")
     model, tokenizer = checkpoint.load_trained(run_dir, params=params)

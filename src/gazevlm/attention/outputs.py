@@ -150,8 +150,10 @@ def read_run_attention(path: Path) -> RunAttention:
                             support_threshold=float(z["support_threshold"]))
 
 
-def write_index(root: Path, runs_by_task: dict[str, list[str]], topk: int, support_threshold: float) -> dict:
-    index = {"topk": topk, "support_threshold": support_threshold, "sources": list(SOURCES),
+def write_index(root: Path, runs_by_task: dict[str, list[str]], topk: int, support_threshold: float,
+                seed: int = 0) -> dict:
+    """index.json: what the explorer shows. seed: the training seed whose models were analysed."""
+    index = {"topk": topk, "support_threshold": support_threshold, "seed": int(seed), "sources": list(SOURCES),
              "tasks": {task: {"frames": str(frames_file(task, Path(".")).as_posix()),
                               "runs": {run: run_file(run, task, Path(".")).name for run in runs}}
                        for task, runs in runs_by_task.items()}}

@@ -36,10 +36,6 @@ ModelLoader = Callable[[Params, str, str], tuple[torch.nn.Module, "extract.Promp
 BatchSource = Callable[[Params, str], Iterable[dict]]
 
 
-def predictions_file(run: str, task: str) -> Path:
-    return layout.PREDICTIONS_DIR / run / f"{task}.parquet"
-
-
 def read_predictions(path: Path) -> pd.DataFrame | None:
     """The evaluation stage's predictions for one run and task, or None when the file is absent."""
     if not path.exists():
@@ -97,13 +93,14 @@ def score_run(run: str, task: str, frames: outputs.TaskFrames, window_ids: list[
 
 
 def summarise(r: outputs.RunAttention, n_resamples: int, seed: int) -> dict:
-    """source -> metric -> mean with 95% window-bootstrap interval; plus last-frame top-k and chance."""
+    """source -> metric -> mean with 95% video-bootstrap interval; plus last-frame top-k and chance."""
     out = {}
+    uids = [layout.window_uid(w, r.task) for w in r.window_ids]
     for source in r.sources:
         m = r.metrics[source]
-        entry = {name: summary.mean_ci(m[name], n_resamples, seed) for name in saliency.METRICS}
-        entry["last_frame_topk_overlap"] = summary.mean_ci(m["topk_overlap"][:, -1], n_resamples, seed)
-        entry["chance_topk"] = summary.mean_ci(m["chance_topk"], n_resamples, seed)
+        entry = {name: summary.mean_ci(m[name], uids, n_resamples, seed) for name in saliency.METRICS}
+        entry["last_frame_topk_overlap"] = summary.mean_ci(m["topk_overlap"][:, -1], uids, n_resamples, seed)
+        entry["chance_topk"] = summary.mean_ci(m["chance_topk"], uids, n_resamples, seed)
         out[source] = entry
     return out
 
@@ -169,11 +166,11 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
         task_report = {"windows": len(frames.window_ids), "frames": int(frames.valid.size),
                        "frames_with_gaze": int(frames.valid.sum()), **repaired, "runs": {}}
         for run_name in params.runs:
-            torch.manual_seed(params.train.seed)
+            torch.manual_seed(extract.analysed_seed(params))
             model, prompt_fn = load_model(params, run_name, task)
             ids, maps = extract.collect_attention(model, batches(params, task), prompt_fn)
             del model
-            pred_path = predictions_file(run_name, task)
+            pred_path = layout.predictions_file(run_name, task, extract.analysed_seed(params))
             predictions = read_predictions(pred_path)
             if predictions is None:
                 report["predictions_missing"].append(str(pred_path))
@@ -184,7 +181,7 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
             task_report["runs"][run_name] = counts
         runs_by_task[task] = list(params.runs)
         report["tasks"][task] = task_report
-    outputs.write_index(root, runs_by_task, cfg.topk, cfg.support_threshold)
+    outputs.write_index(root, runs_by_task, cfg.topk, cfg.support_threshold, extract.analysed_seed(params))
 
     METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
     METRICS_FILE.write_text(json.dumps(metrics, indent=2))

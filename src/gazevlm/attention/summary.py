@@ -1,44 +1,38 @@
-"""Means with 95% bootstrap intervals for per-frame metrics.
+"""Means with 95% intervals for per-frame attention metrics, resampling test videos.
 
-Frames of one window are not independent (same scene, same gaze), so the bootstrap resamples whole
-windows (a cluster bootstrap) and recomputes the frame-pooled mean: sum of the valid frames' values
-over the resampled windows divided by their number of valid frames.
+Frames of one window share a scene and windows of one video overlap, so the interval comes from the
+evaluation's cluster bootstrap over videos (gazevlm.evaluate.stats.mean_ci): the frame-pooled mean
+of the resampled videos' scored frames.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
-from scipy import stats
+
+from gazevlm.evaluate import stats
 
 
-def _pooled_mean(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
+def mean_ci(values: np.ndarray, uids: Sequence[str], n_resamples: int, seed: int) -> dict:
+    """Frame-pooled mean of (N windows, T frames) values (NaN = not scored) with a video-bootstrap CI.
 
-
-def mean_ci(values: np.ndarray, n_resamples: int, seed: int, level: float = 0.95) -> dict:
-    """Frame-pooled mean of (N windows, T frames) values, NaN = not scored, with a window bootstrap CI.
-
-    Returns {mean, ci_low, ci_high, n_frames, n_windows}; mean is None without any scored frame and
-    the interval is None with fewer than two scored windows (no spread to resample).
-    """
+    uids: (N,) the video of each window; windows of one video are resampled together.
+    Returns {mean, ci_low, ci_high, n_frames, n_windows, n_videos} over the scored frames, windows
+    and videos; mean is None without any scored frame and the interval is None with fewer than two
+    scored videos."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
         values = values[:, None]
-    scored = np.isfinite(values)
-    keep = scored.any(1)
-    sums = np.where(scored, values, 0.0).sum(1)[keep]
-    counts = scored.sum(1)[keep].astype(np.float64)
-    out = {"mean": None, "ci_low": None, "ci_high": None,
-           "n_frames": int(counts.sum()), "n_windows": int(keep.sum())}
-    if counts.sum() == 0:
-        return out
-    out["mean"] = float(sums.sum() / counts.sum())
-    if len(sums) < 2:
-        return out
-    if np.ptp(sums / counts) == 0:  # every window agrees: the interval is the point (scipy would warn)
-        out["ci_low"] = out["ci_high"] = out["mean"]
-        return out
-    res = stats.bootstrap((sums, counts), _pooled_mean, paired=True, vectorized=True,
-                          n_resamples=n_resamples, confidence_level=level, method="percentile",
-                          rng=np.random.default_rng(seed))
-    out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    uids = np.asarray(uids, dtype=object).reshape(-1)
+    if values.ndim != 2 or uids.shape[0] != values.shape[0]:
+        raise ValueError(f"mean_ci: {uids.shape[0]} video uids for values of shape {values.shape} "
+                         "(one uid per window)")
+    keep = np.isfinite(values).any(1)
+    est = stats.mean_ci(values[keep], uids[keep], n_resamples=n_resamples, seed=seed, allow_nan=True)
+    out = {"mean": None, "ci_low": None, "ci_high": None, "n_frames": est.n, "n_windows": int(keep.sum()),
+           "n_videos": est.n_videos}
+    if est.n:
+        out["mean"] = est.mean
+        if est.n_videos >= 2:
+            out["ci_low"], out["ci_high"] = est.ci_low, est.ci_high
     return out

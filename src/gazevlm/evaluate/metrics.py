@@ -197,15 +197,21 @@ class Scores:
 
 
 def score_texts(predictions: Sequence[str], references: Sequence[str], *,
-                semantic_model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> Scores:
-    """Every metric for aligned prediction/reference lists (references must be non-empty)."""
+                semantic_model: str = "all-MiniLM-L6-v2", batch_size: int = 64,
+                metrics: Sequence[str] = METRICS) -> Scores:
+    """The named metrics (default all) for aligned prediction/reference lists (references non-empty)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown} (have {METRICS})")
     predictions, references = list(predictions), list(references)
-    bleu_corpus, bleu = bleu4_scores(predictions, references)
-    cider_corpus, cider = cider_scores(predictions, references)
-    per = pd.DataFrame({
-        "semantic": semantic_scores(predictions, references, model_name=semantic_model, batch_size=batch_size),
-        "rouge_l": rouge_l_scores(predictions, references),
-        "bleu4": bleu,
-        "cider": cider,
-    })
-    return Scores(per_pair=per, corpus={"bleu4_corpus": bleu_corpus, "cider_corpus": cider_corpus})
+    per: dict[str, np.ndarray] = {}
+    corpus: dict[str, float] = {}
+    if "semantic" in metrics:
+        per["semantic"] = semantic_scores(predictions, references, model_name=semantic_model, batch_size=batch_size)
+    if "rouge_l" in metrics:
+        per["rouge_l"] = rouge_l_scores(predictions, references)
+    if "bleu4" in metrics:
+        corpus["bleu4_corpus"], per["bleu4"] = bleu4_scores(predictions, references)
+    if "cider" in metrics:
+        corpus["cider_corpus"], per["cider"] = cider_scores(predictions, references)
+    return Scores(per_pair=pd.DataFrame({m: per[m] for m in METRICS if m in per}), corpus=corpus)

@@ -1,13 +1,21 @@
-"""The evaluate stage: generate on the test split for every run and task, score, compare, tabulate.
+"""The evaluate stage: generate on the test split for every run, task and seed; score; compare; tabulate.
 
 Outputs (paths relative to the repository root):
-  data/predictions/<run>/<task>.parquet   one row per test window: window_id, uid, reference, prediction,
-                                          teacher_forced_prediction, the normalised texts, the per-window
-                                          scores and the teacher_forced_* scores
-  metrics/eval/<run>_<task>.json          DVC metrics: mean and 95% bootstrap CI per metric, n, counts
-  metrics/eval/comparisons.json           paired tests between runs on the same windows, per task
-  reports/tables/{table1,table2,metrics,comparisons}.{md,csv}   (table2 only when a lambda sweep exists)
-  reports/evaluate.json                   the stage report
+  data/predictions/<run>/<task>/seed<N>.parquet  one row per test window: window_id, uid, reference,
+                            prediction, teacher_forced_prediction, shuffled_prediction (the text the
+                            model generated for another video's frames, see controls.py), the
+                            normalised texts and every per-window score (shuffled_* for the shuffle)
+  metrics/eval/<run>_<task>.json   DVC metrics: per metric the mean over seeds with a 95% video-bootstrap
+                            CI, n windows, n_videos, n_seeds; distinct_predictions; shuffled_frames
+                            (scores and the drop); chance levels; per_seed
+  metrics/eval/comparisons.json    {task: {a_vs_b: {metric: paired test pooled over seeds}}}: per window
+                            the seed-mean score, per video the mean difference, sign flips over videos
+  metrics/eval/comparisons_per_seed.json   the same per seed
+  reports/tables/{table1,table1_seeds,table2,metrics,comparisons}.{md,csv}
+  reports/evaluate.json     the stage report
+
+The grounding metrics (object_accuracy, action_f1, verb_accuracy) and their chance levels exist only
+when params.data.root is the synthetic world (its captions have a closed vocabulary).
 """
 from __future__ import annotations
 
@@ -17,10 +25,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 
-from gazevlm import layout
+from gazevlm import ego4d, layout
+from gazevlm.evaluate import controls, grounding
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import stats, tables
@@ -30,10 +40,9 @@ EVAL_METRICS_DIR = layout.METRICS_DIR / "eval"
 # (a, b): "a_vs_b" is the mean of a - b. Pairs whose runs are not both in params.runs are skipped.
 COMPARISONS = (("gaze", "base"), ("lambda0", "base"), ("gaze", "lambda0"))
 TF = "teacher_forced_"
-
-
-def predictions_path(run: str, task: str, root: Path = Path(".")) -> Path:
-    return root / layout.PREDICTIONS_DIR / run / f"{task}.parquet"
+SHUF = "shuffled_"
+TEXT_METRICS = M.METRICS
+SHUFFLED_METRICS = ("semantic", "rouge_l")
 
 
 def metrics_path(run: str, task: str, root: Path = Path(".")) -> Path:
@@ -53,65 +62,233 @@ def _clean(obj: Any) -> Any:
 
 def write_json(obj: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
     return path
 
 
-def score_predictions(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, dict]:
-    """Score generated and teacher-forced texts of one run and task.
+def is_synthetic(params: Params, root: Path = Path(".")) -> bool:
+    """Whether params.data.root is the synthetic world (its ego4d.json names its generator)."""
+    path = ego4d.version_dir(root / params.data.root, params.data.version) / ego4d.METADATA_FILE
+    try:
+        return json.loads(path.read_text()).get("synthetic") is not None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
-    Windows whose reference is empty after normalisation cannot be scored; they are dropped and
-    counted (n_skipped_empty_reference). Returns the scored table and its metrics record."""
+
+def grounded_metrics(synthetic: bool) -> tuple[str, ...]:
+    return grounding.GROUNDING_METRICS if synthetic else ()
+
+
+# --- one run, task and seed ---------------------------------------------------------------------------
+
+def score_predictions(df: pd.DataFrame, params: Params, synthetic: bool) -> pd.DataFrame:
+    """Per-window scores of generated, teacher-forced and shuffled-frames texts of one run, task, seed.
+
+    Windows whose reference is empty after normalisation cannot be scored; they are dropped (the
+    caller counts them)."""
     ev = params.evaluate
-    skipped = M.check_references(df["reference"].tolist())
-    df = df.drop(index=df.index[skipped]).reset_index(drop=True)
+    df = df.drop(index=df.index[M.check_references(df["reference"].tolist())]).reset_index(drop=True)
+    if df.empty:
+        return df
     df["reference_norm"] = [M.normalize(t) for t in df["reference"]]
     df["prediction_norm"] = [M.normalize(t) for t in df["prediction"]]
-    record: dict = {"n": int(len(df)), "n_skipped_empty_reference": len(skipped),
-                    "n_empty_prediction": int((df["prediction_norm"] == "").sum())}
-    sources = [("", "prediction")]
+    df["shuffled_prediction"] = df["prediction"].to_numpy()[controls.derangement(df["uid"])]
+    sources = [("", "prediction"), (SHUF, "shuffled_prediction")]
     if df["teacher_forced_prediction"].notna().any():
         sources.append((TF, "teacher_forced_prediction"))
+    refs = df["reference"].tolist()
     for prefix, column in sources:
-        scored = M.score_texts(df[column].fillna("").tolist(), df["reference"].tolist(),
-                               semantic_model=ev.semantic_model, batch_size=ev.batch_size)
-        for name in M.METRICS:
+        texts = df[column].fillna("").tolist()
+        names = SHUFFLED_METRICS if prefix == SHUF else TEXT_METRICS
+        scored = M.score_texts(texts, refs, semantic_model=ev.semantic_model, batch_size=ev.batch_size,
+                               metrics=names)
+        for name in names:
             df[prefix + name] = scored.per_pair[name].to_numpy()
-            record[prefix + name] = stats.mean_ci(df[prefix + name], n_resamples=ev.bootstrap_samples,
-                                                  seed=ev.seed).as_dict()
-            record[prefix + name].pop("n")
-        record[prefix + "bleu4_corpus"] = scored.corpus["bleu4_corpus"]
-    if len(sources) > 1:
-        record[TF + "n_empty_prediction"] = int((df["teacher_forced_prediction"].fillna("").map(M.normalize) == "").sum())
-    record["mean_prediction_words"] = float(df["prediction_norm"].str.split().str.len().mean()) if len(df) else float("nan")
-    record["mean_reference_words"] = float(df["reference_norm"].str.split().str.len().mean()) if len(df) else float("nan")
-    return df, record
+        if synthetic and prefix != TF:
+            for name, values in grounding.score_grounding(texts, refs).items():
+                df[prefix + name] = values
+    return df
 
 
-def compare_runs(scored: Mapping[tuple[str, str], pd.DataFrame], params: Params,
-                 pairs=COMPARISONS) -> dict:
-    """{task: {"a_vs_b": {metric: Comparison dict}}} for every pair of runs present, paired by window."""
+def _estimate(values, uids, params: Params) -> dict:
     ev = params.evaluate
+    return stats.mean_ci(values, uids, n_resamples=ev.bootstrap_samples, seed=ev.seed).as_dict()
+
+
+def _compare(a, b, uids, params: Params) -> dict:
+    ev = params.evaluate
+    return stats.paired_test(a, b, uids, n_resamples=ev.bootstrap_samples, seed=ev.seed).as_dict()
+
+
+def score_names(df: pd.DataFrame, synthetic: bool) -> list[str]:
+    names = [m for m in (*TEXT_METRICS, *grounded_metrics(synthetic)) if m in df]
+    return names + [TF + m for m in TEXT_METRICS if TF + m in df]
+
+
+def shuffled_names(synthetic: bool) -> list[str]:
+    return [*SHUFFLED_METRICS, *grounded_metrics(synthetic)]
+
+
+def summarise(df: pd.DataFrame, params: Params, synthetic: bool) -> dict:
+    """Estimates of one table of per-window scores (one seed, or the seed-mean of several)."""
+    uids = df["uid"].tolist()
+    out: dict = {name: _estimate(df[name], uids, params) for name in score_names(df, synthetic)}
+    shuffled = {name: _estimate(df[SHUF + name], uids, params) for name in shuffled_names(synthetic)}
+    shuffled["drop"] = {name: _compare(df[name], df[SHUF + name], uids, params) for name in shuffled_names(synthetic)}
+    out["shuffled_frames"] = shuffled
+    return out
+
+
+# --- pooling over seeds ---------------------------------------------------------------------------------
+
+def seed_mean_table(per_seed: Mapping[int, pd.DataFrame], synthetic: bool) -> pd.DataFrame:
+    """Per window, the mean over seeds of every score (all seeds must cover the same windows)."""
+    seeds = sorted(per_seed)
+    first = per_seed[seeds[0]].set_index("window_id")
+    for s in seeds[1:]:
+        if set(per_seed[s]["window_id"]) != set(first.index):
+            raise ValueError(f"seed {s} was scored on other test windows than seed {seeds[0]}")
+    cols = score_names(first, synthetic) + [SHUF + n for n in shuffled_names(synthetic)]
+    out = first[["uid"]].copy()
+    for col in cols:
+        out[col] = stats.seed_mean([per_seed[s].set_index("window_id").loc[first.index, col] for s in seeds])
+    return out.reset_index()
+
+
+def run_record(per_seed: Mapping[int, pd.DataFrame], params: Params, synthetic: bool, chance: dict,
+               skipped: int) -> dict:
+    """metrics/eval/<run>_<task>.json: pooled estimates, controls, chance levels, per-seed estimates."""
+    pooled = seed_mean_table(per_seed, synthetic)
+    record: dict = {"n": int(len(pooled)), "n_videos": int(pooled["uid"].nunique()), "n_seeds": len(per_seed),
+                    "seeds": sorted(per_seed), "n_skipped_empty_reference": skipped,
+                    "synthetic_diagnostics": synthetic}
+    record.update(summarise(pooled, params, synthetic))
+    distinct = {s: controls.distinct_share(df["prediction_norm"].tolist()) for s, df in per_seed.items()}
+    record["distinct_predictions"] = float(np.mean(list(distinct.values())))
+    record["n_empty_prediction"] = int(sum((df["prediction_norm"] == "").sum() for df in per_seed.values()))
+    record["mean_prediction_words"] = float(np.mean([df["prediction_norm"].str.split().str.len().mean()
+                                                     for df in per_seed.values()]))
+    record["mean_reference_words"] = float(pooled.merge(next(iter(per_seed.values()))[["window_id", "reference_norm"]],
+                                                        on="window_id")["reference_norm"].str.split().str.len().mean())
+    if synthetic:
+        record["chance"] = chance
+    record["per_seed"] = {str(s): {**summarise(df, params, synthetic), "distinct_predictions": distinct[s]}
+                          for s, df in sorted(per_seed.items())}
+    return record
+
+
+def compare_runs(pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params, names: list[str],
+                 pairs=COMPARISONS) -> dict:
+    """{task: {"a_vs_b": {metric: Comparison dict}}} for every pair of runs present, paired by window,
+    tested over videos."""
     out: dict = {}
-    tasks = sorted({t for _, t in scored})
-    for task in tasks:
+    for task in sorted({t for _, t in pooled}):
         out[task] = {}
         for a, b in pairs:
-            if (a, task) not in scored or (b, task) not in scored:
+            if (a, task) not in pooled or (b, task) not in pooled:
                 continue
-            da = scored[(a, task)].set_index("window_id")
-            db = scored[(b, task)].set_index("window_id")
+            da, db = pooled[(a, task)].set_index("window_id"), pooled[(b, task)].set_index("window_id")
             if set(da.index) != set(db.index):
                 only = sorted(set(da.index) ^ set(db.index))
                 raise ValueError(f"task {task!r}: runs {a!r} and {b!r} were scored on different windows "
-                                 f"({len(only)} differ, e.g. {only[0]!r}); {predictions_path(a, task)} and "
-                                 f"{predictions_path(b, task)} must come from the same test split")
+                                 f"({len(only)} differ, e.g. {only[0]!r}); their predictions must come from the "
+                                 f"same test split")
             db = db.loc[da.index]
-            out[task][f"{a}_vs_{b}"] = {
-                prefix + m: stats.paired_test(da[prefix + m], db[prefix + m], n_resamples=ev.bootstrap_samples,
-                                              seed=ev.seed).as_dict()
-                for prefix in ("", TF) for m in M.METRICS if prefix + m in da and prefix + m in db}
+            uids = da["uid"].tolist()
+            out[task][f"{a}_vs_{b}"] = {m: _compare(da[m], db[m], uids, params) for m in names if m in da and m in db}
     return out
+
+
+def chance_levels(params: Params, task: str, test_references: list[str], root: Path) -> dict:
+    """What a frame-blind model scores: the most frequent train target for every window, and a uniform guess."""
+    targets = layout.read_table(root / layout.ANNOTATE_DIR / "targets.parquet",
+                                ("window_id", "task", "split", "target_text", "dropped"))
+    train = targets[(targets["task"] == task) & (targets["split"] == "train") & ~targets["dropped"]]
+    return grounding.prior_baseline(train["target_text"].dropna().tolist(), test_references)
+
+
+# --- the stage ------------------------------------------------------------------------------------------
+
+def evaluate_one(model, tokenizer, batches: Iterable, task: str, params: Params, synthetic: bool,
+                 codec: P.TextCodec | None) -> tuple[pd.DataFrame, int]:
+    ev = params.evaluate
+    df = P.predict(model, tokenizer, batches, task, max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams,
+                   codec=codec)
+    if df.empty:
+        raise ValueError(f"task {task!r}: the test split yielded no windows")
+    n = len(df)
+    df = score_predictions(df, params, synthetic)
+    return df, n - len(df)
+
+
+def run(params: Params, *, root: Path = Path("."),
+        load_model: Callable[[str, str, int], tuple[Any, Any]] | None = None,
+        batches: Callable[[Params, str], Iterable[Mapping[str, Any]]] | None = None,
+        codec: P.TextCodec | None = None, synthetic: bool | None = None) -> dict:
+    """Evaluate every run of params.runs with every seed of train.seeds on every task; write the outputs.
+
+    load_model(run, task, seed) -> (model, tokenizer) and batches(params, task) default to the trained
+    checkpoints under models/ and the test shards; tests pass stand-ins."""
+    root = Path(root)
+    load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
+    batches = batches or (lambda params_, task_: P.test_batches(params_, task_, root / layout.SHARDS_DIR))
+    synthetic = is_synthetic(params, root) if synthetic is None else synthetic
+    ev = params.evaluate
+    t0 = time.time()
+    pooled: dict[tuple[str, str], pd.DataFrame] = {}
+    scored: dict[tuple[str, str, int], pd.DataFrame] = {}
+    records: dict[tuple[str, str], dict] = {}
+    outputs: list[str] = []
+    timings: dict[str, float] = {}
+    skipped_total: dict[str, int] = {}
+    for task in params.train.tasks:
+        chance: dict = {}
+        for run_name in params.runs:
+            per_seed: dict[int, pd.DataFrame] = {}
+            skipped = 0
+            for seed in params.train.seeds:
+                t = time.time()
+                torch.manual_seed(ev.seed)
+                model, tokenizer = load_model(run_name, task, seed)
+                df, skipped = evaluate_one(model, tokenizer, batches(params, task), task, params, synthetic, codec)
+                del model
+                per_seed[seed] = scored[(run_name, task, seed)] = df
+                path = layout.predictions_file(run_name, task, seed, root)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                df.to_parquet(path, index=False)
+                outputs.append(str(path))
+                timings[f"{run_name}/{task}/seed{seed}"] = round(time.time() - t, 2)
+            if synthetic and not chance:
+                chance = chance_levels(params, task, per_seed[params.train.seeds[0]]["reference"].tolist(), root)
+            records[(run_name, task)] = run_record(per_seed, params, synthetic, chance, skipped)
+            skipped_total[f"{run_name}/{task}"] = skipped
+            pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
+            outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
+    names = score_names(next(iter(pooled.values())), synthetic)
+    comparisons = compare_runs(pooled, params, names)
+    outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
+    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names)
+                    for s in params.train.seeds}
+    outputs.append(str(write_json(per_seed_cmp, root / EVAL_METRICS_DIR / "comparisons_per_seed.json")))
+    tables_written = build_tables(params, records, comparisons, per_seed_cmp, synthetic, root)
+    report = {
+        "stage": "evaluate",
+        "generation": {"max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams,
+                       "decoding": "greedy" if ev.num_beams == 1 else f"beam search ({ev.num_beams} beams)",
+                       "prompt": "answer-free task prompt; frames only (no gaze, no reference text)"},
+        "semantic_model": ev.semantic_model, "bootstrap_samples": ev.bootstrap_samples, "seed": ev.seed,
+        "statistics": stats.TEST, "seeds": list(params.train.seeds), "synthetic_diagnostics": synthetic,
+        "runs": {name: {"block": r.block, "lambda": r.lam} for name, r in params.runs.items()},
+        "skipped_empty_reference": skipped_total,
+        "metrics": {f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
+                    for (r, t), rec in records.items()},
+        "tables": tables_written, "outputs": outputs,
+        "seconds": {"total": round(time.time() - t0, 2), **timings},
+    }
+    write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
+    return report
 
 
 def backbone_label(params: Params) -> str:
@@ -119,102 +296,54 @@ def backbone_label(params: Params) -> str:
 
 
 def build_tables(params: Params, records: Mapping[tuple[str, str], dict], comparisons: Mapping,
-                 root: Path = Path(".")) -> dict[str, list[str]]:
-    """Write Table 1, Table 2 (when a lambda sweep exists), the all-metrics and comparisons tables."""
+                 per_seed_cmp: Mapping, synthetic: bool, root: Path = Path(".")) -> dict[str, list[str]]:
+    """Write Table 1 (ours per run with controls, gains, the paper's numbers), its per-seed appendix,
+    Table 2 (when a lambda sweep exists), the all-metrics and comparisons tables."""
     out_dir = root / layout.TABLES_DIR
     written: dict[str, list[str]] = {}
     tasks = list(params.train.tasks)
     label = backbone_label(params)
-    n = {t: records.get(("gaze", t), records.get(("base", t), {})).get("n") for t in tasks}
-    what = ("Semantic score (cosine of all-MiniLM-L6-v2 embeddings of prediction and reference) of text "
-            f"GENERATED from the frames alone on the test split (greedy unless evaluate.num_beams > 1); n windows: {n}. "
-            "Ours: mean [95% bootstrap CI]; gain = gaze − base on the same windows [95% paired bootstrap CI], "
-            "p from a paired sign-flip permutation test. Paper columns: Ego4D numbers copied from "
-            f"{tables.PAPER_SOURCE}, for reference only (other data, other model size).")
-    if ("base", tasks[0]) in records and ("gaze", tasks[0]) in records:
-        num, disp = tables.table1(records, comparisons, backbone=params.model.backbone, label=label, tasks=tasks)
-        written["table1"] = [str(p) for p in tables.write_table(num, disp, out_dir / "table1", "Table 1 shape. " + what)]
+    runs = list(params.runs)
+    metric_cols = ["semantic", *grounded_metrics(synthetic)]
+    num, disp, caption = tables.table1_runs(records, comparisons, runs=runs, tasks=tasks, metrics=metric_cols,
+                                            label=label)
+    paper_num, paper_disp = tables.table1(records, comparisons, backbone=params.model.backbone, label=label,
+                                          tasks=tasks)
+    paper_caption = ("Paper shape (semantic score, base vs gaze, every paper backbone). Paper columns: Ego4D "
+                     f"numbers copied from {tables.PAPER_SOURCE}, for reference only (other data, other model size).")
+    written["table1"] = [str(p) for p in tables.write_table(
+        num, disp, out_dir / "table1", caption, extra=[(paper_caption, paper_num, paper_disp)])]
+    num, disp, caption = tables.table1_seeds(records, per_seed_cmp, runs=runs, tasks=tasks, metrics=metric_cols)
+    written["table1_seeds"] = [str(p) for p in tables.write_table(num, disp, out_dir / "table1_seeds", caption)]
     sweep = tables.lambda_sweep(params.runs)
     if sweep:
         num, disp = tables.lambda_table(records, sweep, backbone=params.model.backbone, label=label, tasks=tasks)
-        cap = ("Table 2 shape (lambda sweep over the runs with the gaze block). " + what.split(" Ours:")[0]
-               + " Ours: mean [95% bootstrap CI]. Paper columns for reference.")
+        cap = ("Table 2 shape (lambda sweep over the runs with the gaze block): semantic score of generated text, "
+               "mean over seeds [95% video-bootstrap CI]. Paper columns for reference.")
         written["table2"] = [str(p) for p in tables.write_table(num, disp, out_dir / "table2", cap)]
-    num, disp = tables.metrics_table(records)
+    names = [*TEXT_METRICS, *grounded_metrics(synthetic)]
+    num, disp = tables.metrics_table(records, metric_names=names)
     written["metrics"] = [str(p) for p in tables.write_table(
         num, disp, out_dir / "metrics",
-        "All scores per run and task: generated text (the real scores) and, labelled, the teacher-forced argmax "
-        "score (the authors' protocol: next-token argmax given the reference prefix; not a generation score).")]
-    num, disp = tables.comparisons_table(comparisons)
+        "All scores per run and task (mean over seeds [95% video-bootstrap CI]): generated text (the real scores) "
+        "and, labelled, the teacher-forced argmax score (the authors' protocol: next-token argmax given the "
+        "reference prefix; not a generation score).")]
+    num, disp = tables.comparisons_table(comparisons, metric_names=names)
     written["comparisons"] = [str(p) for p in tables.write_table(
         num, disp, out_dir / "comparisons",
-        "Paired comparisons on the same test windows: mean(a − b) [95% paired bootstrap CI], permutation p.")]
+        "Paired comparisons on the same test windows, pooled over seeds: mean(a − b) [95% video-bootstrap CI], "
+        "p from sign flips of the per-video mean differences.")]
     return written
 
 
-def run(params: Params, *, root: Path = Path("."),
-        load_model: Callable[[str, str], tuple[Any, Any]] | None = None,
-        batches: Callable[[Params, str], Iterable[Mapping[str, Any]]] | None = None,
-        codec: P.TextCodec | None = None) -> dict:
-    """Evaluate every run of params.runs on every task of train.tasks; write outputs; return the report.
-
-    load_model(run, task) -> (model, tokenizer) and batches(params, task) default to the trained
-    checkpoints under models/ and the test shards; tests pass stand-ins."""
-    root = Path(root)
-    load_model = load_model or (lambda run_, task_: P.load_trained(run_, task_, root / layout.MODELS_DIR, params))
-    batches = batches or (lambda params_, task_: P.test_batches(params_, task_, root / layout.SHARDS_DIR))
-    ev = params.evaluate
-    torch.manual_seed(ev.seed)
-    t0 = time.time()
-    scored: dict[tuple[str, str], pd.DataFrame] = {}
-    records: dict[tuple[str, str], dict] = {}
-    outputs: list[str] = []
-    timings: dict[str, float] = {}
-    for task in params.train.tasks:
-        for run_name in params.runs:
-            t = time.time()
-            model, tokenizer = load_model(run_name, task)
-            df = P.predict(model, tokenizer, batches(params, task), task, max_new_tokens=ev.max_new_tokens,
-                           num_beams=ev.num_beams, codec=codec)
-            del model
-            if df.empty:
-                raise ValueError(f"task {task!r}, run {run_name!r}: the test split yielded no windows")
-            df, record = score_predictions(df, params)
-            scored[(run_name, task)], records[(run_name, task)] = df, record
-            path = predictions_path(run_name, task, root)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            df.to_parquet(path, index=False)
-            outputs += [str(path), str(write_json(record, metrics_path(run_name, task, root)))]
-            timings[f"{run_name}/{task}"] = round(time.time() - t, 2)
-    comparisons = compare_runs(scored, params)
-    outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
-    tables_written = build_tables(params, records, comparisons, root)
-    report = {
-        "stage": "evaluate",
-        "generation": {"max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams,
-                       "decoding": "greedy" if ev.num_beams == 1 else f"beam search ({ev.num_beams} beams)",
-                       "prompt": "answer-free task prompt; frames only (no gaze, no reference text)"},
-        "semantic_model": ev.semantic_model,
-        "bootstrap_samples": ev.bootstrap_samples,
-        "seed": ev.seed,
-        "runs": {name: {"block": r.block, "lambda": r.lam} for name, r in params.runs.items()},
-        "metrics": {f"{r}/{t}": rec for (r, t), rec in records.items()},
-        "comparisons": comparisons,
-        "skipped_empty_reference": {f"{r}/{t}": rec["n_skipped_empty_reference"] for (r, t), rec in records.items()},
-        "tables": tables_written,
-        "outputs": outputs,
-        "seconds": {"total": round(time.time() - t0, 2), **timings},
-    }
-    write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
-    return report
-
-
-def load_predictions(params: Params, root: Path = Path(".")) -> dict[tuple[str, str], pd.DataFrame]:
-    """The scored predictions written by `run`, keyed by (run, task)."""
+def load_predictions(params: Params, root: Path = Path("."), seed: int | None = None
+                     ) -> dict[tuple[str, str], pd.DataFrame]:
+    """The scored predictions written by `run` for one seed (default the first), keyed by (run, task)."""
+    seed = params.train.seeds[0] if seed is None else seed
     out = {}
     for task in params.train.tasks:
         for run_name in params.runs:
-            path = predictions_path(run_name, task, root)
+            path = layout.predictions_file(run_name, task, seed, root)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no predictions; run the evaluate stage first")
             out[(run_name, task)] = pd.read_parquet(path)

@@ -33,7 +33,7 @@ CONFIG_FILE = "model_config.json"
 CONFIG_FORMAT = 1
 
 __all__ = ["build_model", "build_tokenizer", "GazeVLM", "GazeVLMOutput", "Preset", "PRESETS", "get_preset", "CONFIG_FILE",
-           "save_model_config", "check_model_config", "SUPPORTED_LM_FAMILIES", "BACKBONES"]
+           "save_model_config", "check_model_config", "load_vision_weights", "SUPPORTED_LM_FAMILIES", "BACKBONES"]
 
 
 def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
@@ -52,6 +52,7 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
     ids = special_token_ids(tokenizer)
     if m.backbone in FLAMINGO_BACKBONES:
         backbone, vis_dim, lm = _build_flamingo(m.backbone, preset, tokenizer, ids, m.weights_dir)
+        load_vision_weights(backbone.vision_encoder, preset, m.vision_weights)
     else:
         backbone, vis_dim, lm = _build_projector(m.backbone, preset, tokenizer, ids, m.weights_dir)
     if run_params.block:
@@ -103,7 +104,43 @@ def _build_flamingo(backbone: str, preset: Preset, tokenizer: PreTrainedTokenize
         resampler = PerceiverResampler(dim=vis_dim, max_num_frames=preset.max_frames, **preset.perceiver)
     flamingo = GazeFlamingo(vision, lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim, resampler=resampler,
                             cross_attn_every_n_layers=preset.xattn_every, xattn=preset.xattn)
+    if preset.xattn_gate_init:
+        for layer in flamingo.lang_encoder.gated_cross_attn_layers:
+            if layer is not None:
+                with torch.no_grad():
+                    layer.attn_gate.fill_(preset.xattn_gate_init)
+                    layer.ff_gate.fill_(preset.xattn_gate_init)
     return flamingo, vis_dim, lm
+
+
+def load_vision_weights(encoder: torch.nn.Module, preset: Preset, path: str | Path | None) -> bool:
+    """The pipeline's pretrained tiny vision encoder (gazevlm.pretrain), when the preset takes one and
+    params.model.vision_weights names it; real presets keep their public weights. Returns whether it loaded."""
+    if path is None or not preset.pretrainable_vision:
+        return False
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no pretrained vision encoder (params.model.vision_weights); run the "
+                                "pretrain stage (`dvc repro pretrain`) or set model.vision_weights: null")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path}: unreadable vision weights ({err})") from None
+    visual = encoder.visual if hasattr(encoder, "visual") else encoder
+    # checked before loading, so that nothing is half-loaded and a file of other sizes (an encoder
+    # pretrained for an older preset) is named as such rather than by load_state_dict's size mismatch
+    expected = visual.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    resized = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or resized:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in resized[:3]]
+        raise ValueError(f"{path}: vision weights do not fit preset {preset.name!r} (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}, other shapes {shapes}); rerun the pretrain stage")
+    visual.load_state_dict(state, strict=True)
+    return True
 
 
 def _build_projector(backbone: str, preset: Preset, tokenizer: PreTrainedTokenizerBase, ids: dict[str, int],

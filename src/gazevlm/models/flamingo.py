@@ -90,8 +90,11 @@ class GazeFlamingo(Flamingo):
     def generate_continuation(self, vision_x: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                               max_new_tokens: int, num_beams: int, pad_token_id: int) -> torch.LongTensor:
         try:
+            # never <image>: the window is the one media item; a generated one would open a media chunk
+            # that has no frames (the full forward attends to nothing there, the cached one to the window)
             out = self.generate(vision_x, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                num_beams=num_beams, do_sample=False, pad_token_id=pad_token_id)
+                                num_beams=num_beams, do_sample=False, pad_token_id=pad_token_id,
+                                suppress_tokens=[self.media_token_id])
         finally:  # a failed generate must not leave media cached for the next forward
             self.uncache_media()
         return out[:, input_ids.shape[1]:]

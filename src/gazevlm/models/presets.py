@@ -71,25 +71,37 @@ class Preset:
     pixel_std: tuple[float, float, float] = OPENAI_CLIP_STD
     # projector backbones: average-pool the patch grid by this stride before the projector (LLaVA-NeXT-Video)
     pool: int = 1
+    # tanh gates of the gated cross-attention at initialisation: open_flamingo's 0 (the pretrained LM starts
+    # exactly as it was) for real presets; open for the tiny preset, whose LM is trained from scratch and
+    # which otherwise learns to ignore the frames before the gates open (session 1: gates ~0.005 after 450
+    # steps, one caption per task)
+    xattn_gate_init: float = 0.0
+    # the tiny preset's vision encoder may come pretrained from the pipeline (gazevlm.pretrain)
+    pretrainable_vision: bool = False
 
     @property
     def geometry(self) -> tuple[int, int]:
         return vision_geometry(self.name)
 
 
+# Sized for one CPU core per run (gazevlm.pretrain, bench): width 64 everywhere. At 128 the same world
+# cost 3x the time per step (the Perceiver's keys and values over 5 x 64 patch tokens and the LM's
+# feed-forwards dominate) for no better grounding at the default budget.
 TINY = Preset(
     name="tiny",
     backbones=("openflamingo", "openflamingo_noperceiver"),
-    vision={"width": 128, "layers": 2, "heads": 4, "mlp_ratio": 2.0},
-    lm={"family": "opt", "hidden": 128, "layers": 2, "heads": 4, "ffn": 256, "max_positions": 256},
-    perceiver={"depth": 2, "heads": 4, "dim_head": 32, "num_latents": 16},
+    vision={"width": 64, "layers": 2, "heads": 4, "mlp_ratio": 2.0},
+    lm={"family": "opt", "hidden": 64, "layers": 2, "heads": 2, "ffn": 128, "max_positions": 256},
+    perceiver={"depth": 1, "heads": 2, "dim_head": 32, "num_latents": 16},
     xattn_every=1,
-    xattn={"heads": 4, "dim_head": 32},
-    block_heads=4,
+    xattn={"heads": 2, "dim_head": 32},
+    block_heads=2,
     # attention-only block layers ("two attention layers"): a feed-forward would cost ~3% of a tiny step
     block_ff_mult=0,
     max_frames=8,
     train_lm=True,
+    xattn_gate_init=1.0,
+    pretrainable_vision=True,
 )
 
 # The other backbones' tiny presets differ from TINY only where their real design does.
@@ -99,17 +111,17 @@ TINY_BY_BACKBONE = {
     # down) instead of the 6-layer Perceiver
     "lavila": dataclasses.replace(
         TINY, backbones=("lavila",),
-        lm={"family": "gpt2", "hidden": 128, "layers": 2, "heads": 4, "ffn": 256, "max_positions": 256},
-        perceiver={"depth": 1, "heads": 4, "dim_head": 32, "num_latents": 32}),
+        lm={"family": "gpt2", "hidden": 64, "layers": 2, "heads": 2, "ffn": 128, "max_positions": 256},
+        perceiver={"depth": 1, "heads": 2, "dim_head": 32, "num_latents": 32}),
     # InternVL: InternViT (ImageNet normalisation, 2 x 2 pixel shuffle) + Qwen2; 16 LM tokens per frame
     "internvl": dataclasses.replace(
-        TINY, backbones=("internvl",), perceiver={}, xattn=None,
-        lm={"family": "qwen2", "hidden": 128, "layers": 2, "heads": 4, "ffn": 256, "max_positions": 512},
+        TINY, backbones=("internvl",), perceiver={}, xattn=None, pretrainable_vision=False,
+        lm={"family": "qwen2", "hidden": 64, "layers": 2, "heads": 2, "ffn": 128, "max_positions": 512},
         pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD),
     # LLaVA-NeXT: CLIP ViT + Llama; frames 2 x 2 average-pooled before the projector: 16 LM tokens per frame
     "llava_next": dataclasses.replace(
-        TINY, backbones=("llava_next",), perceiver={}, xattn=None,
-        lm={"family": "llama", "hidden": 128, "layers": 2, "heads": 4, "ffn": 256, "max_positions": 512},
+        TINY, backbones=("llava_next",), perceiver={}, xattn=None, pretrainable_vision=False,
+        lm={"family": "llama", "hidden": 64, "layers": 2, "heads": 2, "ffn": 128, "max_positions": 512},
         pool=2),
 }
 

@@ -186,10 +186,11 @@ class GazeProjectorVLM(nn.Module):
     def generate_continuation(self, vision_x: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                               max_new_tokens: int, num_beams: int, pad_token_id: int) -> torch.LongTensor:
         embeds, mask, _ = self._splice(self.media_embeddings(vision_x), input_ids, attention_mask)
-        # from inputs_embeds alone, generate returns the new tokens only
+        # from inputs_embeds alone, generate returns the new tokens only; never <image> (the window is the
+        # one media item: a continuation with another could not be spliced, _media_positions refuses it)
         return self.vlm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  num_beams=num_beams, do_sample=False, pad_token_id=pad_token_id,
-                                 eos_token_id=self.eoc_token_id)
+                                 eos_token_id=self.eoc_token_id, suppress_tokens=[self.media_token_id])
 
     # -- training / sharding ------------------------------------------------------------------------------
     def attention_probe(self, n_frames: int, n_patches: int, attention_mask: torch.Tensor,

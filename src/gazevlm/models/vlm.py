@@ -115,7 +115,7 @@ class GazeVLM(nn.Module):
                  max_new_tokens: int, num_beams: int = 1,
                  vision_features: torch.Tensor | None = None) -> torch.LongTensor:
         """Greedy (or beam) continuation of the prompt; returns the new token ids only (B, <= max_new_tokens),
-        padded with pad after <|endofchunk|>."""
+        padded with pad after <|endofchunk|>. It never contains <image> (the window is the one media item)."""
         vision_x = self._vision_x(pixels, vision_features)
         try:
             return self.backbone.generate_continuation(vision_x, input_ids, attention_mask, max_new_tokens,
