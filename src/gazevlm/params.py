@@ -7,14 +7,16 @@ Every value is checked here, once, when the file is read: its type from the data
 a string, become numbers), its range or choice from RULES. A bad value fails in the notebook's first
 cell with the key, the value and what is allowed, not deep inside a stage.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -95,7 +97,7 @@ class HeatmapParams:
     heatmap_size: int = 64
     shard_max_samples: int = 256
     seed: int = 0
-    raft_weights: str | None = None   # local torchvision RAFT checkpoint; None = look in the torch hub cache
+    raft_weights: str | None = None  # local torchvision RAFT checkpoint; None = look in the torch hub cache
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class ModelParams:
     backbone: str = "openflamingo"
     preset: str = "tiny"
     weights_dir: str | None = None
-    vision_weights: str | None = "models/encoder/vision.safetensors"   # tiny preset: the pretrain stage's encoder
+    vision_weights: str | None = "models/encoder/vision.safetensors"  # tiny preset: the pretrain stage's encoder
     query: str = "global"
     block_output: str = "reweighted"
     block_layers: int = 2
@@ -122,7 +124,7 @@ class RunParams:
 @dataclass(frozen=True)
 class TrainParams:
     tasks: tuple = ("future", "activity")
-    seeds: tuple = (0, 1, 2)          # every run is trained once per seed (one DVC stage each)
+    seeds: tuple = (0, 1, 2)  # every run is trained once per seed (one DVC stage each)
     nproc_per_node: int = 1
     batch_size: int = 32
     grad_accum: int = 1
@@ -139,11 +141,11 @@ class TrainParams:
     cache_vision_features: bool = True
     num_workers: int = 0
     shuffle_buffer: int = 64
-    checkpoint_every_steps: int = 0   # also save a resumable state every N optimizer steps (0: epoch ends only)
-    select_on: str = "ce"             # best checkpoint by validation ce | loss (ce + lambda * kl) | last epoch
-    cpu_threads: int = 1              # intra-op threads per process on CPU (0: torch's default)
-    parallel_tasks: int = 2           # the train stage runs this many tasks' trainings at once
-    in_memory: bool = True            # one process: decode the shards once into memory (tiny data only)
+    checkpoint_every_steps: int = 0  # also save a resumable state every N optimizer steps (0: epoch ends only)
+    select_on: str = "ce"  # best checkpoint by validation ce | loss (ce + lambda * kl) | last epoch
+    cpu_threads: int = 1  # intra-op threads per process on CPU (0: torch's default)
+    parallel_tasks: int = 2  # the train stage runs this many tasks' trainings at once
+    in_memory: bool = True  # one process: decode the shards once into memory (tiny data only)
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,24 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class AttentionParams:
-    seed: int | None = None           # which trained seed to analyse (None: the first of train.seeds)
+    seed: int | None = None  # which trained seed to analyse (None: the first of train.seeds)
     topk: int = 10
     support_threshold: float = 0.01
     overlay_windows: int = 4
+
+
+@dataclass(frozen=True)
+class HallucinationParams:
+    """The human hallucination study: which predictions a reviewer rates blind, and where ratings go."""
+
+    task: str = "future"
+    runs: tuple = ("base", "gaze")  # every later run is compared with the first
+    seed: int | None = None  # training seed whose predictions are rated (None: the first of train.seeds)
+    # a task, run or seed the pipeline did not evaluate is no error here (an experiment may drop it):
+    # the stage then reports the study as not applicable, and the rating notebook says why
+    windows: int = 200  # test windows drawn for rating (the paper's 200 samples)
+    sample_seed: int = 0  # draws the windows and shuffles the blinded order
+    ratings_file: str = "ratings/hallucination.csv"  # append-only, committed: the stage's input
 
 
 @dataclass(frozen=True)
@@ -184,14 +200,17 @@ class Params:
     heatmaps: HeatmapParams = field(default_factory=HeatmapParams)
     model: ModelParams = field(default_factory=ModelParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
-    runs: dict = field(default_factory=lambda: {
-        "base": RunParams(block=False, lam=0.0),
-        "lambda0": RunParams(block=True, lam=0.0),
-        "gaze": RunParams(block=True, lam=100.0),
-    })
+    runs: dict = field(
+        default_factory=lambda: {
+            "base": RunParams(block=False, lam=0.0),
+            "lambda0": RunParams(block=True, lam=0.0),
+            "gaze": RunParams(block=True, lam=100.0),
+        }
+    )
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     attention: AttentionParams = field(default_factory=AttentionParams)
+    hallucination: HallucinationParams = field(default_factory=HallucinationParams)
 
     def run(self, name: str) -> RunParams:
         if name not in self.runs:
@@ -216,10 +235,10 @@ SCHEDULES = ("constant", "cosine")
 SELECT_ON = ("ce", "loss", "last")
 KL_DIRECTIONS = ("gaze_to_attention", "attention_to_gaze")
 KL_REDUCTIONS = ("sum", "mean")
-TASKS = ("future", "activity")      # = gazevlm.layout.TASKS (layout imports nothing from here)
-SPLITS = ("train", "val", "test")   # = gazevlm.layout.SPLITS
+TASKS = ("future", "activity")  # = gazevlm.layout.TASKS (layout imports nothing from here)
+SPLITS = ("train", "val", "test")  # = gazevlm.layout.SPLITS
 
-Rule = Callable[[Any], "str | None"]   # returns what is wrong with a (type-checked) value, or None
+Rule = Callable[[Any], "str | None"]  # returns what is wrong with a (type-checked) value, or None
 
 
 def _above(lo: float) -> Rule:
@@ -234,6 +253,7 @@ def _within(lo: float, hi: float, open_low: bool = False) -> Rule:
     def rule(v: float) -> str | None:
         ok = (lo < v if open_low else lo <= v) and v <= hi
         return None if ok else f"must be in {'(' if open_low else '['}{lo}, {hi}]"
+
     return rule
 
 
@@ -250,6 +270,12 @@ def _tasks(v: tuple) -> str | None:
 def _seeds(v: tuple) -> str | None:
     if not v or len(set(v)) != len(v) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
         return "expected a non-empty list of distinct non-negative integers"
+    return None
+
+
+def _names(v: tuple) -> str | None:
+    if not v or len(set(v)) != len(v) or not all(isinstance(x, str) and x for x in v):
+        return "expected a non-empty list of distinct names"
     return None
 
 
@@ -275,38 +301,83 @@ def _split_uids(v: dict) -> str | None:
 
 # dotted key -> rule; `runs.*` applies to every named run. Keys without a rule are checked for type only.
 RULES: dict[str, Rule] = {
-    "sample.videos": _at_least(1), "sample.seconds": _above(0), "sample.width": _at_least(1),
-    "sample.height": _at_least(1), "sample.fps": _above(0), "sample.gaze_hz": _above(0),
-    "sample.objects": _at_least(1), "sample.cue": _at_least(0),
-    "extract.keyframe_fps": _above(0), "extract.confidence_min": _within(0, 1), "extract.saccade_px": _at_least(0),
-    "extract.max_gap_s": _at_least(0), "extract.window_stride_s": _above(0), "extract.future_observe_s": _above(0),
-    "extract.future_horizon_s": _above(0), "extract.activity_observe_s": _above(0),
-    "extract.split_fractions": _fractions, "extract.split_uids": _split_uids,
-    "annotate.source": _one_of(*ANNOTATE_SOURCES), "annotate.tolerance_s": _at_least(0),
+    "sample.videos": _at_least(1),
+    "sample.seconds": _above(0),
+    "sample.width": _at_least(1),
+    "sample.height": _at_least(1),
+    "sample.fps": _above(0),
+    "sample.gaze_hz": _above(0),
+    "sample.objects": _at_least(1),
+    "sample.cue": _at_least(0),
+    "extract.keyframe_fps": _above(0),
+    "extract.confidence_min": _within(0, 1),
+    "extract.saccade_px": _at_least(0),
+    "extract.max_gap_s": _at_least(0),
+    "extract.window_stride_s": _above(0),
+    "extract.future_observe_s": _above(0),
+    "extract.future_horizon_s": _above(0),
+    "extract.activity_observe_s": _above(0),
+    "extract.split_fractions": _fractions,
+    "extract.split_uids": _split_uids,
+    "annotate.source": _one_of(*ANNOTATE_SOURCES),
+    "annotate.tolerance_s": _at_least(0),
     "annotate.qc_max_flagged": _within(0, 1),
-    "annotate.llm.chunk_size": _at_least(1), "annotate.llm.max_rounds": _at_least(0),
-    "annotate.llm.validation_sequences": _at_least(1), "annotate.llm.retries": _at_least(0),
-    "annotate.llm.backoff_s": _at_least(0), "annotate.llm.timeout_s": _above(0),
-    "heatmaps.sigma_px": _above(0), "heatmaps.delta_ms": _at_least(0), "heatmaps.eps_px": _at_least(0),
-    "heatmaps.eta": _within(0, 1), "heatmaps.flow": _one_of(*FLOW_BACKENDS),
-    "heatmaps.flow_scale": _within(0, 1, open_low=True), "heatmaps.target_eps": _at_least(0),
-    "heatmaps.heatmap_size": _at_least(1), "heatmaps.shard_max_samples": _at_least(1),
-    "model.backbone": _one_of(*BACKBONES), "model.query": _one_of(*QUERIES),
-    "model.block_output": _one_of(*BLOCK_OUTPUTS), "model.block_layers": _at_least(1),
+    "annotate.llm.chunk_size": _at_least(1),
+    "annotate.llm.max_rounds": _at_least(0),
+    "annotate.llm.validation_sequences": _at_least(1),
+    "annotate.llm.retries": _at_least(0),
+    "annotate.llm.backoff_s": _at_least(0),
+    "annotate.llm.timeout_s": _above(0),
+    "heatmaps.sigma_px": _above(0),
+    "heatmaps.delta_ms": _at_least(0),
+    "heatmaps.eps_px": _at_least(0),
+    "heatmaps.eta": _within(0, 1),
+    "heatmaps.flow": _one_of(*FLOW_BACKENDS),
+    "heatmaps.flow_scale": _within(0, 1, open_low=True),
+    "heatmaps.target_eps": _at_least(0),
+    "heatmaps.heatmap_size": _at_least(1),
+    "heatmaps.shard_max_samples": _at_least(1),
+    "model.backbone": _one_of(*BACKBONES),
+    "model.query": _one_of(*QUERIES),
+    "model.block_output": _one_of(*BLOCK_OUTPUTS),
+    "model.block_layers": _at_least(1),
     "model.head_reduce": _one_of(*HEAD_REDUCTIONS),
     "runs.*.lambda": _at_least(0),
-    "train.tasks": _tasks, "train.seeds": _seeds,
-    "pretrain.steps": _at_least(0), "pretrain.batch_size": _at_least(2), "pretrain.lr": _above(0), "train.nproc_per_node": _at_least(1), "train.batch_size": _at_least(1),
-    "train.grad_accum": _at_least(1), "train.lr": _above(0), "train.weight_decay": _at_least(0),
-    "train.warmup_steps": _at_least(0), "train.schedule": _one_of(*SCHEDULES), "train.epochs": _at_least(1),
-    "train.grad_clip": _at_least(0), "train.kl_direction": _one_of(*KL_DIRECTIONS),
-    "train.kl_reduction": _one_of(*KL_REDUCTIONS), "train.kl_eps": _above(0), "train.num_workers": _at_least(0),
-    "train.shuffle_buffer": _at_least(0), "train.checkpoint_every_steps": _at_least(0),
-    "train.select_on": _one_of(*SELECT_ON), "train.cpu_threads": _at_least(0), "train.parallel_tasks": _at_least(1),
-    "evaluate.max_new_tokens": _at_least(1), "evaluate.num_beams": _at_least(1),
-    "evaluate.bootstrap_samples": _at_least(1), "evaluate.batch_size": _at_least(1),
-    "attention.topk": _at_least(1), "attention.support_threshold": _within(0, 1),
+    "train.tasks": _tasks,
+    "train.seeds": _seeds,
+    "pretrain.steps": _at_least(0),
+    "pretrain.batch_size": _at_least(2),
+    "pretrain.lr": _above(0),
+    "train.nproc_per_node": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.grad_accum": _at_least(1),
+    "train.lr": _above(0),
+    "train.weight_decay": _at_least(0),
+    "train.warmup_steps": _at_least(0),
+    "train.schedule": _one_of(*SCHEDULES),
+    "train.epochs": _at_least(1),
+    "train.grad_clip": _at_least(0),
+    "train.kl_direction": _one_of(*KL_DIRECTIONS),
+    "train.kl_reduction": _one_of(*KL_REDUCTIONS),
+    "train.kl_eps": _above(0),
+    "train.num_workers": _at_least(0),
+    "train.shuffle_buffer": _at_least(0),
+    "train.checkpoint_every_steps": _at_least(0),
+    "train.select_on": _one_of(*SELECT_ON),
+    "train.cpu_threads": _at_least(0),
+    "train.parallel_tasks": _at_least(1),
+    "evaluate.max_new_tokens": _at_least(1),
+    "evaluate.num_beams": _at_least(1),
+    "evaluate.bootstrap_samples": _at_least(1),
+    "evaluate.batch_size": _at_least(1),
+    "attention.topk": _at_least(1),
+    "attention.support_threshold": _within(0, 1),
     "attention.overlay_windows": _at_least(0),
+    "hallucination.task": _one_of(*TASKS),
+    "hallucination.runs": _names,
+    "hallucination.seed": _at_least(0),
+    "hallucination.windows": _at_least(1),
+    "hallucination.sample_seed": _at_least(0),
 }
 
 
@@ -339,7 +410,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             return None
         (hint,) = [o for o in options if o is not type(None)]
     if hint is bool:
-        if not isinstance(value, bool):   # a quoted "false" is a non-empty string, i.e. true: refuse it
+        if not isinstance(value, bool):  # a quoted "false" is a non-empty string, i.e. true: refuse it
             raise _Bad("expected true or false (unquoted)")
         return value
     if hint is int:
@@ -384,7 +455,7 @@ def _build(cls: type[T], values: Mapping[str, Any] | None, where: str, rule_pref
     hints = get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        shown = "lambda" if (cls is RunParams and name == "lam") else name   # params.yaml's spelling
+        shown = "lambda" if (cls is RunParams and name == "lam") else name  # params.yaml's spelling
         key = f"{where}.{shown}" if where else shown
         default = getattr(cls(), name) if _has_default(known[name]) else None
         if dataclasses.is_dataclass(default):
@@ -397,7 +468,7 @@ def _build(cls: type[T], values: Mapping[str, Any] | None, where: str, rule_pref
         rule = RULES.get(f"{rule_prefix or where}.{shown}" if where else shown)
         problem = rule(coerced) if (rule is not None and coerced is not None) else None
         if problem:
-            raise _fail(key, value, problem)   # the value as written, not as coerced
+            raise _fail(key, value, problem)  # the value as written, not as coerced
         kwargs[name] = coerced
     return cls(**kwargs)
 
@@ -416,8 +487,10 @@ def _check_runs(params: Params) -> None:
         raise ParamsError("params.yaml: `runs` names no run (expected e.g. base, lambda0, gaze)")
     for name, run in params.runs.items():
         if run.lam and not run.block:
-            raise ParamsError(f"params.yaml: runs.{name}.lambda = {run.lam!r}: lambda > 0 needs block: true "
-                              "(there is no gaze attention to regularise)")
+            raise ParamsError(
+                f"params.yaml: runs.{name}.lambda = {run.lam!r}: lambda > 0 needs block: true "
+                "(there is no gaze attention to regularise)"
+            )
 
 
 def from_dict(raw: Mapping[str, Any]) -> Params:
