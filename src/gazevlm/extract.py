@@ -1,26 +1,28 @@
-"""Stage `extract`: from an Ego4D-layout root (synthetic or real) to per-frame gaze, keyframes, windows
-and the video-level split (tables and columns as in gazevlm.layout).
+"""Stage `extract`: from an Ego4D-layout root (synthetic or real) or an EGTEA Gaze+ root
+(params.data.format) to per-frame gaze, keyframes, windows and the video-level split (tables and columns
+as in gazevlm.layout, the same for both formats).
 
-Bad input: a missing ego4d.json or gaze folder, no usable video at all, or a split that leaves train
-or test without a video is an error (an empty val split is a WARNING note in the report); a single
-bad video (CSV, video file, metadata entry, split assignment) is skipped and listed with its reason
-in reports/extract.json, and none of its rows or frames is written. The outputs are written into a
-staged directory swapped in on success only, so a failed run keeps the last good data/extract.
+Bad input: a missing ego4d.json or gaze folder (EGTEA: gaze_data/, action_annotation/ or a split file),
+no usable video at all, or a split that leaves train or test without a video is an error (an empty val
+split is a WARNING note in the report); a single bad video (gaze file, video file, metadata entry, split
+assignment) is skipped and listed with its reason in reports/extract.json, and none of its rows or
+frames is written. The outputs are written into a staged directory swapped in on success only, so a
+failed run keeps the last good data/extract.
 """
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, layout, windows
+from gazevlm import ego4d, egtea, layout, windows
 from gazevlm.layout import EXTRACT_DIR, GAZE_LABELS, REPORTS_DIR, SPLITS, TASKS
 from gazevlm.params import ExtractParams, Params
 
@@ -87,18 +89,60 @@ class _Videos:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_videos(inv: ego4d.Inventory, ep: ExtractParams, out: Path) -> _Videos:
-    """Gaze per frame and keyframe JPEGs (written under `out`) of every video; bad ones skipped."""
-    res = _Videos(skipped=list(inv.skipped))
-    for rec in inv.videos:
-        try:
-            samples, stats = ego4d.read_gaze_csv(rec.gaze_path)
-        except ego4d.GazeFileError as err:
-            res.skipped.append(ego4d.Skip(rec.uid, str(rec.gaze_path), str(err)))
-            continue
+@dataclass(frozen=True)
+class Source:
+    """One on-disk format: its inventory, its per-video gaze reader (gaze per frame, the report's gaze
+    stats, notes; raising one of `gaze_errors` for a bad file) and its split (None: by fractions)."""
+
+    inventory: ego4d.Inventory
+    read_gaze: Callable[[ego4d.VideoRecord], tuple[pd.DataFrame, dict, list[str]]]
+    gaze_errors: tuple[type[Exception], ...]
+    split_uids: dict[str, list[str]] | None = None
+    split_source: str = "params.extract.split_uids"
+    notes: tuple[str, ...] = ()
+
+
+def ego4d_source(params: Params) -> Source:
+    """Ego4D: gaze CSVs labelled by the GLC convention, the split by fractions unless split_uids lists it."""
+    ep = params.extract
+
+    def read_gaze(rec: ego4d.VideoRecord) -> tuple[pd.DataFrame, dict, list[str]]:
+        samples, stats = ego4d.read_gaze_csv(rec.gaze_path)
         gf = ego4d.gaze_per_frame(samples, fps=rec.fps, width=rec.width, height=rec.height,
                                   num_frames=rec.num_frames, confidence_min=ep.confidence_min,
                                   max_gap_s=ep.max_gap_s, saccade_px=ep.saccade_px)
+        notes = [f"{rec.gaze_path}: last row cut short (truncated file?), dropped"] if stats.dropped_truncated else []
+        return gf, stats.as_dict(), notes
+
+    return Source(ego4d.discover(params.data.root, params.data.version), read_gaze, (ego4d.GazeFileError,),
+                  params.extract.split_uids or None)
+
+
+def egtea_source(params: Params) -> Source:
+    """EGTEA Gaze+: sessions go to train or test as the official split files say (params.extract.split_uids,
+    when given, decides instead); BeGaze's own event types label fixations and saccades."""
+    root, k = params.data.root, params.data.egtea_split
+    inv = egtea.discover(root)
+    if params.extract.split_uids:
+        return Source(inv, egtea.read_gaze_frames, (egtea.GazeFileError,), params.extract.split_uids)
+    actions, _ = egtea.read_actions(root, k)
+    split, notes = egtea.session_split(actions)
+    files = " / ".join(str(egtea.split_path(root, s, k)) for s in egtea.SPLIT_NAMES)
+    return Source(inv, egtea.read_gaze_frames, (egtea.GazeFileError,), split, files, tuple(notes))
+
+
+SOURCES: dict[str, Callable[[Params], Source]] = {"ego4d": ego4d_source, "egtea": egtea_source}
+
+
+def _read_videos(src: Source, ep: ExtractParams, out: Path) -> _Videos:
+    """Gaze per frame and keyframe JPEGs (written under `out`) of every video; bad ones skipped."""
+    res = _Videos(skipped=list(src.inventory.skipped))
+    for rec in src.inventory.videos:
+        try:
+            gf, gaze_stats, gaze_notes = src.read_gaze(rec)
+        except src.gaze_errors as err:
+            res.skipped.append(ego4d.Skip(rec.uid, str(rec.gaze_path), str(err)))
+            continue
         kf = windows.keyframes_for_video(rec.uid, rec.num_frames, rec.fps, ep.keyframe_fps)
         try:
             write_keyframes(rec.video_path, kf.frame.tolist(), rec.uid, rec.width, rec.height, root=out)
@@ -110,30 +154,31 @@ def _read_videos(inv: ego4d.Inventory, ep: ExtractParams, out: Path) -> _Videos:
         if not gf.valid.any():
             res.notes.append(f"{rec.uid}: no frame has in-frame gaze ({rec.gaze_path}); its windows are kept "
                              "without gaze targets (no gaze loss on them)")
-        if stats.dropped_truncated:
-            res.notes.append(f"{rec.gaze_path}: last row cut short (truncated file?), dropped")
+        res.notes += gaze_notes
         gf.insert(0, "uid", rec.uid)
         res.gaze[rec.uid], res.keyframes[rec.uid] = gf, kf
         res.kept.append(rec)
         counts = gf.label.value_counts()
         labels = {name: int(counts.get(name, 0)) for name in GAZE_LABELS}
         res.per_video[rec.uid] = {"frames": rec.num_frames, "keyframes": len(kf),
-                                  "gaze": {**stats.as_dict(), "labels": labels}}
+                                  "gaze": {**gaze_stats, "labels": labels}}
     return res
 
 
-def _split(res: _Videos, ep: ExtractParams, root: Path, out: Path) -> dict[str, str]:
+def _split(res: _Videos, ep: ExtractParams, src: Source, out: Path) -> dict[str, str]:
     """The video-level split of the kept videos; unlisted ones skipped; an empty train/test is an error."""
+    root = src.inventory.root
     assignment, unassigned = windows.split_videos([r.uid for r in res.kept], ep.split_fractions, ep.split_seed,
-                                                  ep.split_uids or None)
+                                                  src.split_uids)
+    where = "params.yaml" if src.split_source == "params.extract.split_uids" else src.split_source
     for uid in unassigned:
-        res.skipped.append(ego4d.Skip(uid, "params.yaml", "not listed in params.extract.split_uids"))
+        res.skipped.append(ego4d.Skip(uid, where, f"not listed in {src.split_source}"))
         shutil.rmtree(frame_path(uid, 0, out).parent, ignore_errors=True)
     res.kept = [r for r in res.kept if r.uid in assignment]
     if not res.kept:
-        reasons = "; ".join(f"{s.uid}: {s.reason}" for s in res.skipped) or "no gaze CSV found"
+        reasons = "; ".join(f"{s.uid}: {s.reason}" for s in res.skipped) or "no gaze file found"
         raise ego4d.Ego4DError(f"{root}: no usable video ({reasons})")
-    for note in windows.check_split(assignment, ep.split_fractions, ep.split_uids or None):
+    for note in windows.check_split(assignment, ep.split_fractions, src.split_uids, source=src.split_source):
         log.warning("extract: %s", note)
         res.notes.append(note)
     return assignment
@@ -153,21 +198,24 @@ def _tables(res: _Videos, assignment: dict[str, str]) -> dict[str, pd.DataFrame]
 
 
 def run(params: Params) -> dict:
-    """Read params.data.root, write data/extract/{videos,gaze_frames,keyframes,windows}.parquet and the
-    keyframe JPEGs, and reports/extract.json; return the report.
+    """Read params.data.root (in params.data.format), write data/extract/{videos,gaze_frames,keyframes,
+    windows}.parquet and the keyframe JPEGs, and reports/extract.json; return the report.
 
     Everything is written into a staged directory that replaces data/extract only when the stage
     succeeds: a failing run (every video bad, an empty split) leaves the last good output intact."""
     ep = params.extract
-    inv = ego4d.discover(params.data.root, params.data.version)
+    src = SOURCES[params.data.format](params)
     with layout.staged_dir(EXTRACT_DIR) as out:
-        res = _read_videos(inv, ep, out)
-        assignment = _split(res, ep, inv.root, out)
+        res = _read_videos(src, ep, out)
+        res.notes += src.notes
+        assignment = _split(res, ep, src, out)
         t = _tables(res, assignment)
         win, win_skipped = windows.build_windows(t["keyframes"], ep, assignment)
         for name, table in (*t.items(), ("windows", win)):
             table.to_parquet(out / f"{name}.parquet", index=False)
-    report = _report(inv, res, assignment, t, win, win_skipped)
+    report = _report(src.inventory, res, assignment, t, win, win_skipped)
+    if params.data.format != "ego4d":   # the Ego4D report keeps its keys (a DVC metrics file)
+        report = {"format": params.data.format, **report}
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     (REPORTS_DIR / "extract.json").write_text(json.dumps(report, indent=2))
     return report
@@ -213,7 +261,7 @@ def plot_keyframes_with_gaze(keyframes: pd.DataFrame, gaze_frames: pd.DataFrame,
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, row in zip(axes.flat, kf.itertuples()):
+    for ax, row in zip(axes.flat, kf.itertuples(), strict=False):  # more axes than keyframes
         image = cv2.imread(str(row.path))
         if image is None:
             raise FileNotFoundError(f"{row.path}: keyframe JPEG missing")

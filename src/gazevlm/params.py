@@ -40,7 +40,33 @@ class SampleParams:
 @dataclass(frozen=True)
 class DataParams:
     root: str = "data/sample"
-    version: str = "v2"
+    version: str = "v2"  # ego4d format: the version folder under root
+    format: str = "ego4d"  # the layout of root: ego4d (gazevlm.ego4d) | egtea (gazevlm.egtea)
+    egtea_split: int = 1  # egtea format: {train,test}_split<k>.txt assign the sessions
+
+
+@dataclass(frozen=True)
+class EgteaSampleParams:
+    """The synthetic world written in the EGTEA Gaze+ layout (gazevlm.synthetic_egtea), for Table 4."""
+
+    root: str = "data/egtea_sample"
+    seed: int = 17
+    videos: int = 12
+    seconds: int = 16
+    width: int = 320
+    height: int = 240
+    gaze_hz: int = 30
+    objects: int = 6
+    cue: float = 1.0
+    test_fraction: float = 0.67
+
+
+@dataclass(frozen=True)
+class ZeroshotParams:
+    """Table 4: the default models evaluated, untrained on it, on an EGTEA-layout root (gazevlm.zeroshot)."""
+
+    root: str = "data/egtea_sample"
+    workdir: str = "data/zeroshot/egtea"
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,8 @@ class HallucinationParams:
 class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     data: DataParams = field(default_factory=DataParams)
+    sample_egtea: EgteaSampleParams = field(default_factory=EgteaSampleParams)
+    zeroshot: ZeroshotParams = field(default_factory=ZeroshotParams)
     extract: ExtractParams = field(default_factory=ExtractParams)
     annotate: AnnotateParams = field(default_factory=AnnotateParams)
     heatmaps: HeatmapParams = field(default_factory=HeatmapParams)
@@ -225,6 +253,7 @@ class ParamsError(ValueError):
 # --- what a value may be: types come from the dataclass annotations, ranges and choices from here ----
 # Choices that other modules also name (gaze_block, losses, flow, presets) are checked against these
 # tuples by tests/test_params.py, so the lists cannot drift apart.
+DATA_FORMATS = ("ego4d", "egtea")  # the layouts gazevlm.extract reads (gazevlm.ego4d, gazevlm.egtea)
 BACKBONES = ("openflamingo", "openflamingo_noperceiver", "lavila", "internvl", "llava_next")
 QUERIES = ("global", "frame")
 BLOCK_OUTPUTS = ("pooled", "pooled_lm", "reweighted")
@@ -259,6 +288,10 @@ def _within(lo: float, hi: float, open_low: bool = False) -> Rule:
 
 def _one_of(*choices: str) -> Rule:
     return lambda v: None if v in choices else f"expected one of {list(choices)}"
+
+
+def _open_unit(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be in (0, 1)"
 
 
 def _tasks(v: tuple) -> str | None:
@@ -309,6 +342,16 @@ RULES: dict[str, Rule] = {
     "sample.gaze_hz": _above(0),
     "sample.objects": _at_least(1),
     "sample.cue": _at_least(0),
+    "data.format": _one_of(*DATA_FORMATS),
+    "data.egtea_split": _within(1, 3),
+    "sample_egtea.videos": _at_least(2),
+    "sample_egtea.seconds": _above(0),
+    "sample_egtea.width": _at_least(64),
+    "sample_egtea.height": _at_least(64),
+    "sample_egtea.gaze_hz": _above(0),
+    "sample_egtea.objects": _within(2, 12),
+    "sample_egtea.cue": _at_least(0),
+    "sample_egtea.test_fraction": _open_unit,
     "extract.keyframe_fps": _above(0),
     "extract.confidence_min": _within(0, 1),
     "extract.saccade_px": _at_least(0),

@@ -14,8 +14,8 @@ Consecutive windows start `window_stride_s` apart. The split is by video, never 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -175,12 +175,16 @@ class SplitError(ValueError):
 
 
 def check_split(assignment: Mapping[str, str], fractions: Mapping[str, float],
-                explicit: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+                explicit: Mapping[str, Sequence[str]] | None = None, source: str | None = None) -> list[str]:
     """Raise SplitError if train or test has no video; return notes (an empty val split: training
-    then has no validation set). Messages name the fractions (or split_uids) and the video count."""
+    then has no validation set). Messages name the fractions (or split_uids, or the `source` of an
+    explicit split other than params, e.g. EGTEA's split files) and the video count."""
     counts = {s: sum(1 for v in assignment.values() if v == s) for s in SPLITS}
-    how = (f"params.extract.split_uids {dict(explicit)}" if explicit
-           else f"params.extract.split_fractions {dict(fractions)}")
+    if explicit and source and source != "params.extract.split_uids":
+        how = source
+    else:
+        how = (f"params.extract.split_uids {dict(explicit)}" if explicit
+               else f"params.extract.split_fractions {dict(fractions)}")
     shown = " / ".join(f"{s} {counts[s]}" for s in SPLITS)
     empty = [s for s in ("train", "test") if counts[s] == 0]
     if empty:

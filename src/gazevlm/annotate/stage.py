@@ -1,7 +1,8 @@
 """The annotate stage: one caption per keyframe a window uses, then each window's text target.
 
 Reads data/extract/{keyframes,windows}.parquet and, for the narrations source, the Ego4D
-narration.json under params.data.root/<version>/annotations/. Writes data/annotate/{captions,
+narration.json under params.data.root/<version>/annotations/ (EGTEA Gaze+, params.data.format egtea:
+its action labels, see annotate/actions.py). Writes data/annotate/{captions,
 targets}.parquet, data/annotate/prompt_history.json and reports/annotate.json (layout.py).
 
 Window targets: the captions of the window's target keyframes in time order, empty ones left out,
@@ -25,8 +26,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import ego4d, layout
+from .. import ego4d, egtea, layout
 from ..params import ANNOTATE_SOURCES, Params, validate
+from . import actions as action_captions
 from . import qc
 from .cache import ResponseCache
 from .llm_captions import ChunkResult, annotate_chunks, make_chunks, sha256_text
@@ -78,7 +80,7 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     captions["source"] = a.source
     sources = captions["narration_text"] if "narration_text" in captions else [None] * len(captions)
     captions["flags"] = [qc.flag_caption(c, src) if isinstance(c, str) else []
-                         for c, src in zip(captions["caption"], sources)]
+                         for c, src in zip(captions["caption"], sources, strict=True)]
     captions["flagged"] = captions["flags"].map(bool)
     captions = captions[list(CAPTIONS_SCHEMA.names)]
     targets = build_targets(windows, captions, joiner=a.joiner, dedupe_consecutive=a.dedupe_consecutive,
@@ -130,6 +132,8 @@ def used_keyframes(keyframes: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFra
 # --- sources --------------------------------------------------------------------------------------
 
 def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
+    if params.data.format == "egtea":
+        return _captions_from_actions(params, root, used)
     data_root = resolve_path(root, params.data.root)
     path = ego4d.version_dir(data_root, params.data.version) / ego4d.NARRATION_FILE
     index = load_narrations(data_root, params.data.version)
@@ -144,6 +148,25 @@ def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
               "tolerance_s": params.annotate.tolerance_s}
     history = {"source": "narrations", "note": "captions are cleaned Ego4D narrations; no prompt was used",
                "narration_file": report["file"]}
+    return captions, report, history
+
+
+def _captions_from_actions(params: Params, root: Path, used: pd.DataFrame):
+    """EGTEA Gaze+: captions from the action labels of the split files (both train and test: a caption
+    is the reference text, whichever split its window is in)."""
+    data_root = resolve_path(root, params.data.root)
+    folder = data_root / egtea.ANNOTATION_DIR
+    actions, skipped = egtea.read_actions(data_root, params.data.egtea_split)
+    matched = action_captions.caption_keyframes(used, actions, params.annotate.tolerance_s)
+    captions = used[["keyframe_id", "uid", "frame", "t"]].merge(
+        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left")
+    sessions = set(actions["session"])
+    shown = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+    report = {"file": shown, "videos_in_file": len(sessions),
+              "videos_without_narrations": [u for u in sorted(used["uid"].unique()) if u not in sessions],
+              "entries_skipped": dict(sorted(skipped.items())), "tolerance_s": params.annotate.tolerance_s}
+    history = {"source": "narrations", "note": "captions are EGTEA action labels written as narrations and cleaned "
+               "like Ego4D's; no prompt was used", "narration_file": shown}
     return captions, report, history
 
 
