@@ -144,9 +144,11 @@ def fixture_params(tasks=("future", "activity"), **attention) -> params.Params:
     return p
 
 
-def write_predictions(root: Path, run: str, task: str, window_ids: list[str], seed: int = 0) -> None:
+def write_predictions(root: Path, run: str, task: str, window_ids: list[str], seed: int = 0,
+                      train_seed: int = 0) -> None:
+    """The evaluate stage's predictions of the models of `train_seed` (seed: the fake scores' RNG)."""
     rng = np.random.default_rng(seed)
-    path = layout.predictions_file(run, task, 0, root)  # the attention stage reads the first seed
+    path = layout.predictions_file(run, task, train_seed, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"window_id": window_ids, "prediction": [f"{run} says cup {i}" for i in range(len(window_ids))],
                   "reference": [f"pick up cup {i}" for i in range(len(window_ids))],
@@ -162,14 +164,14 @@ def build_stage_outputs(root: Path, p: params.Params | None = None, n_windows: i
                         bad_gaze: tuple[tuple[int, int], ...] = ()) -> dict:
     """Write shards and predictions under root and run the attention stage there with stand-ins.
     skip_predictions: (run, task) pairs left without a predictions file."""
-    from gazevlm.attention import stage
+    from gazevlm.attention import extract, stage
 
     p = p or fixture_params()
     for k, task in enumerate(p.train.tasks):
         ids = write_shards(root, task, n_windows=n_windows, seed=k, bad_gaze=bad_gaze if k == 0 else ())
         for i, run in enumerate(p.runs):
-            if (run, task) not in skip_predictions:
-                write_predictions(root, run, task, ids, seed=10 * k + i)
+            if (run, task) not in skip_predictions:   # only the analysed seed's: the stage must read those
+                write_predictions(root, run, task, ids, seed=10 * k + i, train_seed=extract.analysed_seed(p))
     with contextlib.chdir(root):
         return stage.run(p, load_model=load_model, batches=lambda pp, task: batches(Path("."), task))
 

@@ -245,3 +245,20 @@ def test_the_analysed_seed_is_the_first_trained_unless_named(tmp_path):
         extract.load_run_model(p1, "gaze", "future")
     with pytest.raises(ValueError, match="not one of train.seeds"):
         extract.analysed_seed(params.with_overrides(p, attention={"seed": 7}))
+
+
+def test_the_stage_and_the_explorer_analyse_the_named_seed(tmp_path):
+    """attention.seed = 1 of train.seeds [0, 1]: the stage reads seed 1's predictions (only those exist
+    here) and records the seed for the explorer, which names it."""
+    from gazevlm.widgets import Explorer
+
+    p = params.with_overrides(F.fixture_params(tasks=("future",), seed=1), train={"seeds": [0, 1]})
+    report = F.build_stage_outputs(tmp_path, p)
+    assert report["predictions_missing"] == []
+    assert not (tmp_path / layout.predictions_file("gaze", "future", 0)).exists()
+    index = outputs.read_index(tmp_path / layout.ATTENTION_DIR)
+    assert index["seed"] == 1
+    r = outputs.read_run_attention(tmp_path / "data/attention/gaze_future.npz")
+    assert all(text.startswith("gaze says cup") for text in r.prediction)   # seed 1's texts were joined
+    app = Explorer(tmp_path / layout.ATTENTION_DIR, width=64)
+    assert "models of training seed 1" in app.info.value

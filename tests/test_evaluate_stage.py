@@ -1,5 +1,6 @@
 """The evaluate stage end to end with stand-in models and loader: files, metrics, paired tests, tables."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -9,7 +10,7 @@ import pytest
 from evaluate_fixtures import ANSWERS, StandInModel, encode_prompt, encode_train, make_batches, make_tokenizer
 from gazevlm import params as gparams
 from gazevlm.evaluate import predict as P
-from gazevlm.evaluate import controls, stage
+from gazevlm.evaluate import controls, stage, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEC = P.TextCodec(encode_prompt=encode_prompt, encode_train=encode_train)
@@ -156,6 +157,11 @@ def test_seeds_are_pooled_per_window_before_the_video_test(tmp_path, tok):
     assert rec["per_seed"]["1"]["rouge_l"]["mean"] == pytest.approx(1.0)
     comp = json.loads((tmp_path / "metrics/eval/comparisons.json").read_text())["future"]["gaze_vs_base"]["rouge_l"]
     assert comp["diff"] == pytest.approx(1.0 - expected.mean())
+    # the test runs over the 4 videos on the per-window seed means, not over 3 x 12 seed-windows
+    uids = predictions(tmp_path, "base", "future").set_index("window_id").loc[expected.index, "uid"]
+    ref = stats.paired_test([1.0] * N, expected.to_numpy(), uids.tolist(), n_resamples=200, seed=0)
+    assert (comp["n"], comp["n_videos"]) == (N, N // 3)
+    assert comp["p_value"] == pytest.approx(ref.p_value) and comp["ci_low"] == pytest.approx(ref.ci_low)
 
 
 def test_grounding_metrics_and_chance_on_the_synthetic_world(tmp_path, tok):
@@ -175,7 +181,14 @@ def test_grounding_metrics_and_chance_on_the_synthetic_world(tmp_path, tok):
     base = json.loads((tmp_path / "metrics/eval/base_future.json").read_text())
     assert base["object_accuracy"]["mean"] < rec["object_accuracy"]["mean"]
     md = (tmp_path / "reports/tables/table1.md").read_text()
-    assert "object acc." in md and "chance" in md
+    assert "object acc." in md and "action F1" in md and "chance" in md
+    # the comparisons hold the grounding metrics too (same structure as the paper's metrics)
+    comp = json.loads((tmp_path / "metrics/eval/comparisons.json").read_text())["future"]["gaze_vs_base"]
+    assert {"semantic", "object_accuracy", "action_f1", "verb_accuracy"} <= set(comp)
+    gain = rec["object_accuracy"]["mean"] - base["object_accuracy"]["mean"]
+    assert comp["object_accuracy"]["diff"] == pytest.approx(gain)
+    assert comp["action_f1"]["n_videos"] == N // 3
+    assert {"object_accuracy", "action_f1"} <= set(rec["per_seed"]["0"]) and rec["synthetic_diagnostics"] is True
 
 
 def test_table1_markdown(evaluated):
@@ -183,11 +196,48 @@ def test_table1_markdown(evaluated):
     md = (root / "reports/tables/table1.md").read_text()
     assert "GENERATED" in md and "paper Ego4D: future base" in md and "0.7505" in md
     assert "videos" in md and "seeds" in md
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in md.splitlines()
+            if line.startswith("| future") or line.startswith("| activity")}
+    for task in ("future", "activity"):
+        for run in ("base", "lambda0", "gaze"):   # each run: mean [CI], distinct predictions, drop, counts
+            assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", rows[(task, run)]), rows[(task, run)]
+            assert f"| {N} / {N // 3} / 3 " in rows[(task, run)]
+            assert re.search(r"\| [+-]\d\.\d{3} \[.*\], p = ", rows[(task, run)])   # shuffled-frames drop
+        for pair in ("gaze − base", "lambda0 − base", "gaze − lambda0"):
+            row = rows[(task, pair)]
+            assert re.search(r"\| [+-]\d\.\d{3} \[.*\], p [=<] ", row) and "/ pooled" in row
+    header = next(line for line in md.splitlines() if line.startswith("| task"))
+    assert "distinct predictions" in header and "drop under shuffled frames (semantic)" in header
+    assert "windows / videos / seeds" in header
+    # the paper's numbers only in their own, labelled column group
+    paper_header = next(line for line in md.splitlines() if line.startswith("| backbone"))
+    assert [c.strip() for c in paper_header.strip("|").split("|") if "paper" in c] == [
+        f"paper Ego4D: {t} {c}" for t in ("future", "activity") for c in ("base", "gaze", "gain")]
+    assert "0.7505" not in "\n".join(rows.values())
+    seeds = pd.read_csv(root / "reports/tables/table1_seeds.csv")
+    rows_per_seed = ("base", "lambda0", "gaze", "gaze_vs_base", "lambda0_vs_base", "gaze_vs_lambda0")
+    assert sorted(set(zip(seeds["seed"], seeds["row"], strict=True))) == sorted(
+        (s, r) for s in SEEDS for r in rows_per_seed)
     runs = pd.read_csv(root / "reports/tables/table1.csv")
     assert {"task", "row", "n", "n_videos", "n_seeds"} <= set(runs.columns)
     assert set(runs.loc[runs["task"] == "future", "row"]) >= {"base", "lambda0", "gaze"}
     paper = pd.read_csv(root / "reports/tables/table1_2.csv")  # the paper's shape, after ours
     assert paper.loc[0, "backbone"] == "OpenFlamingo" and paper.loc[0, "future_gain"] > 0.1
+
+
+def test_the_synthetic_world_is_told_by_its_metadata(tmp_path):
+    p = gparams.with_overrides(gparams.Params(), data={"root": "world"})
+    meta = tmp_path / "world" / p.data.version / "ego4d.json"
+    assert not stage.is_synthetic(p, tmp_path)                          # no metadata: not the synthetic world
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"version": "v2", "videos": []}))         # a real download's ego4d.json
+    assert not stage.is_synthetic(p, tmp_path)
+    meta.write_text("{not json")
+    assert not stage.is_synthetic(p, tmp_path)
+    meta.write_text(json.dumps({"version": "v2", "synthetic": {"generator": "gazevlm.synthetic"}}))
+    assert stage.is_synthetic(p, tmp_path)
+    assert stage.grounded_metrics(True) == ("object_accuracy", "action_f1", "verb_accuracy")
+    assert stage.grounded_metrics(False) == ()
 
 
 def test_empty_references_are_skipped_and_counted(tmp_path, tok):

@@ -191,3 +191,85 @@ def test_ablations_mk_queues_what_the_table_reads(table):
         for part in key.split("."):
             value = value[part]
     assert set(A.ABLATIONS[table].vary) <= set(overrides)
+
+
+# --- Table 1 with what it measured (issue 13, item 6) ----------------------------------------------
+
+
+def grounded_record(sem, obj, f1, distinct, drop, p_drop):
+    """A metrics/eval record as the stage writes it: 30 windows of 6 videos, 3 seeds, synthetic world."""
+    return {"n": 30, "n_videos": 6, "n_seeds": 3, "semantic": est(sem), "object_accuracy": est(obj),
+            "action_f1": est(f1), "distinct_predictions": distinct,
+            "shuffled_frames": {"drop": {"object_accuracy": {"diff": drop, "ci_low": drop - 0.1,
+                                                             "ci_high": drop + 0.1, "p_value": p_drop}}},
+            "chance": {"majority_object_accuracy": 0.1, "majority_action_f1": 0.05,
+                       "uniform_object_accuracy": 1 / 36}}
+
+
+def gain(diff, p):
+    return {"diff": diff, "ci_low": diff - 0.05, "ci_high": diff + 0.05, "p_value": p, "n": 30, "n_videos": 6}
+
+
+def test_table1_runs_shows_every_run_the_controls_the_gains_and_the_counts():
+    metrics = ["semantic", "object_accuracy", "action_f1"]
+    records = {("base", "future"): grounded_record(0.60, 0.10, 0.08, 0.05, 0.00, 1.0),
+               ("lambda0", "future"): grounded_record(0.61, 0.12, 0.09, 0.10, 0.01, 0.8),
+               ("gaze", "future"): grounded_record(0.70, 0.40, 0.30, 0.60, 0.25, 0.031)}
+    comparisons = {"future": {"gaze_vs_base": {m: gain(0.2, 0.0312) for m in metrics},
+                              "lambda0_vs_base": {m: gain(0.01, 0.75) for m in metrics}}}
+    num, disp, caption = T.table1_runs(records, comparisons, runs=["base", "lambda0", "gaze"], tasks=["future"],
+                                       metrics=metrics, label="tiny")
+    assert list(disp["run / comparison"]) == ["base", "lambda0", "gaze", "chance: the most frequent train target",
+                                              "gaze − base", "lambda0 − base"]
+    # the grounding diagnostics sit beside the semantic score, each with its video-bootstrap interval
+    cols = list(disp.columns)
+    assert cols[2:5] == ["semantic", "object acc.", "action F1"]
+    gaze = disp.iloc[2]
+    assert gaze["semantic"] == "0.700 [0.680, 0.720]" and gaze["object acc."] == "0.400 [0.380, 0.420]"
+    assert gaze["action F1"] == "0.300 [0.280, 0.320]"
+    # the controls: distinct predictions and the shuffled-frames drop (with its video-level p)
+    assert gaze["distinct predictions"] == "0.60"
+    assert gaze["drop under shuffled frames (object acc.)"] == "+0.250 [+0.150, +0.350], p = 0.031"
+    # windows / videos / seeds of each run; the gains pool the seeds
+    assert gaze["windows / videos / seeds"] == "30 / 6 / 3"
+    chance = disp.iloc[3]
+    assert chance["object acc."] == "0.100" and chance["action F1"] == "0.050" and chance["semantic"] == T.DASH
+    g = disp.iloc[4]
+    assert g["semantic"] == "+0.200 [+0.150, +0.250], p = 0.031" and g["windows / videos / seeds"] == "30 / 6 / pooled"
+    row = num[num["row"] == "gaze_vs_base"].iloc[0]
+    assert row["object_accuracy_p"] == 0.0312 and row["n_videos"] == 6 and row["n"] == 30
+    row = num[num["row"] == "gaze"].iloc[0]
+    assert (row["n"], row["n_videos"], row["n_seeds"]) == (30, 6, 3)
+    assert row["shuffled_drop_object_accuracy"] == 0.25 and row["shuffled_drop_object_accuracy_p"] == 0.031
+    # the chance levels are stated, the uniform one from the record, not typed into the caption
+    assert "chance = always answering the most frequent train target (uniform guess of the object: 1/36)" in caption
+    records = {k: {**v, "chance": {**v["chance"], "uniform_object_accuracy": 1 / 20}} for k, v in records.items()}
+    assert "1/20)" in T.table1_runs(records, comparisons, runs=["gaze"], tasks=["future"], metrics=metrics,
+                                    label="tiny")[2]
+
+
+def test_table1_runs_on_real_data_shows_the_semantic_drop_and_no_chance_row():
+    rec = {"n": 30, "n_videos": 6, "n_seeds": 3, "semantic": est(0.6), "distinct_predictions": 0.5,
+           "shuffled_frames": {"drop": {"semantic": {"diff": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_value": 0.03}}}}
+    num, disp, caption = T.table1_runs({("gaze", "future"): rec}, {}, runs=["gaze"], tasks=["future"],
+                                       metrics=["semantic"], label="real")
+    assert list(disp["run / comparison"]) == ["gaze"] and "object acc." not in disp.columns
+    assert disp.loc[0, "drop under shuffled frames (semantic)"] == "+0.100 [+0.050, +0.150], p = 0.030"
+    assert "uniform guess" not in caption
+
+
+def test_table1_seeds_has_every_seed_with_its_own_gains_and_counts():
+    per_seed = {s: {"semantic": est(0.5 + 0.1 * int(s)), "distinct_predictions": 0.2} for s in ("0", "1", "2")}
+    records = {(r, "future"): {"n": 30, "n_videos": 6, "n_seeds": 3, "per_seed": per_seed} for r in ("base", "gaze")}
+    per_seed_cmp = {s: {"future": {"gaze_vs_base": {"semantic": gain(0.01 * (int(s) + 1), 0.5)}}} for s in per_seed}
+    num, disp, caption = T.table1_seeds(records, per_seed_cmp, runs=["base", "gaze"], tasks=["future"],
+                                        metrics=["semantic"])
+    assert list(disp.columns[:3]) == ["task", "seed", "run / comparison"]
+    assert list(zip(num["seed"], num["row"], strict=True)) == [(s, r) for s in (0, 1, 2) for r in ("base", "gaze", "gaze_vs_base")]
+    assert list(disp.loc[disp["run / comparison"] == "gaze", "semantic"]) == [
+        "0.500 [0.480, 0.520]", "0.600 [0.580, 0.620]", "0.700 [0.680, 0.720]"]
+    gains = disp[disp["run / comparison"] == "gaze − base"]
+    assert list(gains["semantic"]) == [f"+{d:.3f} [{d - 0.05:+.3f}, {d + 0.05:+.3f}], p = 0.500"
+                                       for d in (0.01, 0.02, 0.03)]
+    assert set(disp["windows / videos / seeds"]) == {"30 / 6 / 1"}
+    assert "per seed" in caption

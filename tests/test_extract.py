@@ -230,6 +230,28 @@ def test_split_fractions():
     assert one == {"a": "train"}
 
 
+def test_the_default_world_has_enough_test_videos_and_train_windows():
+    """Issue 13, item 1: the default params (the `sample` world, the default split and windows) give at
+    least 8 test videos and about 1000 train windows per task; counted without rendering a video."""
+    from gazevlm import synthetic
+
+    p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
+    sp, ep = p.sample, p.extract
+    assert p.data.root == sp.root                     # the default pipeline reads the world it samples
+    uids = [synthetic.video_uid(sp.seed, i) for i in range(sp.videos)]
+    assert synthetic.plan_video(sp, 0).num_frames == int(round(sp.seconds * sp.fps))
+    split, unassigned = windows.split_videos(uids, ep.split_fractions, ep.split_seed, ep.split_uids)
+    assert not unassigned and windows.check_split(split, ep.split_fractions) == []
+    assert sum(s == "test" for s in split.values()) >= 8
+    keyframes = pd.concat([windows.keyframes_for_video(u, int(round(sp.seconds * sp.fps)), sp.fps, ep.keyframe_fps)
+                           for u in uids], ignore_index=True)
+    table, _ = windows.build_windows(keyframes, ep, split)
+    train = table[table["split"] == "train"].groupby("task").size()
+    assert set(train.index) == set(layout.TASKS)
+    assert all(800 <= n <= 2000 for n in train), train.to_dict()
+    assert table[table["split"] == "test"]["uid"].nunique() >= 8
+
+
 def test_split_errors_and_explicit_lists():
     with pytest.raises(ValueError, match="sum to 1"):
         windows.split_videos(["a"], {"train": 0.5, "val": 0.2, "test": 0.2}, 0)

@@ -226,7 +226,7 @@ def test_writer_records_counts_sizes_and_checksums(tmp_path):
 
 
 def test_a_shard_cut_at_a_member_boundary_fails_naming_it(tmp_path):
-    from gazevlm.train_data import ShardSource
+    from gazevlm.train_data import MemorySource, ShardSource
 
     files = _split(tmp_path)
     _cut_at_member_boundary(files[1], keep_samples=1)
@@ -236,7 +236,8 @@ def test_a_shard_cut_at_a_member_boundary_fails_naming_it(tmp_path):
                  lambda: list(make_loader(files, batch_size=2, with_gaze=True)),
                  lambda: list(iter_samples(("future", "train"), root=tmp_path)),
                  lambda: count_samples(files),
-                 lambda: ShardSource("future", tmp_path).num_samples("train")):
+                 lambda: ShardSource("future", tmp_path).num_samples("train"),
+                 lambda: MemorySource("future", tmp_path).num_samples("train")):   # one rank: the default
         with pytest.raises(ShardError, match=r"train-000001\.tar: .*truncated"):
             read()
 

@@ -134,6 +134,7 @@ def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping
     """Per task: a row per run (means over seeds with video-bootstrap CIs, distinct predictions, the
     shuffled-frames drop, counts), a chance row (synthetic world), then the gains between runs."""
     rows_num, rows_disp = [], []
+    uniform = None
     for task in tasks:
         for run in runs:
             rec = records.get((run, task))
@@ -143,6 +144,7 @@ def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping
                 rows_disp.append(d)
         chance = next((r.get("chance") for (r_, t), r in records.items() if t == task and r.get("chance")), None)
         if chance:
+            uniform = uniform or chance.get("uniform_object_accuracy")
             num = {"task": task, "row": "chance (most frequent train target)"}
             disp = {"task": task, "run / comparison": "chance: the most frequent train target"}
             for m in metrics:
@@ -162,14 +164,16 @@ def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping
             disp["windows / videos / seeds"] = f"{num.get('n', DASH)} / {num.get('n_videos', DASH)} / pooled"
             rows_num.append(num)
             rows_disp.append(disp)
+    # the uniform guess comes from the world's vocabulary (colours x kinds), never a number typed here
+    guess = f" (uniform guess of the object: 1/{round(1 / uniform)})" if uniform else ""
     caption = (f"Table 1, {label}: text GENERATED from the frames alone on the test split (no gaze). Per run the "
                "mean over seeds of each window's score [95% bootstrap CI resampling test videos]; gains a − b on the "
                "same windows [video-bootstrap CI], p from sign flips of the per-video mean differences (seed-mean "
                "per window). Object acc. / action F1 / verb acc. are synthetic-world diagnostics from the world's "
                "closed vocabulary (first object named right; F1 of (verb, colour, kind) triples; first verb), "
-               "absent on real data; chance = always answering the most frequent train target (uniform guess of "
-               "the object: 1/36). Shuffled frames: each window gets the frames of a window of another video; a "
-               "model that reads its frames drops, one that does not stays.")
+               f"absent on real data; chance = always answering the most frequent train target{guess}. Shuffled "
+               "frames: each window gets the frames of a window of another video; a model that reads its frames "
+               "drops, one that does not stays.")
     return pd.DataFrame(rows_num), pd.DataFrame(rows_disp).fillna(""), caption
 
 
@@ -198,6 +202,8 @@ def table1_seeds(records: Mapping[tuple[str, str], Mapping], per_seed_cmp: Mappi
                     c = per_metric.get(m) or {}
                     num[m], num[m + "_p"] = _nan(c.get("diff")), _nan(c.get("p_value"))
                     disp[RUN_COLUMNS.get(m, m)] = fmt_gain(c)
+                    num["n"], num["n_videos"] = c.get("n", num.get("n")), c.get("n_videos", num.get("n_videos"))
+                disp["windows / videos / seeds"] = f"{num.get('n', DASH)} / {num.get('n_videos', DASH)} / 1"
                 rows_num.append(num)
                 rows_disp.append(disp)
     caption = ("Table 1 per seed (appendix): each seed's model on its own, same statistics as Table 1 "
