@@ -11,7 +11,8 @@ ABL_JOBS ?= 1
 ABL_DIR ?= reports/ablations
 
 ABLATION_TARGETS := ablation-table1 ablation-table2 ablation-table3 ablation-table4 ablation-table9 \
-                    ablation-table11 ablation-table12 ablation-table14 ablation-table19
+                    ablation-table11 ablation-table12 ablation-table13 ablation-table14 ablation-table15 \
+                    ablation-table18 ablation-table19 ablation-table20
 .PHONY: ablations $(ABLATION_TARGETS)
 
 # $(call abl_queue,<experiment name>,<-S overrides>)
@@ -94,3 +95,28 @@ ablation-table19:
 	$(call abl_queue,t19-global,-S model.query=global)
 	$(call abl_queue,t19-frame,-S model.query=frame)
 	$(call abl_finish,table19,t19-global t19-frame)
+
+# Table 13: gaze given to the model as text, "gaze: (0.42, 0.61); none; ..." in the prompt at training and test
+# time: one experiment adds the run `gaze_text` (`++` adds the key; base, lambda0 and gaze come from DVC's run
+# cache); rows base / gaze_text / gaze (future task)
+ablation-table13:
+	$(call abl_queue,t13-runs,-S ++runs.gaze_text.gaze_text=true)
+	$(call abl_finish,table13,t13-runs)
+
+# Table 15: frames with the gaze heatmap painted over them, at training and test time: the run `gaze_overlay`
+ablation-table15:
+	$(call abl_queue,t15-runs,-S ++runs.gaze_overlay.gaze_overlay=true)
+	$(call abl_finish,table15,t15-runs)
+
+# Table 18: the activity task from one static frame (a 1 s window: one keyframe, the last observed) vs the
+# 3-frame window of the committed params (run cache), base vs gaze
+ablation-table18:
+	$(call abl_queue,t18-one-frame,-S extract.activity_observe_s=1)
+	$(call abl_queue,t18-three-frames,-S extract.activity_observe_s=3)
+	$(call abl_finish,table18,t18-one-frame t18-three-frames)
+
+# Table 20: coarse future targets (the horizon's raw narrations) vs the fine captions of the committed params
+ablation-table20:
+	$(call abl_queue,t20-narrations,-S annotate.future_targets=narrations)
+	$(call abl_queue,t20-captions,-S annotate.future_targets=captions)
+	$(call abl_finish,table20,t20-narrations t20-captions)

@@ -4,17 +4,12 @@ clean. The default-sized run is what `make repro` measures; this one keeps the s
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from pipeline_fixtures import clone
+from pipeline_fixtures import run as _run
 
 # the first test's timeout includes the module's `dvc repro` (3-4 min on 2 cores); each experiment 2-3 min
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -30,40 +25,10 @@ SMALL = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) and key != "runs" else value
-    return out
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("clone") / "gazevlm"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    # the clone's dvc.lock (if any) describes the default-sized run: start this one afresh
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    # what `make repro` runs after installing, with this test's venv (-o install: never reinstall)
-    _run(["make", "-o", "install", "placeholder", f"VENV={sys.prefix}"], dest)
+    # what `make repro` runs after installing, with this test's venv (never reinstalling)
+    dest = clone(tmp_path_factory.mktemp("clone") / "gazevlm", SMALL)
     _run(["dvc", "repro"], dest)
     return dest
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -167,6 +168,28 @@ def test_table1_has_a_row_per_backbone_beside_that_backbones_paper_row():
     assert disp.loc[1, "ours: gaze - base future semantic"] == "—"  # no comparisons.json
 
 
+def test_gaze_input_tables_give_each_run_its_gain_over_base_beside_the_paper():
+    metrics = runs_metrics(0.5)
+    metrics["metrics/eval/gaze_text_future.json"] = {"n": 30, "semantic": est(0.45), "rouge_l": est(0.35)}
+    gain = {"diff": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": 0.02}
+    metrics["metrics/eval/comparisons.json"] = {"future": {"gaze_text_vs_base": {"semantic": gain}}}
+    runs = {"base": {}, "lambda0": {}, "gaze": {}, "gaze_text": {"gaze_text": True}}
+    data = exp_show(node("t13-runs", {"runs": runs}, metrics))
+    num, disp, missing = A.ablation_table(A.ABLATIONS["table13"], A.parse_exp_show(data), ["t13-runs"])
+    assert not missing and list(num["run"]) == ["base", "gaze_text", "gaze"]    # lambda0 is not in Table 13
+    assert list(num["future semantic"]) == pytest.approx([0.4, 0.45, 0.5])
+    assert list(num["paper future semantic"]) == [0.6525, 0.7021, 0.7505]
+    assert num.loc[1, "gain future semantic"] == 0.05 and np.isnan(num.loc[0, "gain future semantic"])
+    assert disp.loc[1, "ours: run - base future semantic"] == "+0.050 [+0.010, +0.090], p = 0.020"
+    # Table 18 by the observed seconds of the activity window, Table 20 by the future targets
+    one = node("t18-one-frame", {"extract": {"activity_observe_s": 1}}, runs_metrics(0.5))
+    num, _, _ = A.ablation_table(A.ABLATIONS["table18"], A.parse_exp_show(exp_show(one)), ["t18-one-frame"])
+    assert num.loc[0, "paper base activity semantic"] == 0.6897 and num.loc[0, "paper gaze activity rouge_l"] == 0.4611
+    coarse = node("t20-narrations", {"annotate": {"future_targets": "narrations"}}, runs_metrics(0.5))
+    num, _, _ = A.ablation_table(A.ABLATIONS["table20"], A.parse_exp_show(exp_show(coarse)), ["t20-narrations"])
+    assert num.loc[0, "paper gaze future semantic"] == 0.7621 and num.loc[0, "paper base future rouge_l"] == 0.4982
+
+
 def _dry_run(target: str) -> list[str]:
     out = subprocess.run(["make", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -186,11 +209,16 @@ def test_ablations_mk_queues_what_the_table_reads(table):
     assert args[0] == table and args[2:] == queued
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     overrides = [kv for l in lines for kv in re.findall(r"-S (\S+)=", l)]
-    for key in overrides:                                  # every override names an existing param
+    for key in overrides:           # every override names an existing param, or adds a run (`++runs.<new>.<switch>`)
         value = raw
-        for part in key.split("."):
+        parts = key.split(".")
+        if key.startswith("++"):
+            assert parts[0] == "++runs" and parts[1] not in raw["runs"] and parts[2] in gparams.GAZE_INPUTS, key
+            continue
+        for part in parts:
             value = value[part]
     assert set(A.ABLATIONS[table].vary) <= set(overrides)
+    assert set(A.ABLATIONS[table].runs) <= {k.split(".")[1] for k in overrides if k.startswith("++")} | set(raw["runs"])
 
 
 # --- Table 1 with what it measured (issue 13, item 6) ----------------------------------------------

@@ -106,6 +106,9 @@ class AnnotateParams:
     joiner: str = ", then "
     dedupe_consecutive: bool = True
     qc_max_flagged: float = 0.2
+    # future-task targets: the target keyframes' captions (fine) | the video's narrations within the
+    # horizon (coarse, Table 20); activity targets are always the observed keyframes' captions
+    future_targets: str = "captions"
     llm: LLMParams = field(default_factory=LLMParams)
 
 
@@ -140,11 +143,22 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class RunParams:
-    """One named run: its switches are the only thing that differs from the other runs."""
+    """One named run: its switches are the only thing that differs from the other runs.
+
+    `gaze_text` and `gaze_overlay` are the paper's gaze-as-input baselines (Tables 13 and 15): the
+    only runs in which gaze reaches the model, as prompt text or painted into the frames, at training
+    and at test time (gazevlm.gaze_inputs). Both are off unless a run names them."""
 
     block: bool = False
     # `lambda` is a Python keyword; params.yaml says `lambda`, code says `lam`.
     lam: float = 0.0
+    gaze_text: bool = False      # each observed frame's gaze point as text coordinates in the prompt
+    gaze_overlay: bool = False   # each observed frame with its gaze heatmap painted over it
+
+    @property
+    def gaze_inputs(self) -> tuple[str, ...]:
+        """The switches through which this run takes gaze as an input (empty for every other run)."""
+        return tuple(name for name in GAZE_INPUTS if getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -260,6 +274,8 @@ BLOCK_OUTPUTS = ("pooled", "pooled_lm", "reweighted")
 HEAD_REDUCTIONS = ("mean", "max")
 FLOW_BACKENDS = ("dis", "farneback", "raft", "raft_small")
 ANNOTATE_SOURCES = ("narrations", "llm")
+FUTURE_TARGETS = ("captions", "narrations")
+GAZE_INPUTS = ("gaze_text", "gaze_overlay")  # the run switches that make gaze a model input
 SCHEDULES = ("constant", "cosine")
 SELECT_ON = ("ce", "loss", "last")
 KL_DIRECTIONS = ("gaze_to_attention", "attention_to_gaze")
@@ -365,6 +381,7 @@ RULES: dict[str, Rule] = {
     "annotate.source": _one_of(*ANNOTATE_SOURCES),
     "annotate.tolerance_s": _at_least(0),
     "annotate.qc_max_flagged": _within(0, 1),
+    "annotate.future_targets": _one_of(*FUTURE_TARGETS),
     "annotate.llm.chunk_size": _at_least(1),
     "annotate.llm.max_rounds": _at_least(0),
     "annotate.llm.validation_sequences": _at_least(1),
@@ -561,8 +578,15 @@ def from_dict(raw: Mapping[str, Any]) -> Params:
 def to_dict(params: Params) -> dict[str, Any]:
     """The plain mapping of a Params (what params.yaml holds; `lambda`, not `lam`)."""
     raw = {f.name: _plain(getattr(params, f.name)) for f in dataclasses.fields(params) if f.name != "runs"}
-    raw["runs"] = {name: {"block": run.block, "lambda": run.lam} for name, run in params.runs.items()}
+    raw["runs"] = {name: run_switches(run) for name, run in params.runs.items()}
     return raw
+
+
+def run_switches(run: RunParams) -> dict[str, Any]:
+    """A run's switches as params.yaml spells them (`lambda`, not `lam`). The gaze-input switches
+    appear only when on, so the runs that take no gaze are described (and fingerprinted) exactly as
+    before those switches existed."""
+    return {"block": run.block, "lambda": run.lam, **{name: True for name in run.gaze_inputs}}
 
 
 def validate(params: Params) -> Params:

@@ -434,7 +434,8 @@ def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = Tru
 
 def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
     """Model-ready batch: pixels float32 (B, T, 3, H, W) in [0, 1]; gaze_target (B, T, gh, gw);
-    gaze_valid (B, T) bool; text, window_id, meta lists. No gaze keys when with_gaze is False."""
+    gaze_valid (B, T) bool; gaze_heatmap (B, T, S, S) when the samples carry their heatmap; text,
+    window_id, meta lists. No gaze keys when with_gaze is False."""
     shapes = {s["frames"].shape for s in samples}
     if len(shapes) != 1:
         raise ShardError(f"cannot batch windows of different shapes {sorted(shapes)}: "
@@ -449,16 +450,20 @@ def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
     if with_gaze:
         batch["gaze_target"] = torch.from_numpy(np.stack([s["target"] for s in samples]).astype(np.float32))
         batch["gaze_valid"] = torch.from_numpy(np.stack([s["valid"] for s in samples]).astype(bool))
+        if "heatmap" in samples[0]:  # read only for the runs that take gaze as input (gazevlm.gaze_inputs)
+            batch["gaze_heatmap"] = torch.from_numpy(np.stack([s["heatmap"] for s in samples]).astype(np.float32))
     return batch
 
 
 def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
                  world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
                  shuffle_buffer: int = 64, drop_last: bool = False, split_mode: str = "auto",
-                 root: str | Path = layout.SHARDS_DIR) -> wds.DataPipeline:
+                 root: str | Path = layout.SHARDS_DIR, with_heatmap: bool = False) -> wds.DataPipeline:
     """The IterableDataset behind `make_loader` (yields whole batches)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if with_heatmap and not with_gaze:
+        raise ValueError("with_heatmap needs with_gaze (the heatmap is a gaze entry)")
     files = resolve_files(source, root)
     expected = check_manifest(files, complete=False)
     slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
@@ -469,7 +474,7 @@ def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, wi
         stages.append(_drop_gaze)
     if shuffle and shuffle_buffer > 1:
         stages.append(partial(_shuffle, slots=slots, bufsize=shuffle_buffer))
-    stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze, with_heatmap=False)))
+    stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze, with_heatmap=with_heatmap)))
     stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze),
                               partial=not drop_last))
     return wds.DataPipeline(*stages)
@@ -478,15 +483,17 @@ def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, wi
 def make_loader(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
                 world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
                 shuffle_buffer: int = 64, num_workers: int = 0, drop_last: bool = False,
-                split_mode: str = "auto", root: str | Path = layout.SHARDS_DIR) -> torch.utils.data.DataLoader:
+                split_mode: str = "auto", root: str | Path = layout.SHARDS_DIR,
+                with_heatmap: bool = False) -> torch.utils.data.DataLoader:
     """Batches for one rank (see the module docstring). `source`: shard paths/URLs or (task, split).
 
     split_mode: "auto" (whole shards, the remainder shared by samples), "shards" or "samples"
-    (see `assign_shards`).
+    (see `assign_shards`). with_heatmap (with with_gaze): the batches also carry gaze_heatmap, for the
+    runs that take gaze as input only.
     Deterministic given (seed, epoch, rank, world_size, num_workers)."""
     dataset = make_dataset(source, batch_size=batch_size, with_gaze=with_gaze, rank=rank, world_size=world_size,
                            shuffle=shuffle, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
-                           drop_last=drop_last, split_mode=split_mode, root=root)
+                           drop_last=drop_last, split_mode=split_mode, root=root, with_heatmap=with_heatmap)
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
                                        persistent_workers=False)
 

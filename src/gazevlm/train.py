@@ -53,6 +53,7 @@ from gazevlm import checkpoint as ckpt
 from gazevlm import distributed, layout
 from gazevlm import params as params_mod
 from gazevlm.checkpoint import CheckpointError, load_trained  # noqa: F401  (re-exported for the stages)
+from gazevlm.gaze_inputs import GazeInputs
 from gazevlm.params import Params
 from gazevlm.train_data import (
     DataSource,
@@ -62,6 +63,7 @@ from gazevlm.train_data import (
     batch_frames,
     batch_pixels,
     full_groups,
+    prompt_inputs,
 )
 
 TRAIN_REPORTS = layout.REPORTS_DIR / "train"
@@ -146,9 +148,7 @@ def check_seed(params: Params, seed: int | None) -> int:
 
 
 def _switches(params: Params, run: str) -> dict:
-    sw = dataclasses.asdict(params.run(run))
-    sw["lambda"] = sw.pop("lam")
-    return sw
+    return params_mod.run_switches(params.run(run))
 
 
 def fingerprint(params: Params, run: str, task: str, vocab: str, seed: int) -> str:
@@ -204,7 +204,7 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
                    cache: VisionFeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(loss, ce, kl or None) of one micro-batch; kl is None when the model has no gaze block."""
     n_frames = batch_frames(batch)
-    enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames)
+    enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames, **prompt_inputs(batch))
     if not isinstance(enc, dict):
         enc = dict(zip(("input_ids", "attention_mask", "labels"), enc))
     enc = {k: v.to(cfg.device) for k, v in enc.items()}
@@ -307,10 +307,12 @@ def train(params: Params, run: str, task: str, *, seed: int | None = None, out_d
     if ctx.device.type == "cpu" and params.train.cpu_threads > 0:
         torch.set_num_threads(params.train.cpu_threads)
     try:
+        inputs = GazeInputs.of_run(params.run(run))  # gaze as a model input: the gaze-input baselines only
         if data is None and params.train.in_memory and ctx.world_size == 1:
-            data = MemorySource(task, Path(shards_root))
+            data = MemorySource(task, Path(shards_root), inputs=inputs)
         elif data is None:
-            data = ShardSource(task, Path(shards_root), params.train.shuffle_buffer, params.train.num_workers)
+            data = ShardSource(task, Path(shards_root), params.train.shuffle_buffer, params.train.num_workers,
+                               inputs=inputs)
         return _train(ctx, params, run, task, seed,
                       out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task, seed),
                       live_dir=Path(live_dir) if live_dir else report_dir(run, task, seed),

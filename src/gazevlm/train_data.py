@@ -3,6 +3,10 @@
 The loop talks to a `DataSource`; `ShardSource` is the real one (WebDataset shards of the heatmap
 stage, split per rank by `gazevlm.shards.make_loader`). Tests pass their own source so that a 2-rank
 run sees exactly the global batches of a 1-rank run.
+
+Both shard sources take the run's gaze inputs (gazevlm.gaze_inputs): none for every run but the
+gaze-input baselines, whose frames get their heatmap painted over them and/or whose batches carry
+`gaze_points` for the prompt (`prompt_inputs`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 
-from gazevlm import layout
+from gazevlm import gaze_inputs, layout
+from gazevlm.gaze_inputs import GazeInputs
 
 
 class DataSource(Protocol):
@@ -26,7 +31,7 @@ class DataSource(Protocol):
     def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
                 shuffle: bool, seed: int) -> Iterable[dict]:
         """This rank's batches: pixels (B,T,3,H,W) in [0,1], gaze_target (B,T,gh,gw), gaze_valid (B,T),
-        text (list[str]), window_id (list[str])."""
+        text (list[str]), window_id (list[str]); gaze_points for a gaze_text run only."""
 
 
 def split_files(task: str, split: str, root: Path) -> list[str]:
@@ -39,12 +44,28 @@ def split_files(task: str, split: str, root: Path) -> list[str]:
     return files
 
 
+def prompt_inputs(batch: dict) -> dict:
+    """What the text codec takes from a batch besides its texts: the gaze points of a gaze_text run's
+    windows, nothing for any other run (their batches carry no gaze_points)."""
+    return {"gaze": batch["gaze_points"]} if "gaze_points" in batch else {}
+
+
+def _tokenizer_texts(texts: list[str], inputs: GazeInputs) -> list[str]:
+    if not inputs.text:
+        return texts
+    from gazevlm.models.text import gaze_vocabulary
+
+    return texts + gaze_vocabulary()  # a word tokenizer must know the prompt's coordinates
+
+
 class ShardSource:
     """The heatmap stage's shards: data/shards/<task>/<split>-NNNNNN.tar."""
 
-    def __init__(self, task: str, root: Path = layout.SHARDS_DIR, shuffle_buffer: int = 64, num_workers: int = 0):
+    def __init__(self, task: str, root: Path = layout.SHARDS_DIR, shuffle_buffer: int = 64, num_workers: int = 0,
+                 inputs: GazeInputs = gaze_inputs.NONE):
         self.task, self.root = task, Path(root)
         self.shuffle_buffer, self.num_workers = shuffle_buffer, num_workers
+        self.inputs = inputs
         self._json: dict[str, list[dict]] = {}
 
     def _files(self, split: str) -> list[str]:
@@ -74,13 +95,14 @@ class ShardSource:
         return self._json[split]
 
     def train_texts(self) -> list[str]:
+        """The train targets (and, for a gaze_text run, the gaze prompt's words): the tokenizer's texts."""
         texts = []
         for rec in self._records("train"):
             if "target_text" not in rec:
                 raise ValueError(f"{self.root / self.task}: a train sample's json has no target_text "
                                  f"(window {rec.get('window_id')!r})")
             texts.append(rec["target_text"])
-        return texts
+        return _tokenizer_texts(texts, self.inputs)
 
     def num_samples(self, split: str) -> int:
         return len(self._records(split))
@@ -90,10 +112,13 @@ class ShardSource:
         from gazevlm import shards
 
         self._files(split)  # a clear error when the split has no shards
-        return shards.make_loader((self.task, split), batch_size=batch_size, with_gaze=True, rank=rank,
-                                  world_size=world_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                  shuffle_buffer=self.shuffle_buffer, num_workers=self.num_workers,
-                                  drop_last=shuffle, root=self.root)
+        loader = shards.make_loader((self.task, split), batch_size=batch_size, with_gaze=True, rank=rank,
+                                    world_size=world_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                                    shuffle_buffer=self.shuffle_buffer, num_workers=self.num_workers,
+                                    drop_last=shuffle, root=self.root, with_heatmap=self.inputs.any)
+        if not self.inputs.any:
+            return loader
+        return (gaze_inputs.model_inputs(b, self.inputs, keep_loss_targets=True) for b in loader)
 
 
 def full_groups(batches: Iterable[dict], group: int, batch_size: int) -> Iterator[list[dict]]:
@@ -185,8 +210,9 @@ class MemorySource:
     shards (ShardSource), each its own part.
     """
 
-    def __init__(self, task: str, root: Path = layout.SHARDS_DIR):
+    def __init__(self, task: str, root: Path = layout.SHARDS_DIR, inputs: GazeInputs = gaze_inputs.NONE):
         self.task, self.root = task, Path(root)
+        self.inputs = inputs
         self._splits: dict[str, dict] = {}
 
     def _split(self, split: str) -> dict:
@@ -197,23 +223,31 @@ class MemorySource:
             # (sha256 too: a shard altered in place keeps its size, which is all iter_samples checks)
             split_files(self.task, split, self.root)
             shards.verify_split(self.task, split, self.root)
-            frames, targets, valids, texts, ids = [], [], [], [], []
+            frames, targets, valids, heatmaps, texts, ids = [], [], [], [], [], []
             for s in shards.iter_samples((self.task, split), with_gaze=True, root=self.root):
                 frames.append(torch.from_numpy(s["frames"]).permute(0, 3, 1, 2))
                 targets.append(torch.from_numpy(s["target"].astype("float32")))
                 valids.append(torch.from_numpy(s["valid"].astype(bool)))
+                if self.inputs.any:  # kept only for a gaze-input run: the others never hold the heatmap
+                    heatmaps.append(torch.from_numpy(s["heatmap"].astype("float32")))
                 texts.append(s["text"])
                 ids.append(s["window_id"])
             if not ids:
                 raise ValueError(f"{self.root / self.task}: the {split} split has no samples")
-            self._splits[split] = {"frames": torch.stack(frames), "target": torch.stack(targets),
-                                   "valid": torch.stack(valids), "text": texts, "window_id": ids}
+            data = {"frames_u8": torch.stack(frames), "gaze_target": torch.stack(targets),
+                    "gaze_valid": torch.stack(valids), "text": texts, "window_id": ids}
+            if self.inputs.any:
+                # made once here, so the vision-feature cache (warm) encodes the frames the run trains on
+                data["gaze_heatmap"] = torch.stack(heatmaps)
+                data = gaze_inputs.model_inputs(data, self.inputs, keep_loss_targets=True)
+            self._splits[split] = data
         return self._splits[split]
 
     def train_texts(self) -> list[str]:
+        """The train targets in window-id order (and, for a gaze_text run, the gaze prompt's words)."""
         data = self._split("train")
         order = sorted(range(len(data["window_id"])), key=lambda i: data["window_id"][i])
-        return [data["text"][i] for i in order]
+        return _tokenizer_texts([data["text"][i] for i in order], self.inputs)
 
     def num_samples(self, split: str) -> int:
         return len(self._split(split)["window_id"])
@@ -222,7 +256,7 @@ class MemorySource:
         """Encode the train and val splits into the feature cache in one pass each."""
         for split in ("train", "val"):
             data = self._split(split)
-            cache.warm(data["window_id"], data["frames"], device)
+            cache.warm(data["window_id"], data["frames_u8"], device)
 
     def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
                 shuffle: bool, seed: int) -> Iterator[dict]:
@@ -239,9 +273,12 @@ class MemorySource:
             idx = order[start:start + batch_size]
             if shuffle and len(idx) < batch_size:
                 return  # drop_last, as the shard reader does for training
-            yield {"frames_u8": data["frames"][idx], "gaze_target": data["target"][idx],
-                   "gaze_valid": data["valid"][idx], "text": [data["text"][i] for i in idx.tolist()],
-                   "window_id": [data["window_id"][i] for i in idx.tolist()]}
+            batch = {"frames_u8": data["frames_u8"][idx], "gaze_target": data["gaze_target"][idx],
+                     "gaze_valid": data["gaze_valid"][idx], "text": [data["text"][i] for i in idx.tolist()],
+                     "window_id": [data["window_id"][i] for i in idx.tolist()]}
+            if "gaze_points" in data:
+                batch["gaze_points"] = [data["gaze_points"][i] for i in idx.tolist()]
+            yield batch
 
 
 def batch_pixels(batch: dict) -> torch.Tensor:

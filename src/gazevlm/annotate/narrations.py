@@ -129,3 +129,17 @@ def caption_keyframes(keyframes: pd.DataFrame, index: NarrationIndex, tolerance_
                      "narration_t": found.t if found else None,
                      "narration_text": found.text if found else None})
     return pd.DataFrame(rows, columns=["keyframe_id", "caption", "narration_t", "narration_text"])
+
+
+def narrated_pass(narrations: list[Narration]) -> str | None:
+    """The pass a video's coarse targets come from: the first of PASSES with any narration. Both passes
+    narrate the same events (by two annotators), so mixing them would repeat each event."""
+    present = {n.narration_pass for n in narrations}
+    return next((p for p in PASSES if p in present), None)
+
+
+def narrations_between(narrations: list[Narration], start: float, end: float) -> list[Narration]:
+    """The narrations of the video's narrated pass with start < t <= end, in time order (the window
+    code's tolerances: a narration exactly at the horizon's end is in, one at its start is not)."""
+    chosen = narrated_pass(narrations)
+    return [n for n in narrations if n.narration_pass == chosen and start + 1e-9 < n.t <= end + 1e-6]

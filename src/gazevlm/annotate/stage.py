@@ -11,6 +11,11 @@ dropped (kept in the table with dropped=True and a reason) when
 - failed_chunk: one of its target keyframes lies in an LLM chunk that failed (never filled in);
 - no_caption:   none of its target keyframes has a caption (no narration within tolerance);
 - qc_flagged:   more than qc_max_flagged of its target keyframes carry a QC flag (qc.py).
+
+With params.annotate.future_targets = narrations (Table 20's coarse targets), a future window's target is
+instead the raw narrations of its horizon (t_last, t_last + tau_a] (one pass, cleaned like the narration
+captions, in time order, consecutive duplicates removed, joined the same way); n_frames then counts
+those narrations, QC flags them, and a window without any is dropped as no_narration.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from . import qc
 from .cache import ResponseCache
 from .llm_captions import ChunkResult, annotate_chunks, make_chunks, sha256_text
 from .llm_client import ChatClient
-from .narrations import caption_keyframes, load_narrations
+from .narrations import caption_keyframes, clean_narration, load_narrations, narrations_between
 from .refine import RefinementSession, load_feedback, replay, select_validation
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
 WINDOW_COLUMNS = ("window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids", "target_frames",
                   "target_keyframe_ids", "t_start", "t_end")
 DROP_REASONS = ("failed_chunk", "no_caption", "qc_flagged", "no_target_frames")
+NO_NARRATION = "no_narration"   # future_targets: narrations only
 
 CAPTIONS_SCHEMA = pa.schema([("keyframe_id", pa.string()), ("uid", pa.string()), ("frame", pa.int64()),
                              ("t", pa.float64()), ("caption", pa.string()), ("source", pa.string()),
@@ -85,9 +91,18 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     captions = captions[list(CAPTIONS_SCHEMA.names)]
     targets = build_targets(windows, captions, joiner=a.joiner, dedupe_consecutive=a.dedupe_consecutive,
                             qc_max_flagged=a.qc_max_flagged, failed_keyframes=failed_keyframes)
+    if a.future_targets == "narrations":
+        index = load_narrations(resolve_path(root, params.data.root), params.data.version)
+        future = windows["task"] == "future"
+        coarse = build_narration_targets(windows[future], keyframes, index, joiner=a.joiner,
+                                         dedupe_consecutive=a.dedupe_consecutive, qc_max_flagged=a.qc_max_flagged)
+        targets = pd.concat([targets[~future.to_numpy()], coarse]).set_index("window_id").loc[
+            windows["window_id"].astype(str)].reset_index()[list(TARGETS_SCHEMA.names)]
 
     report = build_report(a.source, keyframes, captions, targets)
     report[a.source] = source_report
+    if a.future_targets != "captions":
+        report["future_targets"] = a.future_targets
     if a.source == "llm":
         report["llm"]["windows_skipped_failed_chunk"] = int((targets["drop_reason"] == "failed_chunk").sum())
 
@@ -265,6 +280,32 @@ def build_targets(windows: pd.DataFrame, captions: pd.DataFrame, *, joiner: str,
     return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
 
 
+def build_narration_targets(windows: pd.DataFrame, keyframes: pd.DataFrame, index, *, joiner: str,
+                            dedupe_consecutive: bool, qc_max_flagged: float) -> pd.DataFrame:
+    """Coarse targets of future windows (Table 20): the cleaned narrations of each window's horizon,
+    from t_last (its last observed keyframe's time) to t_end, rows shaped like build_targets'."""
+    t_of = dict(zip(keyframes["keyframe_id"].astype(str), keyframes["t"].astype(float), strict=True))
+    rows = []
+    for w in windows.itertuples(index=False):
+        if w.task != "future":
+            raise ValueError(f"coarse narration targets are for future windows, not {w.task!r} ({w.window_id})")
+        obs = _ids(w.obs_keyframe_ids)
+        found = narrations_between(index.by_uid.get(str(w.uid), []), t_of[obs[-1]], float(w.t_end)) if obs else []
+        texts = [clean_narration(n.text) for n in found]
+        if dedupe_consecutive:
+            texts = [t for i, t in enumerate(texts) if i == 0 or t != texts[i - 1]]
+        n_flagged = int(sum(bool(qc.flag_caption(clean_narration(n.text), n.text)) for n in found))
+        reason = None
+        if not found:
+            reason = NO_NARRATION
+        elif n_flagged / len(found) > qc_max_flagged:
+            reason = "qc_flagged"
+        rows.append({"window_id": str(w.window_id), "task": "future", "split": str(w.split),
+                     "target_text": joiner.join(texts) if texts else None, "n_frames": len(found),
+                     "n_flagged": n_flagged, "dropped": reason is not None, "drop_reason": reason})
+    return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
+
+
 def _length_stats(texts: pd.Series) -> dict[str, float]:
     lengths = np.array([len(qc.words(t)) for t in texts if isinstance(t, str)])
     if not len(lengths):
@@ -289,7 +330,9 @@ def build_report(source: str, keyframes: pd.DataFrame, captions: pd.DataFrame, t
         "flags": qc.count_flags(captions["flags"]),
         "flagged_keyframes": int(captions["flagged"].sum()),
         "windows": {"total": int(len(targets)), "kept": int(len(kept)),
-                    "dropped": {r: int((targets["drop_reason"] == r).sum()) for r in DROP_REASONS},
+                    "dropped": {r: int((targets["drop_reason"] == r).sum()) for r in DROP_REASONS}
+                    | ({NO_NARRATION: int((targets["drop_reason"] == NO_NARRATION).sum())}
+                       if (targets["drop_reason"] == NO_NARRATION).any() else {}),
                     "by_task": by_task},
         "caption_words": _length_stats(captions["caption"]),
         "target_words": _length_stats(kept["target_text"]),

@@ -149,6 +149,15 @@ def paper_comparison(metrics: dict) -> dict:
     return out
 
 
+def analysed_runs(params: Params) -> tuple[list[str], dict[str, str]]:
+    """(runs to analyse, {skipped run: why}). The gaze-input baselines (gaze_text / gaze_overlay) are
+    skipped: their model is shown the gaze, so how well its attention finds the gaze says nothing about
+    learning where to look, and this stage feeds every model frames and the plain prompt only."""
+    skipped = {name: f"takes gaze as input ({', '.join(r.gaze_inputs)})"
+               for name, r in params.runs.items() if r.gaze_inputs}
+    return [name for name in params.runs if name not in skipped], skipped
+
+
 def run(params: Params, *, load_model: ModelLoader | None = None, batches: BatchSource | None = None) -> dict:
     """The stage. load_model / batches default to the trained checkpoints and the test loader."""
     start = time.time()
@@ -156,16 +165,19 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     batches = batches or extract.test_batches
     cfg = params.attention
     root = layout.ATTENTION_DIR
+    runs, skipped = analysed_runs(params)
     report: dict = {"stage": "attention", "topk": cfg.topk, "support_threshold": cfg.support_threshold,
-                    "runs": list(params.runs), "tasks": {}, "predictions_missing": []}
-    metrics: dict = {run: {} for run in params.runs}
+                    "runs": runs, "tasks": {}, "predictions_missing": []}
+    if skipped:
+        report["skipped_runs"] = skipped
+    metrics: dict = {run: {} for run in runs}
     runs_by_task: dict[str, list[str]] = {}
     for task in params.train.tasks:
         frames, repaired = testset.read_test_windows(task)
         outputs.write_task_frames(outputs.frames_file(task, root), frames)
         task_report = {"windows": len(frames.window_ids), "frames": int(frames.valid.size),
                        "frames_with_gaze": int(frames.valid.sum()), **repaired, "runs": {}}
-        for run_name in params.runs:
+        for run_name in runs:
             torch.manual_seed(extract.analysed_seed(params))
             model, prompt_fn = load_model(params, run_name, task)
             ids, maps = extract.collect_attention(model, batches(params, task), prompt_fn)
@@ -179,7 +191,7 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
             outputs.write_run_attention(outputs.run_file(run_name, task, root), result)
             metrics[run_name][task] = summarise(result, params.evaluate.bootstrap_samples, params.evaluate.seed)
             task_report["runs"][run_name] = counts
-        runs_by_task[task] = list(params.runs)
+        runs_by_task[task] = list(runs)
         report["tasks"][task] = task_report
     outputs.write_index(root, runs_by_task, cfg.topk, cfg.support_threshold, extract.analysed_seed(params))
 

@@ -34,8 +34,11 @@ class Ablation:
     paper: Mapping[tuple, Mapping[str, float]] = field(default_factory=dict)  # row key -> {column: value}
     rows_by: str = "experiment"           # "experiment" | "run" (one experiment, one row per run)
     paper_label: str = "paper Ego4D OpenFlamingo"   # the paper's ablations are on OpenFlamingo only
-    # (task, metric): add the paired gaze - base gain [CI], p of each experiment (metrics/eval/comparisons.json)
+    # (task, metric): add the paired gaze - base gain [CI], p of each experiment (metrics/eval/comparisons.json);
+    # with rows_by="run", each row's run - base
     gains: tuple[tuple[str, str], ...] = ()
+    # rows_by="run": the runs shown, in this order (empty: every run of the experiment)
+    runs: tuple[str, ...] = ()
 
 
 def _col(run: str, task: str, metric: str) -> str:
@@ -44,6 +47,15 @@ def _col(run: str, task: str, metric: str) -> str:
 
 _GF = (("gaze", "future", "semantic"), ("gaze", "future", "rouge_l"))
 _T1 = tuple((run, task, "semantic") for task in ("future", "activity") for run in ("base", "gaze"))
+
+
+_RUN_FUTURE = (("{run}", "future", "semantic"), ("{run}", "future", "rouge_l"))
+_BASE_GAZE_FUTURE = {("base",): {"future semantic": 0.6525, "future rouge_l": 0.4318},
+                     ("gaze",): {"future semantic": 0.7505, "future rouge_l": 0.5173}}
+_A18 = (("base", "activity", "semantic"), ("base", "activity", "rouge_l"),
+        ("gaze", "activity", "semantic"), ("gaze", "activity", "rouge_l"))
+_F20 = (("base", "future", "semantic"), ("base", "future", "rouge_l"),
+        ("gaze", "future", "semantic"), ("gaze", "future", "rouge_l"))
 
 
 def _table1_paper() -> dict[tuple, dict[str, float]]:
@@ -94,6 +106,30 @@ ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
     Ablation("table19", "Table 19: global vs frame-level query (future task)",
              ("model.query",), _GF,
              {("global",): {_col(*_GF[0]): 0.7505}, ("frame",): {_col(*_GF[0]): 0.7284}}),
+    Ablation("table13", "Table 13: gaze given to the base model as text coordinates in the prompt (run `gaze_text`, "
+             "train and test) vs base and the gaze-regularised model (future task)",
+             (), _RUN_FUTURE,
+             {**_BASE_GAZE_FUTURE, ("gaze_text",): {"future semantic": 0.7021, "future rouge_l": 0.463}},
+             rows_by="run", runs=("base", "gaze_text", "gaze"), gains=(("future", "semantic"),)),
+    Ablation("table15", "Table 15: base model trained and tested on frames with the gaze heatmap overlaid (run "
+             "`gaze_overlay`) vs base and the gaze-regularised model (future task)",
+             (), _RUN_FUTURE,
+             {**_BASE_GAZE_FUTURE, ("gaze_overlay",): {"future semantic": 0.6873, "future rouge_l": 0.4435}},
+             rows_by="run", runs=("base", "gaze_overlay", "gaze"), gains=(("future", "semantic"),)),
+    Ablation("table18", "Table 18: activity task from a single static frame (activity_observe_s 1: one keyframe, "
+             "the last observed) vs the 3-frame window, base and gaze",
+             ("extract.activity_observe_s",), _A18,
+             {(1,): {_col(*_A18[0]): 0.6897, _col(*_A18[1]): 0.4432, _col(*_A18[2]): 0.7014, _col(*_A18[3]): 0.4611},
+              (3,): {_col(*_A18[0]): 0.7176, _col(*_A18[2]): 0.7848}},
+             gains=(("activity", "semantic"),)),
+    Ablation("table20", "Table 20: future targets from the horizon's raw narrations (coarse) vs the target "
+             "keyframes' captions (fine), base and gaze",
+             ("annotate.future_targets",), _F20,
+             {("narrations",): {_col(*_F20[0]): 0.7232, _col(*_F20[1]): 0.4982, _col(*_F20[2]): 0.7621,
+                                _col(*_F20[3]): 0.52},
+              ("captions",): {_col(*_F20[0]): 0.6525, _col(*_F20[1]): 0.4318, _col(*_F20[2]): 0.7505,
+                              _col(*_F20[3]): 0.5173}},
+             gains=(("future", "semantic"),)),
 )}
 
 
@@ -145,9 +181,9 @@ def _estimate(exp: Experiment, run: str, task: str, metric: str) -> Mapping | No
     return rec.get(metric)
 
 
-def _gain(exp: Experiment, task: str, metric: str) -> Mapping | None:
+def _gain(exp: Experiment, task: str, metric: str, pair: str = "gaze_vs_base") -> Mapping | None:
     rec = exp.metrics.get("metrics/eval/comparisons.json") or {}
-    return ((rec.get(task) or {}).get("gaze_vs_base") or {}).get(metric)
+    return ((rec.get(task) or {}).get(pair) or {}).get(metric)
 
 
 def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
@@ -163,7 +199,7 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
         why = "" if exp else (f" ({experiments[name].error or 'no metrics'})" if name in experiments
                               else " (not found: not run)")
         if spec.rows_by == "run":
-            run_names = list(get_param(exp.params, "runs") or {}) if exp else []
+            run_names = list(spec.runs or (get_param(exp.params, "runs") or {})) if exp else []
             units = [(name, exp, r, (r,)) for r in run_names] or [(name, exp, None, ())]
         else:
             key = tuple(get_param(exp.params, k) for k in spec.vary) if exp else ()
@@ -185,11 +221,13 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
                 num[col + " ci_high"] = tables._nan((est or {}).get("ci_high"))
                 disp["ours: " + col] = tables.fmt_estimate(est)
             for task, metric in spec.gains:
-                cmp = _gain(e, task, metric) if e else None
+                pair = f"{run}_vs_base" if run is not None else "gaze_vs_base"
+                cmp = _gain(e, task, metric, pair) if e and run != "base" else None
                 col = f"gain {task} {metric}"
                 num[col] = tables._nan((cmp or {}).get("diff"))
                 num[col + " p"] = tables._nan((cmp or {}).get("p_value"))
-                disp["ours: gaze - base " + f"{task} {metric}"] = tables.fmt_gain(cmp)
+                who = "run" if run is not None else "gaze"
+                disp[f"ours: {who} - base {task} {metric}"] = tables.fmt_gain(cmp)
             paper = _lookup_paper(spec, key)
             for r, task, metric in spec.columns:
                 col = f"{task} {metric}" if spec.rows_by == "run" else _col(r, task, metric)
@@ -232,7 +270,8 @@ def build(table: str, exp_show: Path, names: Sequence[str], out_dir: Path = ABLA
                f"DVC experiment per row ({exp_show}). Paper: {tables.PAPER_SOURCE}, for reference "
                f"(columns '{spec.paper_label}').")
     if spec.gains:
-        caption += (" Gain: gaze - base on the same test windows [95% paired bootstrap CI], p from a paired "
+        who = "the row's run" if spec.rows_by == "run" else "gaze"
+        caption += (f" Gain: {who} - base on the same test windows [95% paired bootstrap CI], p from a paired "
                     "sign-flip permutation test.")
     if missing:
         caption += f" Missing experiments: {', '.join(missing)}."

@@ -12,6 +12,10 @@ Contract with gazevlm.models (kept here, in one place, so a change there is a ch
 - Checkpoints: `gazevlm.checkpoint.load_trained(models/<run>/seed<N>/<task>, params)` -> (model, tokenizer).
 - Test batches: `gazevlm.shards.make_loader((task, "test"), with_gaze=False, shuffle=False, ...)` yields
   {"pixels": (B, T, 3, H, W) in [0, 1], "text": [reference], "window_id": [id], "meta": [...]}.
+- The gaze-input baselines (runs with gaze_text / gaze_overlay, Tables 13 and 15) alone read the test
+  gaze, through `gaze_input_batches`: overlaid pixels and/or `gaze_points` for the prompt, and no gaze
+  array. Their prompts differ per window (`encode_prompt(..., gaze=points)`), so `predict` generates
+  the windows of equal prompt length together.
 """
 from __future__ import annotations
 
@@ -65,6 +69,21 @@ def test_batches(params: Params, task: str, root: Path = layout.SHARDS_DIR) -> I
                               shuffle=False, root=root)
 
 
+def gaze_input_batches(params: Params, task: str, run: str,
+                       root: Path = layout.SHARDS_DIR) -> Iterable[Mapping[str, Any]]:
+    """The test split of `task` for a run that takes gaze as input (and for no other run): read with the
+    gaze heatmap, turned into the run's inputs (gazevlm.gaze_inputs), every gaze array dropped."""
+    from gazevlm import gaze_inputs, shards
+
+    inputs = gaze_inputs.GazeInputs.of_run(params.run(run))
+    if not inputs.any:
+        raise ValueError(f"run {run!r} takes no gaze as input: its test batches are read without gaze "
+                         "(test_batches)")
+    loader = shards.make_loader((task, "test"), batch_size=params.evaluate.batch_size, with_gaze=True,
+                                with_heatmap=True, shuffle=False, root=root)
+    return (gaze_inputs.model_inputs(b, inputs, keep_loss_targets=False) for b in loader)
+
+
 def stop_token_ids(tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     vocab = tokenizer.get_vocab()
@@ -109,6 +128,23 @@ def teacher_forced_ids(logits: torch.Tensor, labels: torch.Tensor) -> list[list[
     return rows
 
 
+def _generate_gaze_prompts(model, tokenizer, codec: TextCodec, pixels: torch.Tensor, gaze: list, task: str,
+                           stop: set[int], *, max_new_tokens: int, num_beams: int) -> list[str]:
+    """Generate for windows whose prompts differ (their gaze text): the windows of one prompt length
+    together, so no prompt is padded; texts come back in the batch's order."""
+    n_frames = int(pixels.shape[1])
+    rows = [codec.encode_prompt(tokenizer, task, n_frames, 1, gaze=[g])["input_ids"][0] for g in gaze]
+    preds: list[str] = [""] * len(rows)
+    for length in sorted({len(r) for r in rows}):
+        idx = [i for i, r in enumerate(rows) if len(r) == length]
+        ids = torch.stack([rows[i] for i in idx])
+        out = model.generate(pixels[idx], ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             num_beams=num_beams)
+        for i, text in zip(idx, decode(tokenizer, continuation(out, ids), stop), strict=True):
+            preds[i] = text
+    return preds
+
+
 @torch.no_grad()
 def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *, max_new_tokens: int,
             num_beams: int = 1, teacher_forcing: bool = True, codec: TextCodec | None = None) -> pd.DataFrame:
@@ -125,12 +161,17 @@ def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *
         if not (len(refs) == len(ids) == pixels.shape[0]):
             raise ValueError(f"test batch {k} of task {task!r}: {pixels.shape[0]} clips, {len(refs)} texts, "
                              f"{len(ids)} window ids")
-        prompt = codec.encode_prompt(tokenizer, task, n_frames, pixels.shape[0])
-        out = model.generate(pixels, prompt["input_ids"], prompt["attention_mask"],
-                             max_new_tokens=max_new_tokens, num_beams=num_beams)
-        preds = decode(tokenizer, continuation(out, prompt["input_ids"]), stop)
+        gaze = batch.get("gaze_points")   # gaze_text runs only (gaze_input_batches)
+        if gaze is None:
+            prompt = codec.encode_prompt(tokenizer, task, n_frames, pixels.shape[0])
+            out = model.generate(pixels, prompt["input_ids"], prompt["attention_mask"],
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams)
+            preds = decode(tokenizer, continuation(out, prompt["input_ids"]), stop)
+        else:
+            preds = _generate_gaze_prompts(model, tokenizer, codec, pixels, gaze, task, stop,
+                                           max_new_tokens=max_new_tokens, num_beams=num_beams)
         if teacher_forcing:
-            enc = codec.encode_train(tokenizer, refs, task, n_frames)
+            enc = codec.encode_train(tokenizer, refs, task, n_frames, **({} if gaze is None else {"gaze": gaze}))
             logits = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"]).logits
             tf = decode(tokenizer, teacher_forced_ids(logits, enc["labels"]), stop)
         else:

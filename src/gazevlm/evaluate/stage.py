@@ -16,6 +16,10 @@ Outputs (paths relative to the repository root):
 
 The grounding metrics (object_accuracy, action_f1, verb_accuracy) and their chance levels exist only
 when params.data.root is the synthetic world (its captions have a closed vocabulary).
+
+Every run is tested on frames alone, except the gaze-input baselines (runs with gaze_text or
+gaze_overlay, Tables 13 and 15): they alone get the test gaze, as they were trained, through their own
+reader (predict.gaze_input_batches), and each is compared with `base` and with `gaze`.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from gazevlm.evaluate import controls, grounding
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import stats, tables
-from gazevlm.params import Params
+from gazevlm.params import Params, run_switches
 
 EVAL_METRICS_DIR = layout.METRICS_DIR / "eval"
 # (a, b): "a_vs_b" is the mean of a - b. Pairs whose runs are not both in params.runs are skipped.
@@ -179,6 +183,13 @@ def run_record(per_seed: Mapping[int, pd.DataFrame], params: Params, synthetic: 
     return record
 
 
+def comparison_pairs(params: Params) -> tuple[tuple[str, str], ...]:
+    """COMPARISONS, plus each gaze-input baseline against base (does gaze as input help?) and the gaze
+    run against it (does the loss beat giving the model the gaze?)."""
+    extra = [pair for name, run in params.runs.items() if run.gaze_inputs for pair in ((name, "base"), ("gaze", name))]
+    return COMPARISONS + tuple(extra)
+
+
 def compare_runs(pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params, names: list[str],
                  pairs=COMPARISONS) -> dict:
     """{task: {"a_vs_b": {metric: Comparison dict}}} for every pair of runs present, paired by window,
@@ -226,14 +237,19 @@ def evaluate_one(model, tokenizer, batches: Iterable, task: str, params: Params,
 def run(params: Params, *, root: Path = Path("."),
         load_model: Callable[[str, str, int], tuple[Any, Any]] | None = None,
         batches: Callable[[Params, str], Iterable[Mapping[str, Any]]] | None = None,
-        codec: P.TextCodec | None = None, synthetic: bool | None = None) -> dict:
+        codec: P.TextCodec | None = None, synthetic: bool | None = None,
+        gaze_batches: Callable[[Params, str, str], Iterable[Mapping[str, Any]]] | None = None) -> dict:
     """Evaluate every run of params.runs with every seed of train.seeds on every task; write the outputs.
 
     load_model(run, task, seed) -> (model, tokenizer) and batches(params, task) default to the trained
-    checkpoints under models/ and the test shards; tests pass stand-ins."""
+    checkpoints under models/ and the test shards (frames only); gaze_batches(params, task, run), the test
+    shards with the gaze a gaze-input baseline takes, is asked for those runs and no other. Tests pass
+    stand-ins."""
     root = Path(root)
     load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
     batches = batches or (lambda params_, task_: P.test_batches(params_, task_, root / layout.SHARDS_DIR))
+    gaze_batches = gaze_batches or (lambda params_, task_, run_: P.gaze_input_batches(
+        params_, task_, run_, root / layout.SHARDS_DIR))
     synthetic = is_synthetic(params, root) if synthetic is None else synthetic
     ev = params.evaluate
     t0 = time.time()
@@ -252,7 +268,9 @@ def run(params: Params, *, root: Path = Path("."),
                 t = time.time()
                 torch.manual_seed(ev.seed)
                 model, tokenizer = load_model(run_name, task, seed)
-                df, skipped = evaluate_one(model, tokenizer, batches(params, task), task, params, synthetic, codec)
+                test = (gaze_batches(params, task, run_name) if params.run(run_name).gaze_inputs
+                        else batches(params, task))
+                df, skipped = evaluate_one(model, tokenizer, test, task, params, synthetic, codec)
                 del model
                 per_seed[seed] = scored[(run_name, task, seed)] = df
                 path = layout.predictions_file(run_name, task, seed, root)
@@ -267,9 +285,11 @@ def run(params: Params, *, root: Path = Path("."),
             pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
             outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
     names = score_names(next(iter(pooled.values())), synthetic)
-    comparisons = compare_runs(pooled, params, names)
+    pairs = comparison_pairs(params)
+    comparisons = compare_runs(pooled, params, names, pairs)
     outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
-    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names)
+    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names,
+                                         pairs)
                     for s in params.train.seeds}
     outputs.append(str(write_json(per_seed_cmp, root / EVAL_METRICS_DIR / "comparisons_per_seed.json")))
     tables_written = build_tables(params, records, comparisons, per_seed_cmp, synthetic, root)
@@ -280,13 +300,17 @@ def run(params: Params, *, root: Path = Path("."),
                        "prompt": "answer-free task prompt; frames only (no gaze, no reference text)"},
         "semantic_model": ev.semantic_model, "bootstrap_samples": ev.bootstrap_samples, "seed": ev.seed,
         "statistics": stats.TEST, "seeds": list(params.train.seeds), "synthetic_diagnostics": synthetic,
-        "runs": {name: {"block": r.block, "lambda": r.lam} for name, r in params.runs.items()},
+        "runs": {name: run_switches(r) for name, r in params.runs.items()},
         "skipped_empty_reference": skipped_total,
         "metrics": {f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
                     for (r, t), rec in records.items()},
         "tables": tables_written, "outputs": outputs,
         "seconds": {"total": round(time.time() - t0, 2), **timings},
     }
+    gaze_runs = {name: list(r.gaze_inputs) for name, r in params.runs.items() if r.gaze_inputs}
+    if gaze_runs:
+        report["generation"]["gaze_inputs"] = {**gaze_runs, "note": "these runs alone were given the test "
+                                               "gaze (prompt text / overlaid frames), as they were trained"}
     write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
     return report
 

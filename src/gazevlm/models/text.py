@@ -4,6 +4,10 @@ A window's frames are ONE media item (F = n_frames frames through the Perceiver'
 the text carries one <image> token, then the task's fixed prompt; in training the target and
 <|endofchunk|> follow. Labels are -100 on the prompt and on padding: the loss is on the target only.
 Generation starts from the same answer-free prompt; all prompts of a task have the same length.
+
+The one exception is a run with `gaze_text` (Table 13, gazevlm.gaze_inputs): its prompt also carries
+each observed frame's gaze point, "gaze: (0.42, 0.61); none; ...", so prompts differ from window to
+window (and in token length). Every other run's prompt is built without any gaze argument.
 """
 from __future__ import annotations
 
@@ -16,13 +20,49 @@ from .tokenizer import EOC, IMAGE
 
 TASK_PROMPTS = {"future": "what happens next:", "activity": "what is happening:"}
 IGNORE_INDEX = -100
+GAZE_NONE = "none"   # a frame without a valid gaze point (untracked, blink, outside the crop)
+
+# Per observed frame: its gaze point (x, y) in [0, 1] of the cropped frame (x right, y down), or None.
+FrameGaze = Sequence["tuple[float, float] | None"]
 
 
-def prompt_text(task: str) -> str:
+def gaze_text(points: FrameGaze) -> str:
+    """'gaze: (0.42, 0.61); none; (0.40, 0.58)': the observed frames' gaze points in frame order, two
+    decimals, `none` for a frame without one."""
+    if isinstance(points, str) or len(points) == 0:
+        raise ValueError(f"gaze_text needs one entry per observed frame, got {points!r}")
+    parts = []
+    for point in points:
+        if point is None:
+            parts.append(GAZE_NONE)
+            continue
+        x, y = (float(v) for v in point)
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"gaze point {point!r} is not normalised to [0, 1]")
+        parts.append(f"({x:.2f}, {y:.2f})")
+    return "gaze: " + "; ".join(parts)
+
+
+def prompt_text(task: str, gaze: FrameGaze | None = None) -> str:
+    """The task prompt after the window's <image>; with `gaze` (gaze_text runs only), the gaze points first."""
     try:
-        return f"{IMAGE}{TASK_PROMPTS[task]}"
+        question = TASK_PROMPTS[task]
     except KeyError:
         raise KeyError(f"unknown task {task!r} (have {sorted(TASK_PROMPTS)})") from None
+    if gaze is None:
+        return f"{IMAGE}{question}"
+    return f"{IMAGE}{gaze_text(gaze)}. {question}"
+
+
+def gaze_vocabulary() -> list[str]:
+    """Texts that hold every word a gaze prompt can contain (each coordinate 0.00 ... 1.00, `none`, the
+    punctuation after a point or a `none`), for the word tokenizer a gaze_text run builds."""
+    texts = []
+    for k in range(101):
+        v = k / 100
+        texts.append(prompt_text("future", [(v, v), None, (v, v), None])[len(IMAGE):])
+        texts.append(prompt_text("activity", [None, (v, v)])[len(IMAGE):])
+    return texts
 
 
 def _check_frames(n_frames: int) -> None:
@@ -32,20 +72,33 @@ def _check_frames(n_frames: int) -> None:
         raise ValueError(f"n_frames must be a positive int, got {n_frames!r}")
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, task: str) -> list[int]:
-    return tokenizer(prompt_text(task), add_special_tokens=True)["input_ids"]
+def _prompt_ids(tokenizer: PreTrainedTokenizerBase, task: str, gaze: FrameGaze | None = None) -> list[int]:
+    return tokenizer(prompt_text(task, gaze), add_special_tokens=True)["input_ids"]
+
+
+def _row_prompts(tokenizer: PreTrainedTokenizerBase, task: str, n_frames: int, batch: int,
+                 gaze: Sequence[FrameGaze] | None) -> list[list[int]]:
+    """Prompt ids per row: the task's one prompt, or (gaze_text runs) each window's own."""
+    if gaze is None:
+        return [_prompt_ids(tokenizer, task)] * batch
+    if len(gaze) != batch or any(len(g) != n_frames for g in gaze):
+        raise ValueError(f"gaze prompts: expected {batch} windows of {n_frames} frames' gaze points, got "
+                         f"{[len(g) for g in gaze]}")
+    return [_prompt_ids(tokenizer, task, g) for g in gaze]
 
 
 def encode_train(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], task: str, n_frames: int,
-                 max_target_tokens: int | None = None) -> dict[str, torch.Tensor]:
-    """Prompt + target + <|endofchunk|>, right-padded: input_ids, attention_mask, labels (B, L) long."""
+                 max_target_tokens: int | None = None,
+                 gaze: Sequence[FrameGaze] | None = None) -> dict[str, torch.Tensor]:
+    """Prompt + target + <|endofchunk|>, right-padded: input_ids, attention_mask, labels (B, L) long.
+    `gaze` (gaze_text runs only): per window, its frames' gaze points for the prompt."""
     _check_frames(n_frames)
     if isinstance(texts, str):
         raise TypeError("encode_train: texts must be a sequence of strings, got one string")
-    prompt = _prompt_ids(tokenizer, task)
+    prompts = _row_prompts(tokenizer, task, n_frames, len(texts), gaze)
     eoc = tokenizer.convert_tokens_to_ids(EOC)
     rows, label_rows = [], []
-    for text in texts:
+    for text, prompt in zip(texts, prompts, strict=True):
         target = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
         if max_target_tokens is not None:
             target = target[: max_target_tokens]
@@ -64,10 +117,20 @@ def encode_train(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], task:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, task: str, n_frames: int, batch: int) -> dict[str, torch.Tensor]:
-    """The answer-free prompt for generation, repeated `batch` times: input_ids, attention_mask (B, L)."""
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, task: str, n_frames: int, batch: int,
+                  gaze: Sequence[FrameGaze] | None = None) -> dict[str, torch.Tensor]:
+    """The answer-free prompt for generation, repeated `batch` times: input_ids, attention_mask (B, L).
+    With `gaze` (gaze_text runs only) each row is its window's prompt; rows must then have the same token
+    length (generation takes no padding): evaluate.predict groups windows by prompt length."""
     _check_frames(n_frames)
-    ids = torch.tensor(_prompt_ids(tokenizer, task), dtype=torch.long).repeat(batch, 1)
+    if gaze is None:
+        ids = torch.tensor(_prompt_ids(tokenizer, task), dtype=torch.long).repeat(batch, 1)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    prompts = _row_prompts(tokenizer, task, n_frames, batch, gaze)
+    if len({len(p) for p in prompts}) > 1:
+        raise ValueError(f"gaze prompts of {sorted({len(p) for p in prompts})} tokens in one batch: generate "
+                         "windows whose prompts have equal length together")
+    ids = torch.tensor(prompts, dtype=torch.long)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
