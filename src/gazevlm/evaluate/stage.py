@@ -19,6 +19,7 @@ when params.data.root is the synthetic world (its captions have a closed vocabul
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,10 +28,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gazevlm import ego4d, layout
-from gazevlm.evaluate import controls, grounding
+from gazevlm.evaluate import controls, generation, grounding
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import stats, tables
@@ -218,6 +218,11 @@ def evaluate_one(model, tokenizer, batches: Iterable, task: str, params: Params,
                    codec=codec)
     if df.empty:
         raise ValueError(f"task {task!r}: the test split yielded no windows")
+    return score_one(df, params, synthetic)
+
+
+def score_one(df: pd.DataFrame, params: Params, synthetic: bool) -> tuple[pd.DataFrame, int]:
+    """(scored predictions, windows skipped for an empty reference) of one run, task and seed."""
     n = len(df)
     df = score_predictions(df, params, synthetic)
     return df, n - len(df)
@@ -230,10 +235,9 @@ def run(params: Params, *, root: Path = Path("."),
     """Evaluate every run of params.runs with every seed of train.seeds on every task; write the outputs.
 
     load_model(run, task, seed) -> (model, tokenizer) and batches(params, task) default to the trained
-    checkpoints under models/ and the test shards; tests pass stand-ins."""
+    checkpoints under models/ and the test shards (the features stage's vision features where they fit
+    the model, else pixels), generated in evaluate.workers processes; tests pass stand-ins (run here)."""
     root = Path(root)
-    load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
-    batches = batches or (lambda params_, task_: P.test_batches(params_, task_, root / layout.SHARDS_DIR))
     synthetic = is_synthetic(params, root) if synthetic is None else synthetic
     ev = params.evaluate
     t0 = time.time()
@@ -243,29 +247,32 @@ def run(params: Params, *, root: Path = Path("."),
     outputs: list[str] = []
     timings: dict[str, float] = {}
     skipped_total: dict[str, int] = {}
-    for task in params.train.tasks:
-        chance: dict = {}
-        for run_name in params.runs:
-            per_seed: dict[int, pd.DataFrame] = {}
-            skipped = 0
-            for seed in params.train.seeds:
-                t = time.time()
-                torch.manual_seed(ev.seed)
-                model, tokenizer = load_model(run_name, task, seed)
-                df, skipped = evaluate_one(model, tokenizer, batches(params, task), task, params, synthetic, codec)
-                del model
-                per_seed[seed] = scored[(run_name, task, seed)] = df
-                path = layout.predictions_file(run_name, task, seed, root)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                df.to_parquet(path, index=False)
-                outputs.append(str(path))
-                timings[f"{run_name}/{task}/seed{seed}"] = round(time.time() - t, 2)
-            if synthetic and not chance:
-                chance = chance_levels(params, task, per_seed[params.train.seeds[0]]["reference"].tolist(), root)
-            records[(run_name, task)] = run_record(per_seed, params, synthetic, chance, skipped)
-            skipped_total[f"{run_name}/{task}"] = skipped
-            pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
-            outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
+    inputs: dict[str, str] = {}
+    with contextlib.closing(generation.generate_all(params, root, load_model=load_model, batches=batches,
+                                                    codec=codec)) as generated:
+        for task in params.train.tasks:
+            chance: dict = {}
+            for run_name in params.runs:
+                per_seed: dict[int, pd.DataFrame] = {}
+                skipped = 0
+                for seed in params.train.seeds:
+                    t = time.time()
+                    got = next(generated)
+                    assert got.job == generation.Job(run_name, task, int(seed)), (got.job, run_name, task, seed)
+                    df, skipped = score_one(got.predictions, params, synthetic)
+                    inputs[got.job.name] = got.vision_inputs
+                    per_seed[seed] = scored[(run_name, task, seed)] = df
+                    path = layout.predictions_file(run_name, task, seed, root)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    df.to_parquet(path, index=False)
+                    outputs.append(str(path))
+                    timings[got.job.name] = {"generate": got.seconds, "score": round(time.time() - t, 2)}
+                if synthetic and not chance:
+                    chance = chance_levels(params, task, per_seed[params.train.seeds[0]]["reference"].tolist(), root)
+                records[(run_name, task)] = run_record(per_seed, params, synthetic, chance, skipped)
+                skipped_total[f"{run_name}/{task}"] = skipped
+                pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
+                outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
     names = score_names(next(iter(pooled.values())), synthetic)
     comparisons = compare_runs(pooled, params, names)
     outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
@@ -282,9 +289,11 @@ def run(params: Params, *, root: Path = Path("."),
         "statistics": stats.TEST, "seeds": list(params.train.seeds), "synthetic_diagnostics": synthetic,
         "runs": {name: {"block": r.block, "lambda": r.lam} for name, r in params.runs.items()},
         "skipped_empty_reference": skipped_total,
+        "vision_inputs": inputs,
         "metrics": {f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
                     for (r, t), rec in records.items()},
         "tables": tables_written, "outputs": outputs,
+        "workers": ev.workers if load_model is None and batches is None and codec is None else 1,
         "seconds": {"total": round(time.time() - t0, 2), **timings},
     }
     write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
