@@ -131,8 +131,11 @@ def generate_all(
         return
     import multiprocessing
 
+    # this process scores while the workers generate, on one thread: two intra-op threads on a shared
+    # core made the tiny models' many small ops 3-10x slower (generation: 454 s CPU at 2 threads under a
+    # load of 2-4 vs 42 s at 1); the scores are the same at any thread count
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # this process scores while the workers generate
+    torch.set_num_threads(1)
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
