@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): every benchmark in one run, a short table, reports/bench.md.
 
-    python -m bench                 # model, data and heatmap figures (~5 min on the 2-core machine)
+    python -m bench                 # model, loop, data and heatmap figures (~6 min on the 2-core machine)
     python -m bench --pipeline      # also install + `dvc repro --force` in a fresh clone (~15 min more)
     python -m bench --quick         # tiny repeat counts: checks the harness, not the machine
 
@@ -43,6 +43,7 @@ class Plan:
     shape_repeats: dict[str, int] = field(default_factory=lambda: {"tiny": 25})
     model_shapes: tuple[str, ...] = ("tiny", "paper/4")
     model_only: tuple[str, ...] = ("train", "generate", "frames", "memory")
+    loop_repeats: int = 25
     frame_counts: tuple[int, ...] = (3, 5, 8)
     frames_uncached: bool = True
     gen_batch: dict[str, int] = field(default_factory=lambda: {"tiny": 8, "paper/4": 2})
@@ -62,7 +63,7 @@ class Plan:
     def quick(cls, params_file: str) -> "Plan":
         return cls(params_file=params_file, model_repeats=2, shape_repeats={}, model_shapes=("tiny",),
                    model_only=("train", "generate", "frames"), frame_counts=(3,), frames_uncached=False, gen_batch={"tiny": 2},
-                   profile=False, gen_repeats=2, block_repeats=2, loader_repeats=1, loader_samples=32,
+                   profile=False, gen_repeats=2, block_repeats=2, loop_repeats=2, loader_repeats=1, loader_samples=32,
                    heat_repeats=1, heat_keyframes=1, heat_configs=(("dis", 6, 0.5),), heat_small=False, heat_decode=False)
 
 
@@ -273,7 +274,7 @@ def _model_profile_lines(p: dict[str, Any]) -> list[str]:
 
 # --- main ---------------------------------------------------------------------------------------------------
 
-SECTIONS = ("model", "loader", "heatmaps")
+SECTIONS = ("model", "loop", "loader", "heatmaps")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import torch
 
-    from bench import bench_loader, bench_model, bench_pipeline
+    from bench import bench_loader, bench_loop, bench_model, bench_pipeline
 
     set_threads(plan.threads)
     started = time.perf_counter()
@@ -327,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         figs, profs = bench_model.run(opts)
         figures += figs
         profiles.update({name: _model_profile_lines(p) for name, p in profs.items()})
+    if "loop" in only:
+        progress("loop: our training loop vs a plain open_flamingo loop, with and without FSDP2 at world size 1")
+        figures += bench_loop.run(plan.params_file, plan.loop_repeats, plan.threads,
+                                  warmup=1 if args.quick else 2)
     if "loader" in only:
         progress("data: shard reader vs training")
         figs = bench_loader.run(plan.params_file, plan.loader_repeats, plan.threads, n_samples=plan.loader_samples)

@@ -2,9 +2,10 @@
 
 Both models are built from the same seed (the block is built on a forked RNG, so the backbones are
 identical) and measured side by side in one process, ABAB. The training step is train.py's own step
-on one rank: a one-process gloo group, FSDP2 units from `shard_model`, the frozen tower's features
-from the VisionFeatureCache (train.cache_vision_features, filled during warm-up), `forward_losses`,
-backward, global-norm clipping and fused AdamW. Generation is GazeVLM.generate on pixels (the
+(train.Stepper) on one rank, as the loop runs it at world size 1: the plain module (no FSDP2 wrapping),
+the frozen tower's features from the VisionFeatureCache (train.cache_vision_features, filled during
+warm-up), each target tokenised once (TrainEncoder), `forward_losses`, backward, global-norm clipping,
+fused AdamW and the schedule. Generation is GazeVLM.generate on pixels (the
 evaluation stage's call), forced to exactly max_new_tokens tokens so both runs do the same work.
 
 Shapes: `tiny` is the preset the default pipeline trains; `paper/4` is the paper preset's code path
@@ -43,7 +44,8 @@ from gazevlm.models import build_model, get_preset
 from gazevlm.models.text import encode_prompt
 from gazevlm.models.tokenizer import build_word_tokenizer, load_pretrained_tokenizer
 from gazevlm.params import Params
-from gazevlm.train import StepConfig, _model_api, forward_losses, vision_tower
+from gazevlm.train import StepConfig, Stepper, WarmupSchedule, _model_api, vision_tower
+from gazevlm.train import _open_live as open_live
 from gazevlm.train_data import VisionFeatureCache
 
 RUNS = ("base", "gaze")
@@ -153,10 +155,12 @@ def build(setup: Setup, run: str) -> torch.nn.Module:
 
 
 class Trainer:
-    """train.py's step for one run on one rank (see the module docstring)."""
+    """train.py's optimizer step (train.Stepper) for one run on one rank: the plain module as the loop
+    trains it at world size 1, or (fsdp=True) FSDP2-wrapped as on 2+ ranks; the vision-feature cache;
+    with `live_dir`, the loop's DVCLive logging of every step too."""
 
-    def __init__(self, setup: Setup, run: str, ctx: distributed.DistContext, fsdp: bool = True,
-                 cache: bool | None = None):
+    def __init__(self, setup: Setup, run: str, ctx: distributed.DistContext, fsdp: bool = False,
+                 cache: bool | None = None, live_dir: Path | None = None):
         tp, rp = setup.params.train, setup.params.run(run)
         self.model = build(setup, run)
         tower = vision_tower(self.model)
@@ -165,28 +169,30 @@ class Trainer:
             distributed.shard_model(self.model, ctx, ignored=[tower])
         self.fsdp = fsdp
         self.trainable = [p for p in self.model.trainable_parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=True)
-        self.clip = tp.grad_clip if tp.grad_clip > 0 else float("inf")
+        opt = torch.optim.AdamW(self.trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=True)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(tp.warmup_steps, 10**9, tp.schedule))
         self.api = _model_api()
         use_cache = tp.cache_vision_features if cache is None else cache
         self.cache = VisionFeatureCache(self.model.encode_vision) if use_cache else None
         self.cfg = StepConfig(task="future", lam=float(rp.lam), kl_direction=tp.kl_direction,
-                              kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=torch.device("cpu"))
+                              kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=torch.device("cpu"),
+                              encode=self.api.train_encoder(setup.tokenizer, "future"))
         self.tokenizer = setup.tokenizer
+        self.stepper = Stepper(self.model, setup.tokenizer, self.api, self.cfg, self.cache, self.trainable, opt, sched,
+                               tp.grad_clip if tp.grad_clip > 0 else float("inf"), ctx, has_block=bool(rp.block))
+        self.live = open_live(live_dir, resume=False) if live_dir is not None else None
+        self.steps = 0
         self.model.train()
         tower.eval()
 
     def step(self, batch: dict) -> float:
-        if self.fsdp:
-            self.model.set_requires_gradient_sync(True)
-        loss, ce, kl = forward_losses(self.model, batch, self.tokenizer, self.api, self.cfg, self.cache)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.clip)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+        last = self.stepper.step([batch])
+        self.steps += 1
+        if self.live is not None:
+            self.live.step = self.steps
+            for k, v in last.items():
+                self.live.log_metric(f"train/{k}", v)
+        return last["loss"]
 
 
 class Generator:
@@ -237,7 +243,7 @@ def timed(fns: dict[Any, Callable[[], Any]], repeats: int, warmup: int, clock: s
     return out
 
 
-def time_training(setup: Setup, ctx, repeats: int, warmup: int, fsdp: bool = True,
+def time_training(setup: Setup, ctx, repeats: int, warmup: int, fsdp: bool = False,
                   runs: tuple[str, ...] = RUNS, clock: str = "wall") -> dict[str, Any]:
     trainers = {run: Trainer(setup, run, ctx, fsdp=fsdp) for run in runs}
     batch = make_batch(setup)

@@ -62,7 +62,10 @@ def test_rouge_l_equals_rouge_score():
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     preds, refs = zip(*PAIRS)
     direct = [scorer.score(M.normalize(r), M.normalize(p))["rougeL"].fmeasure for p, r in PAIRS]
-    np.testing.assert_allclose(M.rouge_l_scores(preds, refs), direct)
+    # the same numbers exactly, also when the texts come back (each distinct text is tokenised once)
+    assert M.rouge_l_scores(preds, refs).tolist() == direct == M.rouge_l_scores(preds, refs).tolist()
+    assert M.rouge_l_scores(refs, preds).tolist() == [scorer.score(M.normalize(p), M.normalize(r))["rougeL"].fmeasure
+                                                      for p, r in PAIRS]
     assert M.rouge_l_scores(["opening the bottles"], ["opens the bottle"])[0] == pytest.approx(
         scorer.score("opens the bottle", "opening the bottles")["rougeL"].fmeasure)
     # stemming on: "opening bottles" matches "opens bottle" fully

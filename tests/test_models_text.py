@@ -54,6 +54,22 @@ def test_train_encoding_masks_prompt_and_padding():
     assert short["labels"][0, -1] == eoc and (short["labels"][0] != IGNORE_INDEX).sum() == 3
 
 
+def test_train_encoder_tokenises_each_text_once_with_encode_trains_tensors():
+    """The training loop's TrainEncoder: the same tensors as encode_train, batch after batch."""
+    from gazevlm.models.text import TrainEncoder
+
+    tok = tokenizer()
+    encoder = TrainEncoder(tok, "future")
+    batches = [["pick up the red cup", "open the bottle"],
+               ["open the bottle", "put down the cup", "pick up the red cup"]]
+    for texts in batches + batches:
+        got, expected = encoder(texts, 5), encode_train(tok, texts, "future", 5)
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    assert len(encoder._targets) == 3
+    with pytest.raises(TypeError, match="one string"):
+        encoder("pick up the cup", 5)
+
+
 def test_prompt_is_answer_free_and_the_same_for_the_whole_batch():
     tok = tokenizer()
     p = encode_prompt(tok, "activity", 3, batch=4)

@@ -70,7 +70,7 @@ def test_a_dvc_set_param_value_trains(project):
     report = train.run(params.load("params.yaml"), "gaze", extra_args=["--no-progress", "--device", "cpu"],
                        stream=None, seed=1)
     s = report["tasks"][TASK]
-    assert s["steps"] == 3 and s["seed"] == 1 and s["world_size"] == 1
+    assert s["steps"] == 3 and s["seed"] == 1 and s["world_size"] == 1   # a plain `python -m`, no torchrun
     # one rank: the shards decoded once into memory (train.in_memory), every window encoded up front
     assert s["vision_cache"]["misses"] == 12 + 4 and s["vision_cache"]["samples"] == 12 + 4
     cfg = json.loads(Path("models/gaze/seed1/future/config.json").read_text())
@@ -96,6 +96,13 @@ def test_a_failed_training_ends_with_its_real_error(project):
     message = str(err.value)
     assert "sys.meta_path is None" not in message and "dulwich" not in message
     assert re.search(r"FloatingPointError: gaze/future: non-finite training loss", message.splitlines()[-1])
+
+
+def test_one_process_per_task_is_launched_without_torchrun():
+    """nproc_per_node 1: the interpreter itself (no torchrun agent, no rendezvous); more: torchrun."""
+    assert train.launch_command(1) == train.launch_command("1") == [sys.executable]
+    two = train.launch_command(2)
+    assert two[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=2" in two
 
 
 @pytest.mark.slow

@@ -26,12 +26,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+# torch and safetensors are imported where tensors are read or written: the train stage's notebook
+# launches its workers (gazevlm.train_launch) through this module's JSON helpers without importing torch
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "gazevlm-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -103,6 +105,8 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
                  metadata: Mapping[str, str] | None = None) -> str:
     """Write a full state dict as safetensors (tied tensors are stored once per name), byte-reproducible;
     returns the file's sha256 (to be recorded where the file is referenced)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     seen: set[int] = set()
@@ -124,6 +128,10 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
 def load_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Read a weights file; with `sha256`, the file must have exactly that checksum. Non-finite tensors
     are refused either way (a finite model never saves one: training stops at a non-finite loss)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
@@ -188,6 +196,8 @@ def save_train_state(state_root: Path, name: str, weights: Mapping[str, torch.Te
                      state: Mapping[str, Any]) -> Path:
     """Write a new state directory `name` (never the one `latest` names), publish it through
     `latest`, then delete the older ones."""
+    import torch
+
     state_root = Path(state_root)
     state_root.mkdir(parents=True, exist_ok=True)
     if not name.startswith("step-"):
@@ -227,6 +237,8 @@ def find_train_state(state_root: Path) -> Path | None:
 
 
 def load_train_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
     state_dir = Path(state_dir)
     path = state_dir / STATE_FILE
     if not path.is_file():
@@ -293,6 +305,8 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     checkpoint of another preset or variant is refused with the differing keys named), except
     `weights_dir`, a local path: the caller's is used to build the pretrained parts.
     """
+    import torch
+
     from gazevlm.models import build_model
 
     run_dir = Path(run_dir)

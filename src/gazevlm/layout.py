@@ -24,6 +24,10 @@ per window, key = window_id:
   valid.npy               (T,) bool, False where the keyframe has no valid gaze point
   heatmap.npy             (T, S, S) float16 full heatmap after the same resize/crop (analysis only)
   json                    window_id, uid, task, split, frames, timestamps, keyframe_ids, target_text
+
+Vision features (stage features, gazevlm.features): data/features/frames.npy (K, P, D) float32, one row
+per distinct frame of the shards, encoded by the frozen encoder; data/features/<task>/<split>.json the
+window ids in shard order with the rows of each window's frames; data/features/info.json the encoder.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ SPLITS = ("train", "val", "test")
 EXTRACT_DIR = Path("data/extract")
 ANNOTATE_DIR = Path("data/annotate")
 SHARDS_DIR = Path("data/shards")
+FEATURES_DIR = Path("data/features")
 MODELS_DIR = Path("models")
 PREDICTIONS_DIR = Path("data/predictions")
 ATTENTION_DIR = Path("data/attention")

@@ -207,6 +207,7 @@ class EvaluateParams:
     seed: int = 0
     semantic_model: str = "all-MiniLM-L6-v2"
     batch_size: int = 32
+    workers: int = 2  # processes generating the test predictions (the outputs are the same for any number)
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,7 @@ RULES: dict[str, Rule] = {
     "evaluate.num_beams": _at_least(1),
     "evaluate.bootstrap_samples": _at_least(1),
     "evaluate.batch_size": _at_least(1),
+    "evaluate.workers": _at_least(1),
     "attention.topk": _at_least(1),
     "attention.support_threshold": _within(0, 1),
     "attention.overlay_windows": _at_least(0),

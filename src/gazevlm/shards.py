@@ -401,24 +401,38 @@ def _load_meta(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return meta
 
 
-def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = True) -> dict[str, Any]:
+def decode_jpegs(jpegs: Sequence[bytes], where: str) -> np.ndarray:
+    """A window's JPEG frames -> (T, H, W, 3) uint8 RGB."""
+    frames = []
+    for i, data in enumerate(jpegs):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ShardError(f"{where}: f{i}.jpg cannot be decoded")
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = True,
+                  with_frames: bool = True) -> dict[str, Any]:
     """Raw tar entries -> numpy: frames (T, H, W, 3) uint8 RGB, meta, and the gaze arrays if asked
-    (the full heatmap only with with_heatmap: batches for the model never use it)."""
+    (the full heatmap only with with_heatmap: batches for the model never use it). With
+    with_frames=False the JPEGs are not decoded: `jpegs` holds their bytes in frame order instead
+    (readers whose vision features come from gazevlm.features decode them only if they must)."""
     where = f"{raw.get('__url__', '?')}: sample {raw.get('__key__', '?')}"
     try:
         meta = _load_meta(raw, where)
         t = len(meta["frames"])
-        frames = []
+        jpegs = []
         for i in range(t):  # by index from the metadata, never by tar member order
             data = raw.get(f"f{i}.jpg")
             if data is None:
                 raise ShardError(f"{where}: missing f{i}.jpg (metadata lists {t} frames)")
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ShardError(f"{where}: f{i}.jpg cannot be decoded")
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        out: dict[str, Any] = {"window_id": raw["__key__"], "frames": np.stack(frames), "meta": meta,
-                               "text": meta["target_text"]}
+            jpegs.append(data)
+        out: dict[str, Any] = {"window_id": raw["__key__"], "meta": meta, "text": meta["target_text"]}
+        if with_frames:
+            out["frames"] = decode_jpegs(jpegs, where)
+        else:
+            out["jpegs"] = jpegs
         if with_gaze:
             out["target"] = _load_npy(raw, "target.npy", where)
             out["valid"] = _load_npy(raw, "valid.npy", where)
@@ -504,13 +518,14 @@ def _raw_samples(url: str, expected: dict[str, int]) -> Iterator[dict[str, Any]]
 
 
 def iter_samples(source: Sequence[str] | tuple[str, str], with_gaze: bool = True,
-                 root: str | Path = layout.SHARDS_DIR) -> Iterator[dict[str, Any]]:
-    """Every sample in file order, decoded to numpy (analysis; no shuffling, no splitting)."""
+                 root: str | Path = layout.SHARDS_DIR, with_frames: bool = True) -> Iterator[dict[str, Any]]:
+    """Every sample in file order, decoded to numpy (analysis; no shuffling, no splitting); with
+    with_frames=False the JPEG bytes instead of the frames (see decode_sample)."""
     files = resolve_files(source, root)
     expected = check_manifest(files, complete=False)
     for url in files:
         for raw in _raw_samples(url, expected):
-            yield decode_sample(raw, with_gaze)
+            yield decode_sample(raw, with_gaze, with_frames=with_frames)
 
 
 def count_samples(source: Sequence[str] | tuple[str, str], root: str | Path = layout.SHARDS_DIR) -> int:

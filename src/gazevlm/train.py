@@ -10,8 +10,9 @@ switches in params.yaml (`runs`). Every run is trained once per seed of `train.s
 Each epoch ends with the validation loss; the best epoch by validation loss (`train.select_on`)
 is kept as models/<run>/seed<N>/<task>/model.safetensors; the latest resumable state is kept under
 models/<run>/seed<N>/<task>/state/ (see gazevlm.checkpoint) and a rerun resumes from it bit-exactly on
-CPU. Curves go to DVCLive in reports/train/<run>/seed<N>/<task>/. `run(params, run, seed=...)` is the
-notebook's entry: it launches torchrun once per task (train.parallel_tasks at a time).
+CPU. Curves go to DVCLive in reports/train/<run>/seed<N>/<task>/. `run(params, run, seed=...)`
+(gazevlm.train_launch, re-exported here) is the notebook's entry: it starts one worker per task
+(train.parallel_tasks at a time): the interpreter itself for one process per task, torchrun for more.
 
 The committed params.yaml trains the tiny preset (lr 2e-3, global batch 32). The paper trained its
 OpenFlamingo (`model.preset: paper`) with lr 7e-5, global batch 32, 10 epochs, vision encoder frozen:
@@ -27,16 +28,14 @@ import json
 import math
 import os
 import random
-import re
 import shutil
-import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +49,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from gazevlm import checkpoint as ckpt
-from gazevlm import distributed, layout
+from gazevlm import distributed, layout, train_launch
 from gazevlm import params as params_mod
 from gazevlm.checkpoint import CheckpointError, load_trained  # noqa: F401  (re-exported for the stages)
 from gazevlm.gaze_inputs import GazeInputs
@@ -65,19 +64,22 @@ from gazevlm.train_data import (
     full_groups,
     prompt_inputs,
 )
+from gazevlm.train_launch import (  # noqa: F401  (the launcher and the stage's reports, re-exported)
+    TRAIN_REPORTS,
+    _switches,
+    check_seed,
+    launch_command,
+    report_dir,
+    torchrun_command,
+    write_seed_metrics,
+)
 
-TRAIN_REPORTS = layout.REPORTS_DIR / "train"
 SCHEDULES = params_mod.SCHEDULES   # checked, with every other key, by gazevlm.params
 SELECT_ON = params_mod.SELECT_ON
 # train keys that may change between a run and its resumption (they do not change the trajectory
 # of the steps already taken); every other key of the fingerprint must match to resume.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "nproc_per_node", "checkpoint_every_steps", "tasks",
                      "cpu_threads", "seeds", "in_memory", "parallel_tasks")
-
-
-def report_dir(run: str, task: str, seed: int, root: Path = TRAIN_REPORTS) -> Path:
-    """DVCLive directory of one run, task and seed: metrics.json and plots/metrics/{train,val}/*.tsv."""
-    return Path(root) / run / layout.seed_dir(seed) / task
 
 
 # --- the model side, behind one seam -------------------------------------------------------------
@@ -89,8 +91,8 @@ def _model_api() -> SimpleNamespace:
 
     # tiny presets: a word tokenizer over the train targets; real presets: the LM's own
     return SimpleNamespace(build_model=models.build_model, build_tokenizer=models.build_tokenizer,
-                           encode_train=text.encode_train, gaze_kl=losses.gaze_kl, total_loss=losses.total_loss,
-                           vocab_fingerprint=tokenizer.vocabulary_fingerprint)
+                           encode_train=text.encode_train, train_encoder=text.TrainEncoder, gaze_kl=losses.gaze_kl,
+                           total_loss=losses.total_loss, vocab_fingerprint=tokenizer.vocabulary_fingerprint)
 
 
 def vision_tower(model: nn.Module) -> nn.Module | None:
@@ -135,20 +137,6 @@ def micro_batch_size(global_batch: int, world_size: int, grad_accum: int) -> int
         raise ValueError(f"params.train.batch_size={global_batch} is not divisible by world_size ({world_size}) "
                          f"x grad_accum ({grad_accum})")
     return global_batch // (world_size * grad_accum)
-
-
-def check_seed(params: Params, seed: int | None) -> int:
-    """The seed to train with: one of params.train.seeds (the first when None)."""
-    seeds = tuple(params.train.seeds)
-    if seed is None:
-        return int(seeds[0])
-    if seed not in seeds:
-        raise ValueError(f"seed {seed} is not one of params.train.seeds {list(seeds)}")
-    return int(seed)
-
-
-def _switches(params: Params, run: str) -> dict:
-    return params_mod.run_switches(params.run(run))
 
 
 def fingerprint(params: Params, run: str, task: str, vocab: str, seed: int) -> str:
@@ -198,15 +186,21 @@ class StepConfig:
     kl_reduction: str
     kl_eps: float
     device: torch.device
+    # texts, n_frames -> encode_train's tensors, each text tokenised once (None: api.encode_train every step)
+    encode: Callable[[list[str], int], dict] | None = None
 
 
 def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNamespace, cfg: StepConfig,
                    cache: VisionFeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(loss, ce, kl or None) of one micro-batch; kl is None when the model has no gaze block."""
     n_frames = batch_frames(batch)
-    enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames, **prompt_inputs(batch))
+    extra = prompt_inputs(batch)  # gaze-input baselines only: each window's gaze points in its prompt
+    if cfg.encode is not None:
+        enc = cfg.encode(list(batch["text"]), n_frames, **extra)
+    else:
+        enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames, **extra)
     if not isinstance(enc, dict):
-        enc = dict(zip(("input_ids", "attention_mask", "labels"), enc))
+        enc = dict(zip(("input_ids", "attention_mask", "labels"), enc, strict=True))
     enc = {k: v.to(cfg.device) for k, v in enc.items()}
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.type == "cuda"
                 else contextlib.nullcontext())  # bf16 needs no loss scaler; CPU stays float32
@@ -224,6 +218,52 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
                          direction=cfg.kl_direction, reduction=cfg.kl_reduction, eps=cfg.kl_eps)
     loss = api.total_loss(ce, kl, cfg.lam)
     return loss, ce, kl
+
+
+@dataclass
+class Stepper:
+    """One optimizer step of the loop (the benchmark times this very code): a group of micro-batches
+    with gradient accumulation (FSDP's gradient sync on the last one only), global-norm clipping, AdamW
+    and the schedule."""
+
+    model: nn.Module
+    tokenizer: Any
+    api: SimpleNamespace
+    cfg: StepConfig
+    cache: VisionFeatureCache | None
+    trainable: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    grad_clip: float                 # math.inf: no clipping (the norm is still measured)
+    ctx: distributed.DistContext
+    has_block: bool
+
+    def step(self, group: list[dict]) -> dict[str, float]:
+        """What the loop logs: loss and ce (kl with a gaze block, lambda 0 or not) averaged over the group
+        and the ranks, the lr the step used, the global gradient norm before clipping, the step's wall time."""
+        t0 = time.perf_counter()
+        sums = torch.zeros(4, dtype=torch.float64)
+        for i, mb in enumerate(group):
+            if self.ctx.world_size > 1:
+                self.model.set_requires_gradient_sync(i == len(group) - 1)
+            loss, ce, kl = forward_losses(self.model, mb, self.tokenizer, self.api, self.cfg, self.cache)
+            (loss / len(group)).backward()
+            sums += torch.tensor([loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0],
+                                 dtype=torch.float64)
+        # clip_grad_norm_ on DTensor gradients reduces the shard norms over the mesh: the global norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        tot = distributed.all_reduce(sums, self.ctx)
+        n = tot[3].item()
+        last = {"loss": tot[0].item() / n, "ce": tot[1].item() / n, "lr": lr, "grad_norm": grad_norm,
+                "step_time_s": time.perf_counter() - t0}
+        if self.has_block:
+            last["kl"] = tot[2].item() / n
+        return last
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -290,13 +330,15 @@ def _close_live_repos() -> None:
 
 def train(params: Params, run: str, task: str, *, seed: int | None = None, out_dir: str | Path | None = None,
           live_dir: str | Path | None = None, shards_root: str | Path = layout.SHARDS_DIR,
-          data: DataSource | None = None, device: str = "auto", resume: str = "auto",
-          progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> dict:
+          features_root: str | Path = layout.FEATURES_DIR, data: DataSource | None = None, device: str = "auto",
+          resume: str = "auto", progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> dict:
     """Train one (run, task, seed) on every rank of the process group; returns the summary (rank 0).
 
     seed: one of params.train.seeds (default the first). resume: auto (continue from
     models/<run>/seed<N>/<task>/state if present) | never (start afresh, deleting it) | must (fail if
-    there is no state). `on_step(step, epoch)` is called after each optimizer step.
+    there is no state). `on_step(step, epoch)` is called after each optimizer step. The frozen tower's
+    features come from `features_root` (stage features) when they were computed by this model's tower
+    from these shards; a `data` source given here gets none (its windows are not the shards').
     """
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume={resume!r} (auto | never | must)")
@@ -308,6 +350,8 @@ def train(params: Params, run: str, task: str, *, seed: int | None = None, out_d
         torch.set_num_threads(params.train.cpu_threads)
     try:
         inputs = GazeInputs.of_run(params.run(run))  # gaze as a model input: the gaze-input baselines only
+        # the features stage encoded the shards' own frames: a gaze_overlay run trains on other pixels
+        shared = (Path(shards_root), Path(features_root)) if data is None and not inputs.overlay else None
         if data is None and params.train.in_memory and ctx.world_size == 1:
             data = MemorySource(task, Path(shards_root), inputs=inputs)
         elif data is None:
@@ -316,7 +360,7 @@ def train(params: Params, run: str, task: str, *, seed: int | None = None, out_d
         return _train(ctx, params, run, task, seed,
                       out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task, seed),
                       live_dir=Path(live_dir) if live_dir else report_dir(run, task, seed),
-                      data=data, resume=resume, progress=progress, on_step=on_step)
+                      data=data, shared=shared, resume=resume, progress=progress, on_step=on_step)
     finally:
         _close_live_repos()
         torch.set_num_threads(threads)
@@ -324,8 +368,8 @@ def train(params: Params, run: str, task: str, *, seed: int | None = None, out_d
 
 
 def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, seed: int, *, out_dir: Path,
-           live_dir: Path,
-           data: DataSource, resume: str, progress: bool, on_step: Callable[[int, int], None] | None) -> dict:
+           live_dir: Path, data: DataSource, shared: tuple[Path, Path] | None, resume: str, progress: bool,
+           on_step: Callable[[int, int], None] | None) -> dict:
     from tqdm.auto import tqdm
 
     api = _model_api()
@@ -367,7 +411,8 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, se
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(tp.warmup_steps, total_steps, tp.schedule))
     cache = VisionFeatureCache(model.encode_vision) if (tp.cache_vision_features and frozen) else None
     step_cfg = StepConfig(task=task, lam=float(rp.lam), kl_direction=tp.kl_direction,
-                          kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=ctx.device)
+                          kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=ctx.device,
+                          encode=api.train_encoder(tokenizer, task) if hasattr(api, "train_encoder") else None)
 
     # Resume (rank 0 reads; weights and optimizer are broadcast so other nodes need no shared disk).
     meta: dict[str, Any] = {"found": False}
@@ -422,10 +467,14 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, se
     else:
         _seed_all(seed + 7919 + ctx.rank)  # per-rank dropout streams, fixed by the seed
     del weights, optim_state
-    if cache is not None and hasattr(data, "warm"):
+    features_note = None
+    if cache is not None:
         # after a resume has loaded its weights: the features come from the tower the run trains with
         model.eval()
-        data.warm(cache, ctx.device)
+        if shared is not None:
+            features_note = _load_shared_features(cache, model, task, *shared)
+        if hasattr(data, "warm"):
+            data.warm(cache, ctx.device)
 
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,6 +502,8 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, se
         if frozen:
             tower.eval()  # a frozen tower stays deterministic (dropout/batch statistics off)
 
+    stepper = Stepper(model, tokenizer, api, step_cfg, cache, trainable, opt, sched,
+                      tp.grad_clip if tp.grad_clip > 0 else math.inf, ctx, has_block=bool(rp.block))
     template: dict | None = None  # a batch for ranks with nothing left to validate (FSDP needs every rank)
     t_start = time.perf_counter()
     for epoch in range(start_epoch, tp.epochs):
@@ -481,30 +532,9 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, se
                 _set_rng_state(pending_rng, ctx.device)
                 pending_rng = None
             template = group[0] if template is None else template
-            t0 = time.perf_counter()
-            sums = torch.zeros(4, dtype=torch.float64)
-            for i, mb in enumerate(group):
-                if ctx.world_size > 1:
-                    model.set_requires_gradient_sync(i == len(group) - 1)
-                loss, ce, kl = forward_losses(model, mb, tokenizer, api, step_cfg, cache)
-                (loss / len(group)).backward()
-                sums += torch.tensor([loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0],
-                                     dtype=torch.float64)
-            # clip_grad_norm_ on DTensor gradients reduces the shard norms over the mesh: the global norm
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, tp.grad_clip if tp.grad_clip > 0 else math.inf)
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            lr = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            last = stepper.step(group)
             step += 1
             steps_in_epoch += 1
-            tot = distributed.all_reduce(sums, ctx)
-            n = tot[3].item()
-            last = {"loss": tot[0].item() / n, "ce": tot[1].item() / n, "lr": lr, "grad_norm": grad_norm,
-                    "step_time_s": time.perf_counter() - t0}
-            if rp.block:  # the KL exists (and is logged, lambda 0 or not) whenever there is a block
-                last["kl"] = tot[2].item() / n
             if not math.isfinite(last["loss"]):
                 raise FloatingPointError(f"{run}/{task}: non-finite training loss at step {step} (epoch {epoch})")
             if live is not None:
@@ -555,13 +585,30 @@ def _train(ctx: distributed.DistContext, params: Params, run: str, task: str, se
                "last": last, "fingerprint": fp}
     if cache is not None:
         summary["vision_cache"] = {"samples": len(cache.features), "bytes": cache.nbytes, "hits": cache.hits,
-                                   "misses": cache.misses}
+                                   "misses": cache.misses, "loaded": cache.loaded}
+    if features_note is not None:
+        summary["vision_features"] = features_note
     if live is not None:
         live.summary.update({"world_size": ctx.world_size})  # train_time_s: summary.json / report.json
         _results_only(live.summary)
         live.end()
         ckpt.write_json(live_dir / "summary.json", summary)
     return summary
+
+
+def _load_shared_features(cache: VisionFeatureCache, model: nn.Module, task: str, shards_root: Path,
+                          features_root: Path) -> dict[str, str]:
+    """Fill the cache with the features stage's train and val features when they fit this model's tower
+    and these shards; what was done, for the summary."""
+    from gazevlm import features
+
+    found, why = features.open_shared(model, [(task, "train"), (task, "val")], shards_root=shards_root,
+                                      root=features_root)
+    if found is None:
+        return {"source": "encoded here", "reason": why}
+    for split in ("train", "val"):
+        cache.load(*found.window_features(task, split))
+    return {"source": str(features_root)}
 
 
 @torch.no_grad()
@@ -610,106 +657,6 @@ def _save_best(out_dir: Path, weights: dict, params: Params, run: str, task: str
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, config)
 
 
-# --- the notebook's entry: torchrun per task --------------------------------------------------------
-
-def torchrun_command(nproc_per_node: int | str) -> list[str]:
-    """torchrun on one node; --standalone picks a free local rendezvous port (none is hard-coded)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
-
-
-def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yaml",
-        tasks: Sequence[str] | None = None, nproc_per_node: int | str | None = None,
-        extra_args: Sequence[str] = (), stream: Callable[[str], None] | None = print,
-        launcher: Sequence[str] | None = None, seed: int | None = None) -> dict:
-    """Launch `torchrun --standalone -m gazevlm.train` for each task of `run` with one seed (default the
-    first of train.seeds), up to train.parallel_tasks at a time; write
-    reports/train/<run>/seed<N>/<task>/report.json.
-
-    `launcher` replaces the torchrun prefix (e.g. a Slurm srun line); the module and its arguments follow it."""
-    params.run(run)  # a clear error for an unknown run name before anything starts
-    seed = check_seed(params, seed)
-    tasks = list(tasks or params.train.tasks)
-    nproc = nproc_per_node or params.train.nproc_per_node
-    report: dict[str, Any] = {"run": run, "seed": seed, "switches": _switches(params, run), "nproc_per_node": nproc,
-                              "tasks": {}}
-    lock = threading.Lock()
-    todo = list(tasks)
-    while todo:
-        batch, todo = todo[:max(1, params.train.parallel_tasks)], todo[params.train.parallel_tasks:]
-        # --run-name: torchrun's own parser rejects `--run` (a prefix of --run-path)
-        workers = [_Worker(run, task, seed, [*(launcher or torchrun_command(nproc)),
-                                             "-m", "gazevlm.train", "--params", str(params_file), "--run-name", run,
-                                             "--task", task, "--seed", str(seed), *extra_args],
-                           stream if len(batch) == 1 or stream is None else _prefixed(stream, task, lock))
-                   for task in batch]
-        failed = [w for w in workers if w.wait() != 0]
-        if failed:
-            w = failed[0]
-            # the worker's own error goes last: torchrun's failure summary follows it in the output
-            raise RuntimeError(f"training {run}/{w.task} failed (exit {w.returncode}): {' '.join(w.cmd)}\n"
-                               + "\n".join(w.tail) + "".join(f"\n\n{e}" for e in _worker_error(w.tail)))
-        for w in workers:
-            summary = ckpt.read_json(report_dir(run, w.task, seed) / "summary.json")
-            report["tasks"][w.task] = {**summary, "wall_time_s": w.wall_time_s}
-            ckpt.write_json(report_dir(run, w.task, seed) / "report.json",
-                            {**{k: v for k, v in report.items() if k != "tasks"}, "task": w.task,
-                             **report["tasks"][w.task]})
-    write_seed_metrics(run, seed)
-    return report
-
-
-def write_seed_metrics(run: str, seed: int, root: Path = TRAIN_REPORTS) -> Path:
-    """reports/train/<run>/seed<N>.json: the DVC metrics of one training stage, results only (best epoch
-    and validation losses per task, from each task's DVCLive metrics.json; no timings)."""
-    base = Path(root) / run / layout.seed_dir(seed)
-    out = {}
-    for path in sorted(base.glob("*/metrics.json")):
-        out[path.parent.name] = ckpt.read_json(path)
-    target = base.with_suffix(".json")
-    ckpt.write_json(target, out)
-    return target
-
-
-def _prefixed(stream: Callable[[str], None], task: str, lock: threading.Lock) -> Callable[[str], None]:
-    def out(line: str) -> None:
-        with lock:
-            stream(f"[{task}] {line}")
-    return out
-
-
-class _Worker:
-    """One training process; its output is read on a thread (several run at once) and its tail kept
-    for the error message."""
-
-    def __init__(self, run: str, task: str, seed: int, cmd: list[str], stream: Callable[[str], None] | None):
-        self.run, self.task, self.seed, self.cmd = run, task, seed, cmd
-        env = {**os.environ, "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.tail: list[str] = []
-        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.reader.start()
-
-    def _read(self, stream: Callable[[str], None] | None) -> None:
-        for line in self.proc.stdout:
-            self.tail = (self.tail + [line.rstrip()])[-40:]
-            if stream is not None:
-                stream(line.rstrip())
-
-    def wait(self) -> int:
-        self.returncode = self.proc.wait()
-        self.reader.join()
-        self.wall_time_s = round(time.perf_counter() - self.t0, 3)
-        return self.returncode
-
-
-def _worker_error(lines: Sequence[str]) -> list[str]:
-    """The last exception line a worker printed (e.g. `[rank0]: FloatingPointError: ...`), if any."""
-    pattern = re.compile(r"^(\[rank\d+\]:\s*)?[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b:?")
-    found = [line.strip() for line in lines if pattern.match(line.strip()) and "ChildFailedError" not in line]
-    return found[-1:]
-
-
 # --- command line -----------------------------------------------------------------------------------
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -736,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--live-dir", default=None,
                     help="DVCLive directory (default: reports/train/<run>/seed<N>/<task>)")
     ap.add_argument("--shards", default=str(layout.SHARDS_DIR), help="shards root (default: data/shards)")
+    ap.add_argument("--features", default=str(layout.FEATURES_DIR),
+                    help="the features stage's output, used when it fits (default: data/features)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--resume", default="auto", choices=("auto", "never", "must"))
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -751,14 +700,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         ap.error(f"--seed: {err}")
     summary = train(params, args.run, args.task, seed=args.seed, out_dir=args.out, live_dir=args.live_dir,
-                    shards_root=args.shards, device=args.device, resume=args.resume, progress=not args.no_progress)
+                    shards_root=args.shards, features_root=args.features, device=args.device, resume=args.resume,
+                    progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best"]
         print(f"{args.run}/{args.task} seed {summary['seed']}: {summary['steps']} steps on {summary['world_size']} "
               f"rank(s) in {summary['train_time_s']:.1f} s; best epoch {best['epoch']} "
               f"(val {summary['select_on']} {best['value']:.4f})", flush=True)
+        if "vision_features" in summary:
+            vf = summary["vision_features"]
+            print(f"vision features: {vf['source']}" + (f" ({vf['reason']})" if "reason" in vf else ""), flush=True)
     return 0
 
+
+# the notebook's entry lives in gazevlm.train_launch (it starts the workers without importing torch)
+run = train_launch.run
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -154,7 +155,16 @@ class VisionFeatureCache:
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], store: torch.device = torch.device("cpu")):
         self.encode, self.store = encode, store
         self.features: dict[str, torch.Tensor] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.loaded = 0
+
+    def load(self, window_ids: list[str], features: torch.Tensor) -> None:
+        """Take the features (N, T, P, D) of these windows as computed elsewhere (gazevlm.features: the
+        same numbers, encoded once for every run); windows already in the cache keep theirs."""
+        features = features.to(self.store)
+        for wid, feat in zip(window_ids, features, strict=True):
+            if wid not in self.features:
+                self.features[wid] = feat
+                self.loaded += 1
 
     @torch.no_grad()
     def __call__(self, window_ids: list[str], pixels: torch.Tensor | Callable[[], torch.Tensor],
@@ -201,13 +211,14 @@ class VisionFeatureCache:
 
 
 class MemorySource:
-    """The heatmap stage's shards decoded once into memory, for one process (train.in_memory).
+    """The heatmap stage's shards read once into memory, for one process (train.in_memory).
 
     Streaming the tars re-decodes every JPEG every epoch, which is most of a tiny training step on a
     CPU; the tiny world fits in memory many times over (180 videos: ~1200 windows x 5 frames x 3 x 128
-    x 128 bytes = 0.3 GB per split). Batches are drawn from a permutation seeded by (seed, epoch), so a
-    resumed run sees exactly the batches it would have seen. One rank only: ranks > 1 stream the
-    shards (ShardSource), each its own part.
+    x 128 bytes = 0.3 GB per split). The JPEGs are decoded only when pixels are first needed (`frames`):
+    never, when the feature cache holds every window (gazevlm.features). Batches are drawn from a
+    permutation seeded by (seed, epoch), so a resumed run sees exactly the batches it would have seen.
+    One rank only: ranks > 1 stream the shards (ShardSource), each its own part.
     """
 
     def __init__(self, task: str, root: Path = layout.SHARDS_DIR, inputs: GazeInputs = gaze_inputs.NONE):
@@ -223,9 +234,9 @@ class MemorySource:
             # (sha256 too: a shard altered in place keeps its size, which is all iter_samples checks)
             split_files(self.task, split, self.root)
             shards.verify_split(self.task, split, self.root)
-            frames, targets, valids, heatmaps, texts, ids = [], [], [], [], [], []
-            for s in shards.iter_samples((self.task, split), with_gaze=True, root=self.root):
-                frames.append(torch.from_numpy(s["frames"]).permute(0, 3, 1, 2))
+            jpegs, targets, valids, heatmaps, texts, ids = [], [], [], [], [], []
+            for s in shards.iter_samples((self.task, split), with_gaze=True, root=self.root, with_frames=False):
+                jpegs.append(s["jpegs"])
                 targets.append(torch.from_numpy(s["target"].astype("float32")))
                 valids.append(torch.from_numpy(s["valid"].astype(bool)))
                 if self.inputs.any:  # kept only for a gaze-input run: the others never hold the heatmap
@@ -234,14 +245,29 @@ class MemorySource:
                 ids.append(s["window_id"])
             if not ids:
                 raise ValueError(f"{self.root / self.task}: the {split} split has no samples")
-            data = {"frames_u8": torch.stack(frames), "gaze_target": torch.stack(targets),
-                    "gaze_valid": torch.stack(valids), "text": texts, "window_id": ids}
-            if self.inputs.any:
-                # made once here, so the vision-feature cache (warm) encodes the frames the run trains on
-                data["gaze_heatmap"] = torch.stack(heatmaps)
-                data = gaze_inputs.model_inputs(data, self.inputs, keep_loss_targets=True)
+            data = {"jpegs": jpegs, "target": torch.stack(targets), "valid": torch.stack(valids), "text": texts,
+                    "window_id": ids}
+            if self.inputs.any:  # a gaze-input run: the heatmap overlaid on its frames and/or its points as text
+                data["heatmap"] = torch.stack(heatmaps)
+                if self.inputs.text:
+                    data["gaze_points"] = gaze_inputs.heatmap_points(data["heatmap"], data["valid"])
             self._splits[split] = data
         return self._splits[split]
+
+    def frames(self, split: str) -> torch.Tensor:
+        """The split's frames (N, T, 3, H, W) uint8, decoded on first use."""
+        from gazevlm import shards
+
+        data = self._split(split)
+        if "frames" not in data:
+            where = f"{self.root / self.task} {split} window"
+            frames = torch.stack([
+                torch.from_numpy(shards.decode_jpegs(j, f"{where} {w}")).permute(0, 3, 1, 2)
+                for j, w in zip(data["jpegs"], data["window_id"], strict=True)])
+            if self.inputs.overlay:  # made once here, so the feature cache encodes the frames the run trains on
+                frames = gaze_inputs.overlay_frames(frames, data["heatmap"], data["valid"])
+            data["frames"] = frames
+        return data["frames"]
 
     def train_texts(self) -> list[str]:
         """The train targets in window-id order (and, for a gaze_text run, the gaze prompt's words)."""
@@ -253,10 +279,12 @@ class MemorySource:
         return len(self._split(split)["window_id"])
 
     def warm(self, cache: VisionFeatureCache, device: torch.device) -> None:
-        """Encode the train and val splits into the feature cache in one pass each."""
+        """Encode the train and val splits into the feature cache in one pass each (nothing to decode
+        or encode for a split whose windows the cache holds already)."""
         for split in ("train", "val"):
             data = self._split(split)
-            cache.warm(data["window_id"], data["frames_u8"], device)
+            if any(w not in cache.features for w in data["window_id"]):
+                cache.warm(data["window_id"], self.frames(split), device)
 
     def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
                 shuffle: bool, seed: int) -> Iterator[dict]:
@@ -273,21 +301,38 @@ class MemorySource:
             idx = order[start:start + batch_size]
             if shuffle and len(idx) < batch_size:
                 return  # drop_last, as the shard reader does for training
-            batch = {"frames_u8": data["frames_u8"][idx], "gaze_target": data["gaze_target"][idx],
-                     "gaze_valid": data["gaze_valid"][idx], "text": [data["text"][i] for i in idx.tolist()],
-                     "window_id": [data["window_id"][i] for i in idx.tolist()]}
+            rows = idx.tolist()
+            batch = {"frame_rows": FrameRows(self, split, idx, int(data["target"].shape[1])),
+                     "gaze_target": data["target"][idx], "gaze_valid": data["valid"][idx],
+                     "text": [data["text"][i] for i in rows], "window_id": [data["window_id"][i] for i in rows]}
             if "gaze_points" in data:
-                batch["gaze_points"] = [data["gaze_points"][i] for i in idx.tolist()]
+                batch["gaze_points"] = [data["gaze_points"][i] for i in rows]
             yield batch
 
 
+@dataclass(frozen=True)
+class FrameRows:
+    """Some windows of a MemorySource split, whose frames are gathered (and the split decoded) only when
+    a step needs pixels: with the vision-feature cache warm, none does (gathering 32 windows' frames
+    cost ~7 ms a step, a tenth of a tiny step)."""
+
+    source: MemorySource
+    split: str
+    rows: torch.Tensor
+    n_frames: int
+
+    def gather(self) -> torch.Tensor:
+        """(B, T, 3, H, W) uint8."""
+        return self.source.frames(self.split)[self.rows]
+
+
 def batch_pixels(batch: dict) -> torch.Tensor:
-    """The batch's frames as float pixels in [0, 1]; MemorySource batches carry uint8 frames and are
-    converted only when asked (with the vision-feature cache warm, a step never needs them)."""
+    """The batch's frames as float pixels in [0, 1]; MemorySource batches carry rows of uint8 frames,
+    gathered and converted only when asked (with the vision-feature cache warm, a step never needs them)."""
     if "pixels" in batch:
         return batch["pixels"]
-    return batch["frames_u8"].float().div_(255.0)
+    return batch["frame_rows"].gather().float().div_(255.0)
 
 
 def batch_frames(batch: dict) -> int:
-    return int((batch["pixels"] if "pixels" in batch else batch["frames_u8"]).shape[1])
+    return int(batch["pixels"].shape[1]) if "pixels" in batch else batch["frame_rows"].n_frames

@@ -47,17 +47,24 @@ def _to_maps(value: Any, name: str, batch_size: int, n_frames: int) -> np.ndarra
     return (arr / sums).astype(np.float32)  # mean-of-softmax rows sum to 1 up to rounding; make it exact
 
 
+def clips_and_frames(batch: dict) -> tuple[int, int]:
+    """(B, T) of a batch of pixels (B, T, 3, H, W) or of vision features (B, T, P, D) (gazevlm.features)."""
+    return tuple(batch["vision_features" if "vision_features" in batch else "pixels"].shape[:2])
+
+
 def attention_maps(model: torch.nn.Module, batch: dict, prompt_fn: PromptFn | None = None) -> dict[str, np.ndarray]:
-    """source -> (B, T, P) attention distributions for one batch; sources the model lacks are left out."""
-    pixels = batch["pixels"]
+    """source -> (B, T, P) attention distributions for one batch; sources the model lacks are left out.
+    The batch carries pixels, or the frozen encoder's features (`vision_features`, passed on as such)."""
+    b, t = clips_and_frames(batch)
     input_ids, attention_mask = (prompt_fn or batch_prompt)(batch)
+    vision = {"vision_features": batch["vision_features"]} if "vision_features" in batch else {}
     with torch.no_grad():
-        out = model(pixels, input_ids, attention_mask, return_perceiver_attention=True)
+        out = model(batch.get("pixels"), input_ids, attention_mask, return_perceiver_attention=True, **vision)
     maps = {}
     for attr, source in OUTPUT_SOURCES:
         value = getattr(out, attr, None)
         if value is not None:
-            maps[source] = _to_maps(value, attr, pixels.shape[0], pixels.shape[1])
+            maps[source] = _to_maps(value, attr, b, t)
     return maps
 
 
@@ -92,7 +99,7 @@ def prompt_for(tokenizer: Any, task: str) -> PromptFn:
     from gazevlm.models.text import encode_prompt
 
     def fn(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t = batch["pixels"].shape[:2]
+        b, t = clips_and_frames(batch)
         enc = encode_prompt(tokenizer, task, t, b)
         return enc["input_ids"], enc["attention_mask"]
 

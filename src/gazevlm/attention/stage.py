@@ -159,10 +159,17 @@ def analysed_runs(params: Params) -> tuple[list[str], dict[str, str]]:
 
 
 def run(params: Params, *, load_model: ModelLoader | None = None, batches: BatchSource | None = None) -> dict:
-    """The stage. load_model / batches default to the trained checkpoints and the test loader."""
+    """The stage. load_model / batches default to the trained checkpoints and the test loader (the
+    features stage's vision features where they fit the model, else pixels)."""
+    from gazevlm import features
+
     start = time.time()
     load_model = load_model or extract.load_run_model
-    batches = batches or extract.test_batches
+    if batches is None:
+        test_batches = features.TestBatches(lambda task_: extract.test_batches(params, task_),
+                                            params.evaluate.batch_size)
+    else:
+        test_batches = lambda model_, task_: (batches(params, task_), "given")  # noqa: E731
     cfg = params.attention
     root = layout.ATTENTION_DIR
     runs, skipped = analysed_runs(params)
@@ -180,7 +187,8 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
         for run_name in runs:
             torch.manual_seed(extract.analysed_seed(params))
             model, prompt_fn = load_model(params, run_name, task)
-            ids, maps = extract.collect_attention(model, batches(params, task), prompt_fn)
+            task_batches, task_report.setdefault("vision_inputs", {})[run_name] = test_batches(model, task)
+            ids, maps = extract.collect_attention(model, task_batches, prompt_fn)
             del model
             pred_path = layout.predictions_file(run_name, task, extract.analysed_seed(params))
             predictions = read_predictions(pred_path)

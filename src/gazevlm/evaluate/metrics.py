@@ -142,11 +142,31 @@ def semantic_scores(predictions: Sequence[str], references: Sequence[str], *,
 
 # --- n-gram scores ----------------------------------------------------------------------------------
 
+class _RememberingTokenizer:
+    """rouge-score's own tokenizer (Porter stemming), each distinct text tokenised once: stemming is most
+    of ROUGE-L's cost, and the same references and predictions come back for every run and seed."""
+
+    def __init__(self, max_texts: int = 50_000):
+        from rouge_score import tokenizers
+
+        self._inner = tokenizers.DefaultTokenizer(use_stemmer=True)
+        self._seen: dict[str, list[str]] = {}
+        self._max = max_texts
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = self._seen.get(text)
+        if tokens is None:
+            if len(self._seen) >= self._max:
+                self._seen.clear()
+            tokens = self._seen[text] = self._inner.tokenize(text)
+        return tokens
+
+
 @functools.lru_cache(maxsize=1)
 def _rouge_scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True, tokenizer=_RememberingTokenizer())
 
 
 def rouge_l_scores(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:

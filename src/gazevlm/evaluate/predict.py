@@ -11,7 +11,9 @@ Contract with gazevlm.models (kept here, in one place, so a change there is a ch
   {"input_ids", "attention_mask", "labels"} with labels -100 outside the answer.
 - Checkpoints: `gazevlm.checkpoint.load_trained(models/<run>/seed<N>/<task>, params)` -> (model, tokenizer).
 - Test batches: `gazevlm.shards.make_loader((task, "test"), with_gaze=False, shuffle=False, ...)` yields
-  {"pixels": (B, T, 3, H, W) in [0, 1], "text": [reference], "window_id": [id], "meta": [...]}.
+  {"pixels": (B, T, 3, H, W) in [0, 1], "text": [reference], "window_id": [id], "meta": [...]};
+  `gazevlm.features.feature_batches` the same with "vision_features" (B, T, P, D) (the frozen encoder's
+  output, computed once by the features stage) instead of pixels, passed on as `vision_features=`.
 - The gaze-input baselines (runs with gaze_text / gaze_overlay, Tables 13 and 15) alone read the test
   gaze, through `gaze_input_batches`: overlaid pixels and/or `gaze_points` for the prompt, and no gaze
   array. Their prompts differ per window (`encode_prompt(..., gaze=points)`), so `predict` generates
@@ -115,6 +117,18 @@ def _n_frames(pixels: torch.Tensor, where: str) -> int:
     return int(pixels.shape[1])
 
 
+def model_inputs(batch: Mapping[str, Any], where: str) -> tuple[int, int, Any, dict[str, torch.Tensor]]:
+    """(batch size, frames per window, pixels or None, extra model kwargs) of a test batch: pixels, or
+    the frozen encoder's features (B, T, P, D) as `vision_features` (gazevlm.features)."""
+    if "vision_features" in batch:
+        feats = batch["vision_features"]
+        if feats.dim() != 4:
+            raise ValueError(f"{where}: vision_features must be (B, T, P, D), got {tuple(feats.shape)}")
+        return int(feats.shape[0]), int(feats.shape[1]), None, {"vision_features": feats}
+    pixels = batch["pixels"]
+    return int(pixels.shape[0]), _n_frames(pixels, where), pixels, {}
+
+
 def teacher_forced_ids(logits: torch.Tensor, labels: torch.Tensor) -> list[list[int]]:
     """Argmax next-token ids at the answer positions (labels != -100), the reference prefix given."""
     if logits.shape[:2] != labels.shape:
@@ -155,24 +169,25 @@ def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *
     stop = stop_token_ids(tokenizer)
     rows: list[dict] = []
     for k, batch in enumerate(batches):
-        pixels = batch["pixels"]
-        n_frames = _n_frames(pixels, f"test batch {k} of task {task!r}")
+        n_clips, n_frames, pixels, vision = model_inputs(batch, f"test batch {k} of task {task!r}")
         refs, ids = list(batch["text"]), list(batch["window_id"])
-        if not (len(refs) == len(ids) == pixels.shape[0]):
-            raise ValueError(f"test batch {k} of task {task!r}: {pixels.shape[0]} clips, {len(refs)} texts, "
+        if not (len(refs) == len(ids) == n_clips):
+            raise ValueError(f"test batch {k} of task {task!r}: {n_clips} clips, {len(refs)} texts, "
                              f"{len(ids)} window ids")
-        gaze = batch.get("gaze_points")   # gaze_text runs only (gaze_input_batches)
+        gaze = batch.get("gaze_points")   # gaze_text runs only (gaze_input_batches, always pixels)
         if gaze is None:
-            prompt = codec.encode_prompt(tokenizer, task, n_frames, pixels.shape[0])
+            prompt = codec.encode_prompt(tokenizer, task, n_frames, n_clips)
             out = model.generate(pixels, prompt["input_ids"], prompt["attention_mask"],
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams)
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams, **vision)
             preds = decode(tokenizer, continuation(out, prompt["input_ids"]), stop)
         else:
+            if pixels is None:
+                raise ValueError(f"test batch {k} of task {task!r}: gaze prompts come with pixels, not features")
             preds = _generate_gaze_prompts(model, tokenizer, codec, pixels, gaze, task, stop,
                                            max_new_tokens=max_new_tokens, num_beams=num_beams)
         if teacher_forcing:
             enc = codec.encode_train(tokenizer, refs, task, n_frames, **({} if gaze is None else {"gaze": gaze}))
-            logits = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"]).logits
+            logits = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"], **vision).logits
             tf = decode(tokenizer, teacher_forced_ids(logits, enc["labels"]), stop)
         else:
             tf = [None] * len(refs)

@@ -23,6 +23,7 @@ reader (predict.gaze_input_batches), and each is compared with `base` and with `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -31,10 +32,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gazevlm import ego4d, layout
-from gazevlm.evaluate import controls, grounding
+from gazevlm.evaluate import controls, generation, grounding
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import stats, tables
@@ -229,6 +229,11 @@ def evaluate_one(model, tokenizer, batches: Iterable, task: str, params: Params,
                    codec=codec)
     if df.empty:
         raise ValueError(f"task {task!r}: the test split yielded no windows")
+    return score_one(df, params, synthetic)
+
+
+def score_one(df: pd.DataFrame, params: Params, synthetic: bool) -> tuple[pd.DataFrame, int]:
+    """(scored predictions, windows skipped for an empty reference) of one run, task and seed."""
     n = len(df)
     df = score_predictions(df, params, synthetic)
     return df, n - len(df)
@@ -242,14 +247,11 @@ def run(params: Params, *, root: Path = Path("."),
     """Evaluate every run of params.runs with every seed of train.seeds on every task; write the outputs.
 
     load_model(run, task, seed) -> (model, tokenizer) and batches(params, task) default to the trained
-    checkpoints under models/ and the test shards (frames only); gaze_batches(params, task, run), the test
-    shards with the gaze a gaze-input baseline takes, is asked for those runs and no other. Tests pass
-    stand-ins."""
+    checkpoints under models/ and the test shards (the features stage's vision features where they fit
+    the model, else pixels), generated in evaluate.workers processes; gaze_batches(params, task, run), the
+    test shards with the gaze a gaze-input baseline takes, is asked for those runs and no other. Tests pass
+    stand-ins (run here)."""
     root = Path(root)
-    load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
-    batches = batches or (lambda params_, task_: P.test_batches(params_, task_, root / layout.SHARDS_DIR))
-    gaze_batches = gaze_batches or (lambda params_, task_, run_: P.gaze_input_batches(
-        params_, task_, run_, root / layout.SHARDS_DIR))
     synthetic = is_synthetic(params, root) if synthetic is None else synthetic
     ev = params.evaluate
     t0 = time.time()
@@ -259,31 +261,32 @@ def run(params: Params, *, root: Path = Path("."),
     outputs: list[str] = []
     timings: dict[str, float] = {}
     skipped_total: dict[str, int] = {}
-    for task in params.train.tasks:
-        chance: dict = {}
-        for run_name in params.runs:
-            per_seed: dict[int, pd.DataFrame] = {}
-            skipped = 0
-            for seed in params.train.seeds:
-                t = time.time()
-                torch.manual_seed(ev.seed)
-                model, tokenizer = load_model(run_name, task, seed)
-                test = (gaze_batches(params, task, run_name) if params.run(run_name).gaze_inputs
-                        else batches(params, task))
-                df, skipped = evaluate_one(model, tokenizer, test, task, params, synthetic, codec)
-                del model
-                per_seed[seed] = scored[(run_name, task, seed)] = df
-                path = layout.predictions_file(run_name, task, seed, root)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                df.to_parquet(path, index=False)
-                outputs.append(str(path))
-                timings[f"{run_name}/{task}/seed{seed}"] = round(time.time() - t, 2)
-            if synthetic and not chance:
-                chance = chance_levels(params, task, per_seed[params.train.seeds[0]]["reference"].tolist(), root)
-            records[(run_name, task)] = run_record(per_seed, params, synthetic, chance, skipped)
-            skipped_total[f"{run_name}/{task}"] = skipped
-            pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
-            outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
+    inputs: dict[str, str] = {}
+    with contextlib.closing(generation.generate_all(params, root, load_model=load_model, batches=batches,
+                                                    codec=codec, gaze_batches=gaze_batches)) as generated:
+        for task in params.train.tasks:
+            chance: dict = {}
+            for run_name in params.runs:
+                per_seed: dict[int, pd.DataFrame] = {}
+                skipped = 0
+                for seed in params.train.seeds:
+                    t = time.time()
+                    got = next(generated)
+                    assert got.job == generation.Job(run_name, task, int(seed)), (got.job, run_name, task, seed)
+                    df, skipped = score_one(got.predictions, params, synthetic)
+                    inputs[got.job.name] = got.vision_inputs
+                    per_seed[seed] = scored[(run_name, task, seed)] = df
+                    path = layout.predictions_file(run_name, task, seed, root)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    df.to_parquet(path, index=False)
+                    outputs.append(str(path))
+                    timings[got.job.name] = {"generate": got.seconds, "score": round(time.time() - t, 2)}
+                if synthetic and not chance:
+                    chance = chance_levels(params, task, per_seed[params.train.seeds[0]]["reference"].tolist(), root)
+                records[(run_name, task)] = run_record(per_seed, params, synthetic, chance, skipped)
+                skipped_total[f"{run_name}/{task}"] = skipped
+                pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
+                outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
     names = score_names(next(iter(pooled.values())), synthetic)
     pairs = comparison_pairs(params)
     comparisons = compare_runs(pooled, params, names, pairs)
@@ -302,9 +305,11 @@ def run(params: Params, *, root: Path = Path("."),
         "statistics": stats.TEST, "seeds": list(params.train.seeds), "synthetic_diagnostics": synthetic,
         "runs": {name: run_switches(r) for name, r in params.runs.items()},
         "skipped_empty_reference": skipped_total,
+        "vision_inputs": inputs,
         "metrics": {f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
                     for (r, t), rec in records.items()},
         "tables": tables_written, "outputs": outputs,
+        "workers": ev.workers if generation.in_workers(load_model, batches, codec, gaze_batches) else 1,
         "seconds": {"total": round(time.time() - t0, 2), **timings},
     }
     gaze_runs = {name: list(r.gaze_inputs) for name, r in params.runs.items() if r.gaze_inputs}
