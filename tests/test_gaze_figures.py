@@ -12,7 +12,7 @@ def test_figures_and_tables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_world(tmp_path, occlude={"vid_b": [66]}, invalid={"vid_c": list(range(30, 41))})
     p = P.with_overrides(P.from_dict({}), heatmaps={"eps_px": 2, "eta": 0.35, "flow_scale": 1.0,
-                                                    "heatmap_size": 16})
+                                                    "heatmap_size": 16, "reference_width": 160})
     report = stage.run(p)
     counts = figures.gaze_counts_table(report)
     assert counts.loc["test", "invalid"] == 11 and counts.loc["test", "keyframes without gaze"] == 1

@@ -19,10 +19,12 @@ DROPPED = "activity_vid_a_0000040"
 
 
 def params(**heatmaps):
-    # eps 2 px at 160 px wide ~ the paper's 20 px at 1088 px. The upside-down frame of vid_b is
-    # inconsistent on ~0.5 of its pixels and clean frames on <= 0.15 here (DIS on this small scene;
-    # test_gaze_flow checks eta = 0.6 itself), so eta 0.35 separates them with margin both ways.
-    base = {"eps_px": 2, "eta": 0.35, "flow_scale": 1.0, "heatmap_size": 16, "shard_max_samples": 2}
+    # eps 2 px at 160 px wide ~ the paper's 20 px at 1088 px (given here at the world's own width, so it is
+    # not rescaled). The upside-down frame of vid_b is inconsistent on ~0.5 of its pixels and clean frames on
+    # <= 0.15 here (DIS on this small scene; test_gaze_flow checks eta = 0.6 itself), so eta 0.35 separates
+    # them with margin both ways.
+    base = {"eps_px": 2, "eta": 0.35, "flow_scale": 1.0, "heatmap_size": 16, "shard_max_samples": 2,
+            "reference_width": WIDTH}
     return P.with_overrides(P.from_dict({}), heatmaps={**base, **heatmaps})
 
 
@@ -207,3 +209,22 @@ def test_the_metrics_file_holds_results_only(world):
     assert set(json.loads(Path(stage.TIMINGS_PATH).read_text())) == {"timings_s", "realtime_factor", "video_seconds"}
     stage.run(params())
     assert Path(stage.REPORT_PATH).read_text() == first                      # `dvc metrics diff`: no noise
+
+
+def test_pixel_params_are_given_at_the_reference_width_and_scale_with_the_video():
+    hp = P.HeatmapParams()  # the paper's 20 px on Ego4D's 1088-px gaze videos
+    assert (stage.at_width(hp, 1088).sigma_px, stage.at_width(hp, 1088).eps_px) == (20, 20)
+    small = stage.at_width(hp, 256)
+    assert small.sigma_px == pytest.approx(20 * 256 / 1088) and small.eps_px == pytest.approx(20 * 256 / 1088)
+    assert small.delta_ms == hp.delta_ms and small.eta == hp.eta  # nothing else changes
+
+
+def test_the_stage_draws_the_gaze_blob_at_the_videos_scale(world):
+    """The same gaze at the same reference sigma: a reference width twice the video's halves the blob,
+    so the target's peak patch holds more of the mass."""
+    peak = {}
+    for ref in (WIDTH, 2 * WIDTH):
+        stage.run(params(reference_width=ref, sigma_px=20))
+        peak[ref] = np.mean([s["target"][v].max(axis=(1, 2)).mean() for s in all_samples().values()
+                             for v in [s["valid"]] if v.any()])
+    assert peak[2 * WIDTH] > 2 * peak[WIDTH]

@@ -119,6 +119,9 @@ class HeatmapParams:
     delta_ms: float = 200.0
     occlusion_filter: bool = True
     eps_px: float = 20.0
+    # sigma_px and eps_px are pixels of a frame this wide (Ego4D's gaze videos, where the paper set 20 px);
+    # a video of another width scales them by its width / reference_width
+    reference_width: float = 1088.0
     eta: float = 0.6
     flow: str = "dis"
     flow_scale: float = 0.5
@@ -136,7 +139,7 @@ class ModelParams:
     weights_dir: str | None = None
     vision_weights: str | None = "models/encoder/vision.safetensors"  # tiny preset: the pretrain stage's encoder
     query: str = "global"
-    block_output: str = "reweighted"
+    block_output: str = "pooled"
     block_layers: int = 2
     head_reduce: str = "mean"
 
@@ -392,6 +395,7 @@ RULES: dict[str, Rule] = {
     "heatmaps.sigma_px": _above(0),
     "heatmaps.delta_ms": _at_least(0),
     "heatmaps.eps_px": _at_least(0),
+    "heatmaps.reference_width": _above(0),
     "heatmaps.eta": _within(0, 1),
     "heatmaps.flow": _one_of(*FLOW_BACKENDS),
     "heatmaps.flow_scale": _within(0, 1, open_low=True),

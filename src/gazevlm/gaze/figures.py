@@ -106,11 +106,12 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
     else:
         rows = table.set_index("keyframe_id").loc[list(keyframe_ids)].reset_index()
     paths = pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")["path"]
-    sigma = params.heatmaps.sigma_px
+    hp = params.heatmaps
     fig, axes = plt.subplots(max(1, len(rows)), 2, figsize=(8, 4 * max(1, len(rows))), squeeze=False)
     for ax_row, (_, r) in zip(axes, rows.iterrows()):
         rgb = _rgb(read_image(paths[r["keyframe_id"]]))
         h, w = rgb.shape[:2]
+        sigma = hp.sigma_px * w / hp.reference_width  # as the stage draws it (gaze.stage.at_width)
         status = list(r["status"])
         own = (r["gaze_x"][-1], r["gaze_y"][-1])
         single = gaussian_heatmap(np.array([own]), h, w, sigma) if np.isfinite(own).all() else None

@@ -9,6 +9,8 @@ and reports/heatmaps_timings.json (speed).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import random
 import time
@@ -302,11 +304,19 @@ def _open_writers(win: pd.DataFrame, hp: HeatmapParams, shards_root: Path) -> di
     return writers
 
 
+def at_width(hp: HeatmapParams, width: int) -> HeatmapParams:
+    """hp with sigma_px and eps_px in pixels of a frame `width` wide (they are given at hp.reference_width):
+    what stays fixed is the gaze blob's and the flow tolerance's size relative to the frame."""
+    scale = width / hp.reference_width
+    return dataclasses.replace(hp, sigma_px=hp.sigma_px * scale, eps_px=hp.eps_px * scale)
+
+
 def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFrame, aggregator: Aggregator | None,
                    image_size: int, grid: int, hp: HeatmapParams, timings: Timings, tally: _Tally) -> dict:
     """Every keyframe result of one video (see keyframe_results)."""
     video = inputs.videos[uid]
     width, height = int(video["width"]), int(video["height"])
+    hp = at_width(hp, width)
     geometry = CropGeometry.for_frame(width, height, image_size)
     try:
         track = GazeTrack.from_table(gaze_by_uid.get(uid, inputs.gaze.iloc[:0]), width, height)
@@ -315,6 +325,7 @@ def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFram
     short: set[str] = set()
     if aggregator is not None:
         n_prev = n_previous_frames(hp.delta_ms, float(video["fps"]))
+        aggregator.eps_px = hp.eps_px
         aggregations, short = aggregate_video(video, kfs, track, aggregator, n_prev, timings)
     else:
         aggregations = {kid: single_point(track, int(f)) for kid, f in zip(kfs["keyframe_id"], kfs["frame"])}

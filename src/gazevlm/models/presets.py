@@ -78,6 +78,8 @@ class Preset:
     xattn_gate_init: float = 0.0
     # the tiny preset's vision encoder may come pretrained from the pipeline (gazevlm.pretrain)
     pretrainable_vision: bool = False
+    # tiny encoder: patch tokens attend within this window of patches (0: global attention, as CLIP)
+    vision_window: int = 0
 
     @property
     def geometry(self) -> tuple[int, int]:
@@ -102,6 +104,7 @@ TINY = Preset(
     train_lm=True,
     xattn_gate_init=1.0,
     pretrainable_vision=True,
+    vision_window=3,
 )
 
 # The other backbones' tiny presets differ from TINY only where their real design does.
@@ -210,10 +213,13 @@ def build_vision_encoder(preset: Preset, weights_dir: str | None = None) -> Simp
     if "hub" not in preset.vision:
         from open_clip.transformer import VisionTransformer
 
+        from .local_vit import LocalVisionTransformer
+
         v = preset.vision
-        visual = VisionTransformer(image_size=image_size, patch_size=patch_size, width=v["width"],
-                                   layers=v["layers"], heads=v["heads"], mlp_ratio=v["mlp_ratio"],
-                                   output_dim=v["width"], output_tokens=True)
+        kwargs = dict(image_size=image_size, patch_size=patch_size, width=v["width"], layers=v["layers"],
+                      heads=v["heads"], mlp_ratio=v["mlp_ratio"], output_dim=v["width"], output_tokens=True)
+        visual = (LocalVisionTransformer(**kwargs, window=preset.vision_window) if preset.vision_window
+                  else VisionTransformer(**kwargs))
     else:
         import open_clip
 
