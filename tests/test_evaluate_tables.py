@@ -191,7 +191,7 @@ def test_gaze_input_tables_give_each_run_its_gain_over_base_beside_the_paper():
 
 
 def _dry_run(target: str) -> list[str]:
-    out = subprocess.run(["make", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return out.splitlines()
 

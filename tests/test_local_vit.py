@@ -60,3 +60,18 @@ def test_the_tiny_preset_builds_the_local_encoder_and_real_presets_do_not():
     glob = dataclasses.replace(tiny, vision_window=0)
     assert type(presets.build_vision_encoder(glob).visual) is VisionTransformer
     assert presets.PRESETS["paper"].vision_window == 0
+
+
+def test_a_frame_encodes_to_the_same_bits_whatever_the_batch_and_as_open_clip_attention_does():
+    """The features stage encodes each frame once in large batches, training a window (2-3 frames) at a
+    time: the bits must not depend on the batch size; the values are those of nn.MultiheadAttention."""
+    torch.manual_seed(0)
+    model = vit(LocalVisionTransformer, window=3).eval()
+    x = torch.rand(9, 3, 64, 64)
+    with torch.no_grad():
+        whole = model(x)[1]
+        for size in (1, 2, 3, 4):
+            assert torch.equal(torch.cat([model(c)[1] for c in x.split(size)]), whole), size
+        for block in model.transformer.resblocks:
+            del block.attention  # back to open_clip's own ResidualAttentionBlock.attention
+        torch.testing.assert_close(model(x)[1], whole, rtol=1e-5, atol=1e-6)

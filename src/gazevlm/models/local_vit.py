@@ -9,7 +9,10 @@ tokens of a large pretrained CLIP are. The class token still attends to every pa
 """
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
 
@@ -37,6 +40,8 @@ class LocalVisionTransformer(VisionTransformer):
         if self.grid_size[0] != self.grid_size[1]:
             raise ValueError(f"local attention needs a square patch grid, got {self.grid_size}")
         self.register_buffer("attn_mask", local_attention_mask(grid, window), persistent=False)
+        for block in self.transformer.resblocks:
+            block.attention = types.MethodType(_batched_attention, block)
 
     def forward(self, x: torch.Tensor):
         x = self._embeds(x)
@@ -45,3 +50,22 @@ class LocalVisionTransformer(VisionTransformer):
         if self.proj is not None:
             pooled = pooled @ self.proj
         return (pooled, tokens) if self.output_tokens else pooled
+
+
+def _batched_attention(block, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask: torch.Tensor | None = None):
+    """Self-attention of open_clip's ResidualAttentionBlock on (B, L, D), with its own weights.
+
+    Why not its nn.MultiheadAttention: given a mask, that takes its sequence-first slow path, whose
+    products change in the last bit with the number of frames in a call (2 or 3 frames differ from 1 or
+    4), so features encoded once per frame would not equal features encoded a window at a time. One
+    projection of the (B, L, D) batch and scaled_dot_product_attention do not depend on it."""
+    if k_x is not None or v_x is not None:
+        raise ValueError("the local encoder's blocks attend to themselves only")
+    attn = block.attn
+    b, n, d = q_x.shape
+    heads = attn.num_heads
+    qkv = F.linear(q_x, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, heads, d // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d / heads)
+    mask = attn_mask.to(q_x.dtype) if attn_mask is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, d))
