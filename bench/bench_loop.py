@@ -1,7 +1,7 @@
 """Our training loop against a plain loop over open_flamingo's own Flamingo, and with vs without FSDP2.
 
 Side by side in one process, interleaved (bench.interleaved: every round alternates the order):
-- ours: train.py's optimizer step (train.Stepper) as the loop runs it at world size 1 (the plain module,
+- ours: gazevlm.train.step's optimizer step (Stepper) as the loop runs it at world size 1 (the plain module,
   the vision-feature cache, each target tokenised once, clipping, fused AdamW, the schedule) and the
   loop's DVCLive logging of every step, for the base and the gaze run;
 - ours FSDP2-wrapped at world size 1 (a one-process group, the units of distributed.shard_model): what
@@ -33,7 +33,7 @@ from gazevlm.models import presets
 from gazevlm.models.compat import adapt_language_model
 from gazevlm.models.text import TrainEncoder
 from gazevlm.models.tokenizer import IMAGE, special_token_ids
-from gazevlm.train import _close_live_repos
+from gazevlm.train.live import close_live_repos
 
 MODULE = "python -m bench.bench_loop"
 IGNORE_INDEX = -100
@@ -136,7 +136,7 @@ def run(params_file: str, repeats: int, threads: int, warmup: int = 2, frames: i
     try:
         with process_group() as ctx, tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
             res = timed(_variants(setup, ctx, batch, Path(tmp)), repeats, warmup, clock)
-            _close_live_repos()
+            close_live_repos()
     finally:
         setup.close()
     return figures(
@@ -213,7 +213,7 @@ def figures(res: dict[str, Any], batch: int, frames: int, command: str) -> list[
                 None,
                 command,
                 f"wrapped {ms[f'ours {run}, FSDP2']:.1f} ms vs plain module {ms[f'ours {run}']:.1f} ms per "
-                "step (train.py wraps only with 2+ ranks)",
+                "step (the trainer wraps only with 2+ ranks)",
             )
         )
     return out

@@ -1,7 +1,7 @@
 """What the gaze block costs: training step and generation, gaze run / base run, and peak memory.
 
 Both models are built from the same seed (the block is built on a forked RNG, so the backbones are
-identical) and measured side by side in one process, ABAB. The training step is train.py's own step
+identical) and measured side by side in one process, ABAB. The training step is gazevlm.train.step's own step
 (train.Stepper) on one rank, as the loop runs it at world size 1: the plain module (no FSDP2 wrapping),
 the frozen tower's features from the VisionFeatureCache (train.cache_vision_features, filled during
 warm-up), each target tokenised once (TrainEncoder), `forward_losses`, backward, global-norm clipping,
@@ -44,9 +44,9 @@ from gazevlm.models import build_model, get_preset
 from gazevlm.models.text import encode_prompt
 from gazevlm.models.tokenizer import build_word_tokenizer, load_pretrained_tokenizer
 from gazevlm.params import Params
-from gazevlm.train import StepConfig, Stepper, WarmupSchedule, _model_api, vision_tower
-from gazevlm.train import _open_live as open_live
-from gazevlm.train_data import VisionFeatureCache
+from gazevlm.train.live import open_live
+from gazevlm.train.step import StepConfig, Stepper, WarmupSchedule, model_api, vision_tower
+from gazevlm.train.data import VisionFeatureCache
 
 RUNS = ("base", "gaze")
 SHAPES = ("tiny", "paper/4")
@@ -155,7 +155,7 @@ def build(setup: Setup, run: str) -> torch.nn.Module:
 
 
 class Trainer:
-    """train.py's optimizer step (train.Stepper) for one run on one rank: the plain module as the loop
+    """gazevlm.train.step's optimizer step (Stepper) for one run on one rank: the plain module as the loop
     trains it at world size 1, or (fsdp=True) FSDP2-wrapped as on 2+ ranks; the vision-feature cache;
     with `live_dir`, the loop's DVCLive logging of every step too."""
 
@@ -171,7 +171,7 @@ class Trainer:
         self.trainable = [p for p in self.model.trainable_parameters() if p.requires_grad]
         opt = torch.optim.AdamW(self.trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule(tp.warmup_steps, 10**9, tp.schedule))
-        self.api = _model_api()
+        self.api = model_api()
         use_cache = tp.cache_vision_features if cache is None else cache
         self.cache = VisionFeatureCache(self.model.encode_vision) if use_cache else None
         self.cfg = StepConfig(task="future", lam=float(rp.lam), kl_direction=tp.kl_direction,

@@ -151,7 +151,7 @@ def test_tiny_backbone_trains_reloads_and_generates(backbone, tmp_path):
     assert cfg["params"]["model"]["backbone"] == backbone
     model, tok = load_trained(tmp_path / "models")
     assert model.config["backbone"] == backbone
-    api = train_mod._model_api()
+    api = train_mod.model_api()
     step = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
                                 kl_eps=1e-8, device=torch.device("cpu"))
     val = collate(ListSource().split["val"])

@@ -18,7 +18,7 @@ from gazevlm.evaluate import predict as P
 from gazevlm.models import build_model
 from gazevlm.models.text import encode_prompt
 from gazevlm.models.tokenizer import build_word_tokenizer
-from gazevlm.train_data import MemorySource
+from gazevlm.train.data import MemorySource
 from train_fixtures import FRAMES, TASK, tiny_params
 
 

@@ -21,7 +21,7 @@ from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import stage as evaluate_stage
 from gazevlm.models import text
 from gazevlm.models.tokenizer import build_word_tokenizer
-from gazevlm.train_data import MemorySource, ShardSource, batch_pixels, prompt_inputs
+from gazevlm.train.data import MemorySource, ShardSource, batch_pixels, prompt_inputs
 
 TASK = "future"
 FRAMES = 3
@@ -251,6 +251,7 @@ def test_the_attention_stage_and_gazevlm_predict_leave_gaze_input_runs_alone(tmp
 def test_a_gaze_input_run_trains_from_shards(tmp_path, monkeypatch, run):
     """The training loop on the shards (tiny preset, one epoch) reads gaze inputs for the gaze-input runs
     only: its tokenizer knows the coordinates (gaze_text), its switches are in the checkpoint's config."""
+    import gazevlm.train.trainer
     from gazevlm import train as train_mod
 
     made = []
@@ -260,7 +261,7 @@ def test_a_gaze_input_run_trains_from_shards(tmp_path, monkeypatch, run):
             made.append(kwargs.get("inputs", G.NONE))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "MemorySource", Recording)
+    monkeypatch.setattr(train_mod.trainer, "MemorySource", Recording)
     write_split_shards(tmp_path / "data" / "shards", gaze_seed=1, size=128, grid=8, counts={"train": 8, "val": 4})
     p = five_runs(
         model={"preset": "tiny", "vision_weights": None},

@@ -80,7 +80,7 @@ def test_dvc_set_param_lr_is_read_as_a_number(tmp_path):
 def test_train_cli_set_override_is_coerced_too():
     from gazevlm import train
 
-    overrides = train._parse_overrides(["train.lr=7e-5", "train.epochs=2"])
+    overrides = train.parse_overrides(["train.lr=7e-5", "train.epochs=2"])
     p = params.with_overrides(params.Params(), **overrides)
     assert p.train.lr == 7e-5 and isinstance(p.train.lr, float) and p.train.epochs == 2
 

@@ -226,7 +226,7 @@ def test_writer_records_counts_sizes_and_checksums(tmp_path):
 
 
 def test_a_shard_cut_at_a_member_boundary_fails_naming_it(tmp_path):
-    from gazevlm.train_data import MemorySource, ShardSource
+    from gazevlm.train.data import MemorySource, ShardSource
 
     files = _split(tmp_path)
     _cut_at_member_boundary(files[1], keep_samples=1)

@@ -116,7 +116,7 @@ def test_load_trained_reproduces_the_logged_validation_loss(runs):
     model, tok = load_trained(root / "models" / "gaze")
     assert not model.training
     data = ListSource()
-    api = train_mod._model_api()
+    api = train_mod.model_api()
     p = tiny_params()
     cfg = train_mod.StepConfig(task=TASK, lam=p.run("gaze").lam, kl_direction=p.train.kl_direction,
                                kl_reduction=p.train.kl_reduction, kl_eps=p.train.kl_eps, device=torch.device("cpu"))
@@ -298,11 +298,11 @@ def test_sharded_gradients_equal_the_plain_model_gradients():
     processes (test_train_distributed compares whole 2-rank runs with 1-rank runs)."""
     from gazevlm import distributed
     from gazevlm.models import build_model
-    from gazevlm.train_data import VisionFeatureCache
+    from gazevlm.train.data import VisionFeatureCache
 
     p = tiny_params()
     data = ListSource(n_train=4, n_val=0)
-    api = train_mod._model_api()
+    api = train_mod.model_api()
     tok = api.build_tokenizer(p, data.train_texts())
     models = []
     for _ in range(2):
@@ -347,7 +347,7 @@ def _memory_batches(source, seed: int, epoch: int, split: str = "train", shuffle
 
 
 def test_memory_source_batches_are_fixed_by_seed_and_epoch(tmp_path):
-    from gazevlm.train_data import MemorySource, ShardSource, batch_pixels
+    from gazevlm.train.data import MemorySource, ShardSource, batch_pixels
 
     write_shards(tmp_path, n_train=12, n_val=4, per_shard=5)
     mem = MemorySource(TASK, tmp_path)

@@ -11,9 +11,10 @@ import pytest
 import yaml
 from train_fixtures import TASK, tiny_params, write_shards
 
-from gazevlm import layout, params, train, train_curves
+from gazevlm import layout, params, train
+from gazevlm.train import curves as train_curves
 from gazevlm.shards import ShardError, write_manifest
-from gazevlm.train_data import MemorySource, ShardSource
+from gazevlm.train.data import MemorySource, ShardSource
 
 matplotlib.use("Agg")
 

@@ -176,7 +176,7 @@ def process_context():
     import multiprocessing
     import multiprocessing.forkserver
 
-    multiprocessing.forkserver.set_forkserver_preload(["train_fixtures", "gazevlm.train", "gazevlm.models",
+    multiprocessing.forkserver.set_forkserver_preload(["train_fixtures", "gazevlm.train.trainer", "gazevlm.models",
                                                        "gazevlm.losses", "gazevlm.shards", "dvclive"])
     return multiprocessing.get_context("forkserver")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # torch and safetensors are imported where tensors are read or written: the train stage's notebook
-# launches its workers (gazevlm.train_launch) through this module's JSON helpers without importing torch
+# launches its workers (gazevlm.train.launch) through this module's JSON helpers without importing torch
 if TYPE_CHECKING:
     import torch
 

@@ -10,7 +10,7 @@ and only in the runs whose switches say so (params.RunParams.gaze_text / gaze_ov
   resolution (1 / heatmaps.heatmap_size); a frame without valid gaze is `none`.
 - gaze_overlay (Table 15): each observed frame with its gaze heatmap painted over it in red.
 
-Both are made from the shards' gaze entries at training time (train_data) and at test time
+Both are made from the shards' gaze entries at training time (gazevlm.train.data) and at test time
 (evaluate.predict.gaze_input_batches), the same way, so the model is tested on what it was trained on.
 The model's forward and generate still take no gaze argument: the gaze arrives as tokens or pixels.
 """

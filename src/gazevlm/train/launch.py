@@ -1,8 +1,8 @@
 """The train stage's launcher: one training process per task (`python -m gazevlm.train`, torchrun for
 2+ processes per node), up to train.parallel_tasks at a time, and the stage's reports.
 
-Apart from gazevlm.train so that the notebook (04_train) starts its workers without importing torch
-itself (~2.5 s a stage); gazevlm.train re-exports every name here.
+Torch-free, so that the notebook (04_train) starts its workers without importing torch itself
+(~2.5 s a stage); the package gazevlm.train re-exports every public name here.
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def check_seed(params: Params, seed: int | None) -> int:
     return int(seed)
 
 
-def _switches(params: Params, run: str) -> dict:
+def switches(params: Params, run: str) -> dict:
+    """The run's switches as written to reports and checkpoint configs."""
     return params_mod.run_switches(params.run(run))
 
 
@@ -72,7 +73,7 @@ def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yam
     seed = check_seed(params, seed)
     tasks = list(tasks or params.train.tasks)
     nproc = nproc_per_node or params.train.nproc_per_node
-    report: dict[str, Any] = {"run": run, "seed": seed, "switches": _switches(params, run), "nproc_per_node": nproc,
+    report: dict[str, Any] = {"run": run, "seed": seed, "switches": switches(params, run), "nproc_per_node": nproc,
                               "tasks": {}}
     lock = threading.Lock()
     todo = list(tasks)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from gazevlm.train_launch import TRAIN_REPORTS, report_dir
+from gazevlm.train.launch import TRAIN_REPORTS, report_dir
 
 COLUMNS = ["run", "task", "split", "metric", "step", "value"]
 
@@ -53,7 +53,7 @@ def plot_optimizer(curves: pd.DataFrame) -> plt.Figure:
 
 
 def summary_table(report: dict) -> pd.DataFrame:
-    """One row per task of `gazevlm.train_launch.run`'s report: best epoch and validation losses, time."""
+    """One row per task of `gazevlm.train.launch.run`'s report: best epoch and validation losses, time."""
     rows = []
     for task, s in report["tasks"].items():
         best = s["best"]
