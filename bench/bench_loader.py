@@ -2,7 +2,7 @@
 
 The reader is the training loop's own: `gazevlm.shards.make_loader` with the train split's settings
 (shuffle, gaze entries decoded, train.batch_size, train.shuffle_buffer, train.num_workers), one full
-pass over the split per timed sample. The trainer is bench_model's copy of train.py's step (gaze run,
+pass over the split per timed sample. The trainer is bench_model's copy of gazevlm.train.step's step (gaze run,
 vision features cached as in every epoch after the first). The two alternate, pass / steps, so that
 load from other processes falls on both alike.
 
@@ -30,7 +30,7 @@ from bench import DEFAULT_THREADS, Figure, Summary, fmt_spread, goal_at_least, i
 from bench.bench_model import Trainer, clock_for, make_batch, make_setup, process_group, target_texts
 from gazevlm import layout
 from gazevlm import params as params_mod
-from gazevlm.models.geometry import patch_grid, vision_geometry
+from gazevlm.geometry import patch_grid, vision_geometry
 from gazevlm.shards import ShardSetWriter, encode_sample, make_loader, manifest_path, write_manifest
 
 GOAL = 10.0

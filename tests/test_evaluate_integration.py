@@ -10,7 +10,7 @@ from gazevlm import layout, shards
 from gazevlm import params as gparams
 from gazevlm.evaluate import predict as P
 from gazevlm.models import BACKBONES, build_model
-from gazevlm.models.geometry import vision_geometry
+from gazevlm.geometry import vision_geometry
 from gazevlm.models.tokenizer import build_word_tokenizer
 
 

@@ -12,7 +12,7 @@ from gazevlm import params as P
 from gazevlm.gaze import stage
 from gazevlm.gaze.crop import CropGeometry
 from gazevlm.gaze.frames import read_image
-from gazevlm.models.geometry import vision_geometry
+from gazevlm.geometry import vision_geometry
 from gazevlm.shards import iter_samples
 
 DROPPED = "activity_vid_a_0000040"

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gazevlm import layout, params
-from gazevlm.models.geometry import patch_grid, vision_geometry
+from gazevlm.geometry import patch_grid, vision_geometry
 
 TASK = "future"
 FRAMES = 2

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gazevlm.cli import run_command
+    from gazevlm.command import run_command
 
     ap = argparse.ArgumentParser(prog="python -m gazevlm.export", description=__doc__.split("\n\n")[0])
     add_arguments(ap)

@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gazevlm.cli import run_command
+    from gazevlm.command import run_command
 
     ap = argparse.ArgumentParser(prog="python -m gazevlm.predict", description=__doc__.split("\n\n")[0])
     add_arguments(ap)

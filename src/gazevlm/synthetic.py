@@ -37,7 +37,7 @@ from gazevlm import ego4d
 from gazevlm.layout import REPORTS_DIR
 from gazevlm.params import Params, SampleParams
 
-# The tiny preset sees the centre square as GRID x GRID patches (gazevlm.models.geometry.patch_grid("tiny");
+# The tiny preset sees the centre square as GRID x GRID patches (gazevlm.geometry.patch_grid("tiny");
 # not imported here because gazevlm.models pulls in torch, and a test checks the two agree).
 GRID = 8
 PAN_COLS, PAN_ROWS = 6, 4        # how far (in cells) the head can pan across the table

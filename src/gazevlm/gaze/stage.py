@@ -29,7 +29,7 @@ from gazevlm.gaze.crop import CropGeometry
 from gazevlm.gaze.flow import make_backend
 from gazevlm.gaze.frames import ImageError, encode_jpeg, read_frames, read_image
 from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
-from gazevlm.models.geometry import vision_geometry
+from gazevlm.geometry import vision_geometry
 from gazevlm.params import HeatmapParams, Params, with_overrides
 from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_shard_size
 

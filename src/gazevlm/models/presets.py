@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .compat import SUPPORTED_LM_FAMILIES
-from .geometry import vision_geometry
+from ..geometry import vision_geometry
 
 FLAMINGO_BACKBONES = ("openflamingo", "openflamingo_noperceiver", "lavila")
 PROJECTOR_BACKBONES = ("internvl", "llava_next")
@@ -229,7 +229,7 @@ def build_vision_encoder(preset: Preset, weights_dir: str | None = None) -> Simp
         got = (visual.image_size[0], visual.patch_size[0])
         if got != (image_size, patch_size):
             raise ValueError(f"{name}: vision encoder has image/patch size {got}, preset {preset.name!r} "
-                             f"expects {(image_size, patch_size)} (gazevlm.models.geometry)")
+                             f"expects {(image_size, patch_size)} (gazevlm.geometry)")
     if getattr(visual, "final_ln_after_pool", False):
         # the gaze block relies on the patch tokens leaving the encoder through its final LayerNorm
         raise ValueError("vision encoder applies ln_post after pooling only: patch tokens are not normalised")

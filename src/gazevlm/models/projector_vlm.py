@@ -259,7 +259,7 @@ def build_projector_vlm(kind: str, *, vision: dict[str, Any], text_config: Any |
         got = (_first(vision_cfg.image_size), _first(vision_cfg.patch_size))
         if got != (image_size, patch_size):
             raise ValueError(f"{name_or_dir}: vision tower has image/patch size {got}, the preset expects "
-                             f"{(image_size, patch_size)} (gazevlm.models.geometry)")
+                             f"{(image_size, patch_size)} (gazevlm.geometry)")
         vlm.resize_token_embeddings(vocab_size)
     vlm.config.text_config.pad_token_id = special_ids["pad_token_id"]
     vlm.generation_config.pad_token_id = special_ids["pad_token_id"]

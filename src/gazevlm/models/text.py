@@ -16,10 +16,8 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .tokenizer import EOC, IMAGE
+from .prompts import EOC, IGNORE_INDEX, IMAGE, TASK_PROMPTS
 
-TASK_PROMPTS = {"future": "what happens next:", "activity": "what is happening:"}
-IGNORE_INDEX = -100
 GAZE_NONE = "none"   # a frame without a valid gaze point (untracked, blink, outside the crop)
 
 # Per observed frame: its gaze point (x, y) in [0, 1] of the cropped frame (x right, y down), or None.

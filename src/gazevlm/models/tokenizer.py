@@ -10,19 +10,11 @@ from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-IMAGE = "<image>"
-EOC = "<|endofchunk|>"
-PAD = "<pad>"
-EOS = "</s>"
-BOS = "<s>"
-UNK = "<unk>"
-SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE, EOC)
+from .prompts import BOS, EOC, EOS, IMAGE, PAD, SPECIAL_TOKENS, TASK_PROMPTS, UNK
 
 
 def build_word_tokenizer(texts: Iterable[str], max_vocab: int = 4096, min_frequency: int = 1) -> PreTrainedTokenizerFast:
     """Lower-cased word-level tokenizer over `texts` (captions + task prompts); unknown words -> <unk>."""
-    from .text import TASK_PROMPTS
-
     texts = list(texts) + list(TASK_PROMPTS.values())
     tok = Tokenizer(WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
