@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,14 +58,14 @@ class Summary:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Summary":
+    def of(cls, values: Sequence[float]) -> Summary:
         if not values:
             raise ValueError("no measurements to summarise")
         v = np.asarray(values, dtype=float)
         q1, med, q3 = np.percentile(v, [25, 50, 75])
         return cls(float(med), float(q1), float(q3), float(v.min()), float(v.max()), len(v))
 
-    def scaled(self, k: float) -> "Summary":
+    def scaled(self, k: float) -> Summary:
         return Summary(self.median * k, self.q1 * k, self.q3 * k, self.lo * k, self.hi * k, self.n)
 
 
@@ -97,7 +98,7 @@ def paired_ratio(num: Sequence[float], den: Sequence[float]) -> Summary:
     """Ratio of two interleaved series, round by round (each pair ran back to back, under the same load)."""
     if len(num) != len(den):
         raise ValueError(f"paired series of different lengths ({len(num)} vs {len(den)})")
-    return Summary.of([a / b for a, b in zip(num, den)])
+    return Summary.of([a / b for a, b in zip(num, den, strict=False)])
 
 
 @dataclass

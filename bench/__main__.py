@@ -60,14 +60,32 @@ class Plan:
     pipeline: bool = False
 
     @classmethod
-    def quick(cls, params_file: str) -> "Plan":
-        return cls(params_file=params_file, model_repeats=2, shape_repeats={}, model_shapes=("tiny",),
-                   model_only=("train", "generate", "frames"), frame_counts=(3,), frames_uncached=False, gen_batch={"tiny": 2},
-                   profile=False, gen_repeats=2, block_repeats=2, loop_repeats=2, loader_repeats=1, loader_samples=32,
-                   heat_repeats=1, heat_keyframes=1, heat_configs=(("dis", 6, 0.5),), heat_small=False, heat_decode=False)
+    def quick(cls, params_file: str) -> Plan:
+        return cls(
+            params_file=params_file,
+            model_repeats=2,
+            shape_repeats={},
+            model_shapes=("tiny",),
+            model_only=("train", "generate", "frames"),
+            frame_counts=(3,),
+            frames_uncached=False,
+            gen_batch={"tiny": 2},
+            profile=False,
+            gen_repeats=2,
+            block_repeats=2,
+            loop_repeats=2,
+            loader_repeats=1,
+            loader_samples=32,
+            heat_repeats=1,
+            heat_keyframes=1,
+            heat_configs=(("dis", 6, 0.5),),
+            heat_small=False,
+            heat_decode=False,
+        )
 
 
 # --- heatmaps (bench/bench_heatmaps.py's measurements, repeated and interleaved) -----------------------
+
 
 def heatmap_figures(plan: Plan) -> tuple[list[Figure], list[str]]:
     from bench import bench_heatmaps as bh
@@ -77,10 +95,20 @@ def heatmap_figures(plan: Plan) -> tuple[list[Figure], list[str]]:
     hp = params_mod.load(plan.params_file).heatmaps
     n_prev = round(hp.delta_ms / 1000 * NATIVE_FPS)
     default = (hp.flow, n_prev, hp.flow_scale)
-    configs = list(plan.heat_configs or (
-        default, ("farneback", n_prev, 0.5), ("raft", n_prev, 0.5), ("raft_small", n_prev, 0.5),
-        (hp.flow, 2 * n_prev, hp.flow_scale), ("farneback", 2 * n_prev, 0.5),
-        (hp.flow, n_prev, 0.25), (hp.flow, n_prev, 1.0), ("farneback", n_prev, 0.25)))
+    configs = list(
+        plan.heat_configs
+        or (
+            default,
+            ("farneback", n_prev, 0.5),
+            ("raft", n_prev, 0.5),
+            ("raft_small", n_prev, 0.5),
+            (hp.flow, 2 * n_prev, hp.flow_scale),
+            ("farneback", 2 * n_prev, 0.5),
+            (hp.flow, n_prev, 0.25),
+            (hp.flow, n_prev, 1.0),
+            ("farneback", n_prev, 0.25),
+        )
+    )
     if default not in configs:
         configs.insert(0, default)
     k = plan.heat_keyframes
@@ -92,7 +120,7 @@ def heatmap_figures(plan: Plan) -> tuple[list[Figure], list[str]]:
     rows: dict[tuple, list[dict]] = {key: [] for key in cases}
     skipped: list[str] = []
     for r in range(plan.heat_repeats):
-        for key in (list(cases) if r % 2 == 0 else list(cases)[::-1]):
+        for key in list(cases) if r % 2 == 0 else list(cases)[::-1]:
             if key not in rows:
                 continue
             (name, prev, scale), fr, w, h = cases[key]
@@ -119,32 +147,66 @@ def heatmap_figures(plan: Plan) -> tuple[list[Figure], list[str]]:
         goal, met = goal_at_least(rt.median, HEATMAP_GOAL) if is_default else ("", None)
         # backends side by side at the default window, scale and resolution; the rest is how cost grows
         section = "heatmaps" if (prev, scale, w) == (n_prev, default[2], bh.WIDTH) else "scaling"
-        figures.append(Figure(
-            section, f"heatmaps video-s per s (aggregation only): {label}", rt.median, "x realtime",
-            fmt_spread(rt, 1), goal, met, cmd,
-            f"{ms.median:.1f} ms {'CPU' if use_cpu else 'wall'} per keyframe (1 keyframe = 1 video-second; wall "
-            f"{wall.median:.1f} ms); split (wall ms): "
-            + ", ".join(f"{s} {v:.1f}" for s, v in sorted(split.items(), key=lambda kv: -kv[1]))
-            + f"; max point error {max(x['max_point_error_px'] for x in rs):.2f} px",
-            {"ms_per_keyframe": [x["ms_per_keyframe"] for x in rs],
-             "cpu_ms_per_keyframe": [x["cpu_ms_per_keyframe"] for x in rs], "split_ms": split}))
+        figures.append(
+            Figure(
+                section,
+                f"heatmaps video-s per s (aggregation only): {label}",
+                rt.median,
+                "x realtime",
+                fmt_spread(rt, 1),
+                goal,
+                met,
+                cmd,
+                f"{ms.median:.1f} ms {'CPU' if use_cpu else 'wall'} per keyframe (1 keyframe = 1 video-second; wall "
+                f"{wall.median:.1f} ms); split (wall ms): "
+                + ", ".join(f"{s} {v:.1f}" for s, v in sorted(split.items(), key=lambda kv: -kv[1]))
+                + f"; max point error {max(x['max_point_error_px'] for x in rs):.2f} px",
+                {
+                    "ms_per_keyframe": [x["ms_per_keyframe"] for x in rs],
+                    "cpu_ms_per_keyframe": [x["cpu_ms_per_keyframe"] for x in rs],
+                    "split_ms": split,
+                },
+            )
+        )
         if is_default:
             total = sum(split.values())
-            figures.append(Figure(
-                "heatmaps", f"heatmaps cost split, {label}: flow share", 100 * split.get("flow", 0.0) / total, "%",
-                "", "", None, cmd, "; ".join(f"{s} {100 * v / total:.1f}% ({v:.1f} ms)"
-                                             for s, v in sorted(split.items(), key=lambda kv: -kv[1]))))
+            figures.append(
+                Figure(
+                    "heatmaps",
+                    f"heatmaps cost split, {label}: flow share",
+                    100 * split.get("flow", 0.0) / total,
+                    "%",
+                    "",
+                    "",
+                    None,
+                    cmd,
+                    "; ".join(
+                        f"{s} {100 * v / total:.1f}% ({v:.1f} ms)"
+                        for s, v in sorted(split.items(), key=lambda kv: -kv[1])
+                    ),
+                )
+            )
             if decode is not None:
                 per_s = ms.median + decode.median
                 goal, met = goal_at_least(1e3 / per_s, HEATMAP_GOAL)
-                figures.append(Figure(
-                    "heatmaps", f"heatmaps video-s per s incl. video decode: {label}", 1e3 / per_s, "x realtime",
-                    f"decode {decode.median:.0f} ms per video-second ({fmt_spread(decode, 0, ' ms')})", goal, met, cmd,
-                    "aggregation (as above) + sequential mp4v decode of 30 frames (7 kept) per video-second (wall)"))
+                figures.append(
+                    Figure(
+                        "heatmaps",
+                        f"heatmaps video-s per s incl. video decode: {label}",
+                        1e3 / per_s,
+                        "x realtime",
+                        f"decode {decode.median:.0f} ms per video-second ({fmt_spread(decode, 0, ' ms')})",
+                        goal,
+                        met,
+                        cmd,
+                        "aggregation (as above) + sequential mp4v decode of 30 frames (7 kept) per video-second (wall)",
+                    )
+                )
     return figures, skipped
 
 
 # --- profiles of what missed -----------------------------------------------------------------------------
+
 
 def profile_reader(plan: Plan, top: int = 8) -> tuple[list[tuple[str, float, float]], list[tuple[str, float]], float]:
     """cProfile of reader passes over generated shards: the top functions (name, self s, cumulative s per
@@ -176,11 +238,13 @@ def profile_reader(plan: Plan, top: int = 8) -> tuple[list[tuple[str, float, flo
 
 # --- the report -----------------------------------------------------------------------------------------
 
+
 def _git_head() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
         return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -207,8 +271,14 @@ def table(figures: list[Figure], markdown: bool = True) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, figures: list[Figure], meta: dict[str, Any], profiles: dict[str, Any],
-                 skipped: list[str], pipeline_meta: dict[str, Any] | None) -> None:
+def write_report(
+    path: Path,
+    figures: list[Figure],
+    meta: dict[str, Any],
+    profiles: dict[str, Any],
+    skipped: list[str],
+    pipeline_meta: dict[str, Any] | None,
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -224,10 +294,14 @@ def write_report(path: Path, figures: list[Figure], meta: dict[str, Any], profil
         "",
         "Method: warm-up, then repeats; value = median, spread = interquartile range and min/max over the "
         "repeats (for ratios: of the per-round ratios). Goals are the issue's; 'met' compares the median. "
-        + ("Clock: with one thread the figures use this process's CPU time per call, which is the wall time "
-           "the call takes on an idle core and is not inflated when another process takes the core for a "
-           "while (wall-time medians and ratios are given beside them in the details); with more threads, "
-           "wall time." if meta["threads"] == 1 else "Clock: wall time."),
+        + (
+            "Clock: with one thread the figures use this process's CPU time per call, which is the wall time "
+            "the call takes on an idle core and is not inflated when another process takes the core for a "
+            "while (wall-time medians and ratios are given beside them in the details); with more threads, "
+            "wall time."
+            if meta["threads"] == 1
+            else "Clock: wall time."
+        ),
         "",
         "## Summary",
         "",
@@ -237,11 +311,18 @@ def write_report(path: Path, figures: list[Figure], meta: dict[str, Any], profil
         "",
     ]
     for f in figures:
-        lines.append(f"- **{f.name}**: {_fmt_value(f)} {f.unit}" + (f" (goal {f.goal}: {_met(f)})" if f.goal else "")
-                     + (f". {f.note}" if f.note else "") + (f". Command: `{f.command}`" if f.command else ""))
+        lines.append(
+            f"- **{f.name}**: {_fmt_value(f)} {f.unit}"
+            + (f" (goal {f.goal}: {_met(f)})" if f.goal else "")
+            + (f". {f.note}" if f.note else "")
+            + (f". Command: `{f.command}`" if f.command else "")
+        )
     if pipeline_meta:
-        lines += ["", f"The install and pipeline figures were measured on {pipeline_meta['date']} (commit "
-                      f"{pipeline_meta['commit']}) by `python -m bench --pipeline`, not in this run."]
+        lines += [
+            "",
+            f"The install and pipeline figures were measured on {pipeline_meta['date']} (commit "
+            f"{pipeline_meta['commit']}) by `python -m bench --pipeline`, not in this run.",
+        ]
     if skipped:
         lines += ["", "Not measured: " + "; ".join(sorted(set(skipped))) + "."]
     if profiles:
@@ -253,22 +334,31 @@ def write_report(path: Path, figures: list[Figure], meta: dict[str, Any], profil
 
 
 def _model_profile_lines(p: dict[str, Any]) -> list[str]:
-    lines = [f"torch.profiler, self CPU ms per call: base {p['total_ms']['base']:.1f}, gaze {p['total_ms']['gaze']:.1f}. "
-             "Largest extra costs of the gaze run (operator: gaze minus base, gaze total):", ""]
+    lines = [
+        f"torch.profiler, self CPU ms per call: base {p['total_ms']['base']:.1f}, gaze {p['total_ms']['gaze']:.1f}. "
+        "Largest extra costs of the gaze run (operator: gaze minus base, gaze total):",
+        "",
+    ]
     lines += [f"- `{k}`: +{d:.2f} ms ({g:.2f} ms)" for k, d, g in p["extra_ms"]]
     lines += ["", "Largest operators of the gaze run: " + ", ".join(f"`{k}` {v:.1f} ms" for k, v in p["gaze_top_ms"])]
     if "whatif" in p:
         w = p["whatif"]
         ms = ", ".join(f"{k} {v:.1f} ms" for k, v in w["ms"].items())
-        lines += ["", f"Before/after, in one more interleaved run ({w['clock']} time): gaze/base "
-                      f"{w['ratio']['median']:.3f}x (IQR {w['ratio']['q1']:.3f}-{w['ratio']['q3']:.3f}); with the "
-                      f"block's features detached before the Perceiver (no input gradient through the Perceiver: "
-                      f"the most a separate key/value path for the pooled token could save) "
-                      f"{w['detached_ratio']['median']:.3f}x (IQR {w['detached_ratio']['q1']:.3f}-"
-                      f"{w['detached_ratio']['q3']:.3f}). Medians: {ms}."]
+        lines += [
+            "",
+            f"Before/after, in one more interleaved run ({w['clock']} time): gaze/base "
+            f"{w['ratio']['median']:.3f}x (IQR {w['ratio']['q1']:.3f}-{w['ratio']['q3']:.3f}); with the "
+            f"block's features detached before the Perceiver (no input gradient through the Perceiver: "
+            f"the most a separate key/value path for the pooled token could save) "
+            f"{w['detached_ratio']['median']:.3f}x (IQR {w['detached_ratio']['q1']:.3f}-"
+            f"{w['detached_ratio']['q3']:.3f}). Medians: {ms}.",
+        ]
     if "block" in p:
-        lines += ["", f"The gaze block alone, forward + backward on cached features: {p['block']['fwd_bwd_ms']:.1f} ms "
-                      f"({p['block']['params'] / 1e6:.2f} M parameters)."]
+        lines += [
+            "",
+            f"The gaze block alone, forward + backward on cached features: {p['block']['fwd_bwd_ms']:.1f} ms "
+            f"({p['block']['params'] / 1e6:.2f} M parameters).",
+        ]
     return lines
 
 
@@ -278,8 +368,9 @@ SECTIONS = ("model", "loop", "loader", "heatmaps")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pipeline", action="store_true", help="also time install + dvc repro --force in a fresh clone")
     ap.add_argument("--quick", action="store_true", help="tiny repeat counts (a check of the harness)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
@@ -304,12 +395,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load5, load15 = os.getloadavg()[1:]
     meta: dict[str, Any] = {
-        "command": "python -m bench" + (" --pipeline" if args.pipeline else "") + (" --quick" if args.quick else "")
-                   + (f" --only {args.only}" if only != SECTIONS else ""),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _git_head(),
-        "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-        "torch": torch.__version__, "opencv": cv2.__version__, "threads": plan.threads,
-        "load_start": load_average(), "load5": load5, "load15": load15}
+        "command": "python -m bench"
+        + (" --pipeline" if args.pipeline else "")
+        + (" --quick" if args.quick else "")
+        + (f" --only {args.only}" if only != SECTIONS else ""),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git_head(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "threads": plan.threads,
+        "load_start": load_average(),
+        "load5": load5,
+        "load15": load15,
+    }
     figures: list[Figure] = []
     profiles: dict[str, list[str]] = {}
     skipped: list[str] = []
@@ -319,19 +420,27 @@ def main(argv: list[str] | None = None) -> int:
 
     if "model" in only:
         progress("model: train step, generate, frames per window, peak memory")
-        opts = bench_model.Options(params_file=plan.params_file, repeats=plan.model_repeats, threads=plan.threads,
-                                   shapes=plan.model_shapes, only=plan.model_only, frame_counts=plan.frame_counts,
-                                   gen_batch=plan.gen_batch, profile=plan.profile, gen_repeats=plan.gen_repeats,
-                                   block_repeats=plan.block_repeats, frames_uncached=plan.frames_uncached,
-                                   shape_repeats=plan.shape_repeats,
-                                   warmup=1 if args.quick else bench_model.Options.warmup)
+        opts = bench_model.Options(
+            params_file=plan.params_file,
+            repeats=plan.model_repeats,
+            threads=plan.threads,
+            shapes=plan.model_shapes,
+            only=plan.model_only,
+            frame_counts=plan.frame_counts,
+            gen_batch=plan.gen_batch,
+            profile=plan.profile,
+            gen_repeats=plan.gen_repeats,
+            block_repeats=plan.block_repeats,
+            frames_uncached=plan.frames_uncached,
+            shape_repeats=plan.shape_repeats,
+            warmup=1 if args.quick else bench_model.Options.warmup,
+        )
         figs, profs = bench_model.run(opts)
         figures += figs
         profiles.update({name: _model_profile_lines(p) for name, p in profs.items()})
     if "loop" in only:
         progress("loop: our training loop vs a plain open_flamingo loop, with and without FSDP2 at world size 1")
-        figures += bench_loop.run(plan.params_file, plan.loop_repeats, plan.threads,
-                                  warmup=1 if args.quick else 2)
+        figures += bench_loop.run(plan.params_file, plan.loop_repeats, plan.threads, warmup=1 if args.quick else 2)
     if "loader" in only:
         progress("data: shard reader vs training")
         figs = bench_loader.run(plan.params_file, plan.loader_repeats, plan.threads, n_samples=plan.loader_samples)
@@ -345,8 +454,11 @@ def main(argv: list[str] | None = None) -> int:
             profiles[missed[0].name] = [
                 f"cProfile of a reader pass over the generated shards (stage writer): {1e3 * total:.0f} ms per pass "
                 "under the profiler. Self time by source file (or built-in): "
-                + ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in files) + ". Largest functions:", "",
-                *[f"- `{w}`: self {1e3 * s:.1f} ms, cumulative {1e3 * c:.1f} ms" for w, s, c in rows]]
+                + ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in files)
+                + ". Largest functions:",
+                "",
+                *[f"- `{w}`: self {1e3 * s:.1f} ms, cumulative {1e3 * c:.1f} ms" for w, s, c in rows],
+            ]
     if "heatmaps" in only:
         progress("heatmaps: aggregation throughput per flow backend, split, scaling")
         figs, skip = heatmap_figures(plan)
@@ -369,12 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - started
     write_report(args.out, figures, meta, profiles, skipped, pipeline_meta)
     # the raw measurements behind the report, for anyone who wants more than medians
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "figures": [f.as_dict() for f in figures]},
-                                                        indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "figures": [f.as_dict() for f in figures]}, indent=1) + "\n"
+    )
     print()
     print(table(figures, markdown=False))
-    print(f"\nload average {meta['load_start']:.1f} -> {meta['load_end']:.1f}; {meta['wall_s'] / 60:.1f} min; "
-          f"report: {args.out}")
+    print(
+        f"\nload average {meta['load_start']:.1f} -> {meta['load_end']:.1f}; {meta['wall_s'] / 60:.1f} min; "
+        f"report: {args.out}"
+    )
     return 0
 
 

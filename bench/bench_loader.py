@@ -60,16 +60,28 @@ def write_shards(root: Path, n_samples: int = 256, frames: int = 5, per_shard: i
         # smooth images, so the JPEGs are about the size of real frames (noise would compress badly)
         jpegs = []
         for _ in range(frames):
-            img = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+            img = cv2.resize(
+                rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC
+            )
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             jpegs.append(buf.tobytes())
         target = rng.random((frames, grid, grid)).astype(np.float32)
         target /= target.sum(axis=(1, 2), keepdims=True)
         wid = f"{TASK}_bench{i:05d}_{i:07d}"
-        meta = {"window_id": wid, "frames": list(range(0, 30 * frames, 30)), "target_text": texts[i],
-                "task": TASK, "split": SPLIT, "grid": grid, "image_size": size}
-        writer.write(encode_sample(wid, jpegs, target, np.ones(frames, bool),
-                                   rng.random((frames, 64, 64)).astype(np.float16), meta))
+        meta = {
+            "window_id": wid,
+            "frames": list(range(0, 30 * frames, 30)),
+            "target_text": texts[i],
+            "task": TASK,
+            "split": SPLIT,
+            "grid": grid,
+            "image_size": size,
+        }
+        writer.write(
+            encode_sample(
+                wid, jpegs, target, np.ones(frames, bool), rng.random((frames, 64, 64)).astype(np.float16), meta
+            )
+        )
     if integer_mtime:
         writer.close()
         write_manifest(manifest_path(files[0]), files)  # readers refuse a split without one
@@ -78,9 +90,18 @@ def write_shards(root: Path, n_samples: int = 256, frames: int = 5, per_shard: i
 
 
 def reader_pass(root: Path, batch_size: int, shuffle_buffer: int, num_workers: int, seed: int, epoch: int) -> int:
-    loader = make_loader((TASK, SPLIT), batch_size=batch_size, with_gaze=True, shuffle=True, seed=seed,
-                         epoch=epoch, shuffle_buffer=shuffle_buffer, num_workers=num_workers, drop_last=True,
-                         root=root)
+    loader = make_loader(
+        (TASK, SPLIT),
+        batch_size=batch_size,
+        with_gaze=True,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        shuffle_buffer=shuffle_buffer,
+        num_workers=num_workers,
+        drop_last=True,
+        root=root,
+    )
     return sum(len(b["window_id"]) for b in loader)
 
 
@@ -89,21 +110,29 @@ def measure(sources: dict[str, Path], params_file: str, repeats: int, threads: i
     set_threads(threads)
     params = params_mod.load(params_file)
     tp = params.train
-    counts = {name: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], 0)
-              for name, root in sources.items()}
+    counts = {
+        name: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], 0)
+        for name, root in sources.items()
+    }
     for name, n in counts.items():
         if n == 0:
             raise ValueError(f"{sources[name]}: no full batch of {tp.batch_size} samples in {TASK}/{SPLIT}")
     first = next(iter(sources.values()))
-    frames = next(iter(make_loader((TASK, SPLIT), batch_size=1, with_gaze=True, shuffle=False, root=first)))["pixels"].shape[1]
+    frames = next(iter(make_loader((TASK, SPLIT), batch_size=1, with_gaze=True, shuffle=False, root=first)))[
+        "pixels"
+    ].shape[1]
     setup = make_setup("tiny", params, frames, tp.batch_size)
     batch = make_batch(setup)
     steps = 8
     epochs = iter(range(1, 1_000_000))
     fns: dict[str, Any] = {
-        name: (lambda root=root: reader_pass(root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0],
-                                             next(epochs)))
-        for name, root in sources.items()}
+        name: (
+            lambda root=root: reader_pass(
+                root, tp.batch_size, tp.shuffle_buffer, tp.num_workers, tp.seeds[0], next(epochs)
+            )
+        )
+        for name, root in sources.items()
+    }
     with process_group() as ctx:
         trainer = Trainer(setup, "gaze", ctx)
         fns["train"] = lambda: [trainer.step(batch) for _ in range(steps)]
@@ -117,33 +146,61 @@ def measure(sources: dict[str, Path], params_file: str, repeats: int, threads: i
     for name in sources:
         reader = [counts[name] / t for t in times[name]]
         rd = Summary.of(reader)
-        ratio = Summary.of([a / b for a, b in zip(reader, train)])
-        by_wall = Summary.of([(counts[name] / a) / (steps * tp.batch_size / b) for a, b in zip(wall[name], wall["train"])])
+        ratio = Summary.of([a / b for a, b in zip(reader, train, strict=False)])
+        by_wall = Summary.of(
+            [(counts[name] / a) / (steps * tp.batch_size / b) for a, b in zip(wall[name], wall["train"], strict=False)]
+        )
         goal, met = goal_at_least(ratio.median, GOAL)
-        figures.append(Figure(
-            "data", f"shard reader / training samples/s, tiny, {name}", ratio.median, "x", fmt_spread(ratio, 1),
-            goal, met, command,
-            f"reader {rd.median:.0f} samples/s (IQR {rd.q1:.0f}-{rd.q3:.0f}; {counts[name]} samples, batch "
-            f"{tp.batch_size}, num_workers {tp.num_workers}); training {tr.median:.1f} samples/s (IQR "
-            f"{tr.q1:.1f}-{tr.q3:.1f}; gaze run, {frames} frames, {threads} thread(s)); {clock} time; the same "
-            f"ratio by wall time {by_wall.median:.1f}x (IQR {by_wall.q1:.1f}-{by_wall.q3:.1f})",
-            {"clock": clock, "reader_wall_s": wall[name], "train_wall_s": wall["train"], "reader_cpu_s": cpu[name],
-             "train_cpu_s": cpu["train"], "samples": counts[name]}))
+        figures.append(
+            Figure(
+                "data",
+                f"shard reader / training samples/s, tiny, {name}",
+                ratio.median,
+                "x",
+                fmt_spread(ratio, 1),
+                goal,
+                met,
+                command,
+                f"reader {rd.median:.0f} samples/s (IQR {rd.q1:.0f}-{rd.q3:.0f}; {counts[name]} samples, batch "
+                f"{tp.batch_size}, num_workers {tp.num_workers}); training {tr.median:.1f} samples/s (IQR "
+                f"{tr.q1:.1f}-{tr.q3:.1f}; gaze run, {frames} frames, {threads} thread(s)); {clock} time; the same "
+                f"ratio by wall time {by_wall.median:.1f}x (IQR {by_wall.q1:.1f}-{by_wall.q3:.1f})",
+                {
+                    "clock": clock,
+                    "reader_wall_s": wall[name],
+                    "train_wall_s": wall["train"],
+                    "reader_cpu_s": cpu[name],
+                    "train_cpu_s": cpu["train"],
+                    "samples": counts[name],
+                },
+            )
+        )
     return figures
 
 
-def run(params_file: str = "params.yaml", repeats: int = 7, threads: int = DEFAULT_THREADS,
-        shards: str | None = None, n_samples: int = 256) -> list[Figure]:
+def run(
+    params_file: str = "params.yaml",
+    repeats: int = 7,
+    threads: int = DEFAULT_THREADS,
+    shards: str | None = None,
+    n_samples: int = 256,
+) -> list[Figure]:
     command = f"{MODULE} --repeats {repeats} --threads {threads}"
     if shards:
-        return measure({f"{shards}/{TASK}": Path(shards)}, params_file, repeats, threads, f"{command} --shards {shards}")
+        return measure(
+            {f"{shards}/{TASK}": Path(shards)}, params_file, repeats, threads, f"{command} --shards {shards}"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         stage, fixed = Path(tmp) / "stage", Path(tmp) / "int-mtime"
         write_shards(stage, n_samples)
         write_shards(fixed, n_samples, integer_mtime=True)
-        return measure({"generated shards, stage writer": stage,
-                        "generated shards, integer mtime (proposed fix)": fixed},
-                       params_file, repeats, threads, command)
+        return measure(
+            {"generated shards, stage writer": stage, "generated shards, integer mtime (proposed fix)": fixed},
+            params_file,
+            repeats,
+            threads,
+            command,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

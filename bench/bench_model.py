@@ -30,23 +30,34 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from bench import DEFAULT_THREADS, Figure, Summary, fmt_spread, goal_at_most, interleaved, paired_ratio, quiet, set_threads
+from bench import (
+    DEFAULT_THREADS,
+    Figure,
+    Summary,
+    fmt_spread,
+    goal_at_most,
+    interleaved,
+    paired_ratio,
+    quiet,
+    set_threads,
+)
 from gazevlm import distributed
 from gazevlm import params as params_mod
 from gazevlm.models import build_model, get_preset
 from gazevlm.models.text import encode_prompt
 from gazevlm.models.tokenizer import build_word_tokenizer, load_pretrained_tokenizer
 from gazevlm.params import Params
+from gazevlm.train.data import VisionFeatureCache
 from gazevlm.train.live import open_live
 from gazevlm.train.step import StepConfig, Stepper, WarmupSchedule, model_api, vision_tower
-from gazevlm.train.data import VisionFeatureCache
 
 RUNS = ("base", "gaze")
 SHAPES = ("tiny", "paper/4")
@@ -442,12 +453,14 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
                     fig.extra["samples_per_s_gaze"] = batch / Summary.of(res["times"]["gaze"]).median
                     block = block_cost(setup, opts.block_repeats)
                     base_ms = 1e3 * Summary.of(res["times"]["base"]).median
-                    fig.note += (f"; the gaze block alone (forward + backward, {block['params'] / 1e6:.2f} M parameters) "
-                                 f"{block['fwd_bwd_ms']:.1f} ms = {100 * block['fwd_bwd_ms'] / base_ms:.1f}% of the base step")
+                    fig.note += (
+                        f"; the gaze block alone (forward + backward, {block['params'] / 1e6:.2f} M parameters) "
+                        f"{block['fwd_bwd_ms']:.1f} ms = {100 * block['fwd_bwd_ms'] / base_ms:.1f}% of the base step"
+                    )
                     figures.append(fig)
                     if opts.profile and not fig.met:
                         tr = res["trainers"]
-                        prof = profile_difference({run: (lambda t=tr[run]: t.step(res["batch"])) for run in RUNS})
+                        prof = profile_difference({run: (lambda t=tr[run], b=res["batch"]: t.step(b)) for run in RUNS})
                         del res, tr
                         prof["whatif"] = what_if_no_input_gradient(setup, ctx, max(5, repeats // 2), 1, clock)
                         prof["block"] = block
@@ -456,13 +469,23 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
                 if "generate" in opts.only:
                     gsetup = dataclasses.replace(setup, batch_size=opts.gen_batch.get(shape, batch), tmp=None)
                     ev = params.evaluate
-                    res = time_generation(gsetup, opts.gen_repeats or max(3, repeats // 2), 1, ev.max_new_tokens,
-                                          ev.num_beams, clock=clock)
+                    res = time_generation(
+                        gsetup,
+                        opts.gen_repeats or max(3, repeats // 2),
+                        1,
+                        ev.max_new_tokens,
+                        ev.num_beams,
+                        clock=clock,
+                    )
                     fig = _ratio_figure(
-                        "model", f"generate gaze-block/base, {shape}, {opts.frames} frames, batch "
-                                 f"{gsetup.batch_size}, {ev.max_new_tokens} tokens",
-                        res, f"{MODULE} --only generate --shapes {shape} {common}".replace(
-                            f"--repeats {opts.repeats}", f"--repeats {repeats}"))
+                        "model",
+                        f"generate gaze-block/base, {shape}, {opts.frames} frames, batch "
+                        f"{gsetup.batch_size}, {ev.max_new_tokens} tokens",
+                        res,
+                        f"{MODULE} --only generate --shapes {shape} {common}".replace(
+                            f"--repeats {opts.repeats}", f"--repeats {repeats}"
+                        ),
+                    )
                     figures.append(fig)
                     if opts.profile and not fig.met:
                         profiles[fig.name] = profile_difference(dict(res["generators"]), steps=2)
@@ -475,20 +498,35 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
                 # cached features (every epoch after the first) and the frozen tower run in the step
                 # (the first epoch, or train.cache_vision_features: false), side by side
                 variants = (True, False) if opts.frames_uncached else (True,)
-                trainers = {(run, cached): Trainer(setup, run, ctx, cache=cached) for cached in variants for run in RUNS}
+                trainers = {
+                    (run, cached): Trainer(setup, run, ctx, cache=cached) for cached in variants for run in RUNS
+                }
                 batch = make_batch(setup)
-                times = timed({k: (lambda tr=tr: tr.step(batch)) for k, tr in trainers.items()},
-                                    opts.repeats, opts.warmup, clock)["times"]
+                times = timed(
+                    {k: (lambda tr=tr, batch=batch: tr.step(batch)) for k, tr in trainers.items()},
+                    opts.repeats,
+                    opts.warmup,
+                    clock,
+                )["times"]
                 for cached in variants:
                     g, b = Summary.of(times[("gaze", cached)]), Summary.of(times[("base", cached)])
                     ratio = paired_ratio(times[("gaze", cached)], times[("base", cached)])
                     how = "cached features" if cached else "vision tower in the step"
-                    figures.append(Figure(
-                        "scaling", f"train step vs frames per window: tiny, {t} frames, batch {setup.batch_size}, {how}",
-                        1e3 * g.median, f"ms (gaze, {'CPU' if clock == 'cpu' else 'wall'})", fmt_spread(g.scaled(1e3), 1, " ms"), "", None,
-                        f"{MODULE} --only frames {common}",
-                        f"base {1e3 * b.median:.1f} ms; gaze/base {ratio.median:.3f}x (IQR {ratio.q1:.3f}-{ratio.q3:.3f})",
-                        {"base_s": times[("base", cached)], "gaze_s": times[("gaze", cached)]}))
+                    figures.append(
+                        Figure(
+                            "scaling",
+                            f"train step vs frames per window: tiny, {t} frames, batch {setup.batch_size}, {how}",
+                            1e3 * g.median,
+                            f"ms (gaze, {'CPU' if clock == 'cpu' else 'wall'})",
+                            fmt_spread(g.scaled(1e3), 1, " ms"),
+                            "",
+                            None,
+                            f"{MODULE} --only frames {common}",
+                            f"base {1e3 * b.median:.1f} ms; gaze/base {ratio.median:.3f}x "
+                            f"(IQR {ratio.q1:.3f}-{ratio.q3:.3f})",
+                            {"base_s": times[("base", cached)], "gaze_s": times[("gaze", cached)]},
+                        )
+                    )
                 del trainers
     if "memory" in opts.only:
         for shape in opts.shapes:
@@ -497,23 +535,36 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
             step = {run: Summary.of([m["step_peak"] for m in mem[run]]) for run in RUNS}
             peak = {run: Summary.of([m["peak_rss"] for m in mem[run]]) for run in RUNS}
             ratio = paired_ratio([m["step_peak"] for m in mem["gaze"]], [m["step_peak"] for m in mem["base"]])
-            mb = 2 ** 20
-            figures.append(Figure(
-                "model", f"peak memory of a training step gaze/base, {shape}, batch {batch}", ratio.median, "x",
-                fmt_spread(ratio), "", None,
-                f"{MODULE} --only memory --shapes {shape} --params {opts.params_file} --threads {opts.threads}",
-                f"step peak above RSS: base {step['base'].median / mb:.1f} MB, gaze {step['gaze'].median / mb:.1f} MB; "
-                f"process peak RSS: base {peak['base'].median / mb:.0f} MB, gaze {peak['gaze'].median / mb:.0f} MB "
-                f"(gaze/base {peak['gaze'].median / peak['base'].median:.3f}x)",
-                {"probes": mem}))
+            mb = 2**20
+            figures.append(
+                Figure(
+                    "model",
+                    f"peak memory of a training step gaze/base, {shape}, batch {batch}",
+                    ratio.median,
+                    "x",
+                    fmt_spread(ratio),
+                    "",
+                    None,
+                    f"{MODULE} --only memory --shapes {shape} --params {opts.params_file} --threads {opts.threads}",
+                    f"step peak above RSS: base {step['base'].median / mb:.1f} MB, "
+                    f"gaze {step['gaze'].median / mb:.1f} MB; "
+                    f"process peak RSS: base {peak['base'].median / mb:.0f} MB, gaze {peak['gaze'].median / mb:.0f} MB "
+                    f"(gaze/base {peak['gaze'].median / peak['base'].median:.3f}x)",
+                    {"probes": mem},
+                )
+            )
     return figures, profiles
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help=f"rounds per figure (default {Options.repeats}; tiny train/generate: 25)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"rounds per figure (default {Options.repeats}; tiny train/generate: 25)",
+    )
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--only", default="train,generate,frames,memory")
@@ -527,8 +578,13 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch or Options().batch.get(shapes[0], params_mod.load(args.params).train.batch_size)
         print(json.dumps(memory_probe(shapes[0], args.memory_probe, args.frames, batch, args.params, args.threads)))
         return 0
-    opts = Options(params_file=args.params, threads=args.threads, shapes=shapes, only=tuple(args.only.split(",")),
-                   frames=args.frames)
+    opts = Options(
+        params_file=args.params,
+        threads=args.threads,
+        shapes=shapes,
+        only=tuple(args.only.split(",")),
+        frames=args.frames,
+    )
     if args.repeats is not None:
         opts.repeats, opts.shape_repeats = args.repeats, {}
     if args.batch:

@@ -106,7 +106,7 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
 
 def save(figures: list[Figure], commit: str, path: Path = RESULTS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    path.write_text(json.dumps({"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                 "commit": commit, "figures": [f.as_dict() for f in figures]}, indent=2) + "\n")
 
 
@@ -114,11 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=REPO, help="the repository to clone (default: this one)")
     ap.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
-    ap.add_argument("--log-dir", type=Path, default=None, help="write bench_pipeline.log here (default: in the clone's temp dir)")
+    ap.add_argument(
+        "--log-dir", type=Path, default=None, help="write bench_pipeline.log here (default: in the clone's temp dir)"
+    )
     args = ap.parse_args(argv)
     quiet()
     figures = run(args.repo, args.keep, log_dir=args.log_dir)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True
+    ).stdout.strip()
     save(figures, head)
     for f in figures:
         print(f"{f.name}: {f.value:.1f} {f.unit} goal {f.goal}  {f.note}")

@@ -9,10 +9,11 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -276,9 +277,12 @@ class ChatServer:
     def _default_reply(self, seen: Seen) -> str:
         if seen.kind == "rewrite":
             m = re.search(r'Current prompt:\n"""\n(.*?)\n"""', seen.text, re.DOTALL)
-            return f"{m.group(1) if m else ''} Be specific (revision {hashlib.sha256(seen.text.encode()).hexdigest()[:6]})."
-        return "\n".join(f"{i + 1}. The camera wearer picks up {self.truth.get(self.image_sha.get(s, ''), 'a thing')}."
-                         for i, s in enumerate(seen.image_sha))
+            revision = hashlib.sha256(seen.text.encode()).hexdigest()[:6]
+            return f"{m.group(1) if m else ''} Be specific (revision {revision})."
+        return "\n".join(
+            f"{i + 1}. The camera wearer picks up {self.truth.get(self.image_sha.get(s, ''), 'a thing')}."
+            for i, s in enumerate(seen.image_sha)
+        )
 
 
 def output_files(root: Path) -> list[Path]:

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from gazevlm import layout, shards
-from gazevlm.models import presets
 from gazevlm.geometry import patch_grid, vision_geometry
+from gazevlm.models import presets
 from train_fixtures import FRAMES, TASK
 
 WORDS = ("pick the red cup", "open the blue bowl", "cut the green knife", "wash the yellow plate")

@@ -7,8 +7,8 @@ keyframe's own point. Frames are deliberately non-square (160 x 112) to catch sw
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -21,7 +21,7 @@ CAPTIONS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     return build_word_tokenizer(CAPTIONS)
 

@@ -10,9 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from annotate_fixtures import (server, world,  # noqa: F401 (fixtures)
-                               API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
-                               output_files, params_yaml, write_feedback)
+from annotate_fixtures import (  # noqa: F401 (fixtures)
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    FAKE_KEY,
+    ChatServer,
+    make_params,
+    make_world,
+    output_files,
+    params_yaml,
+    server,
+    world,
+    write_feedback,
+)
 from gazevlm import annotate, layout
 from gazevlm.annotate.cache import ResponseCache, request_key
 from gazevlm.annotate.llm_captions import CaptionCountError, make_chunks, parse_captions

@@ -7,9 +7,9 @@ import pytest
 
 from annotate_fixtures import make_params, make_world, write_narrations
 from gazevlm import annotate, layout
-from gazevlm.ego4d import NarrationError
 from gazevlm.annotate import qc, stage
 from gazevlm.annotate.narrations import Narration, clean_narration, load_narrations, nearest
+from gazevlm.ego4d import NarrationError
 
 
 @pytest.mark.parametrize("raw,clean", [
@@ -103,20 +103,31 @@ def _window(ids, wid="w"):
 
 
 def test_targets_time_order_joiner_dedupe():
-    caps = _captions([("k1", 1.0, "the camera wearer picks up the cup"), ("k2", 2.0, "the camera wearer picks up the cup"),
-                      ("k3", 3.0, "the camera wearer opens the jar")])
+    caps = _captions(
+        [
+            ("k1", 1.0, "the camera wearer picks up the cup"),
+            ("k2", 2.0, "the camera wearer picks up the cup"),
+            ("k3", 3.0, "the camera wearer opens the jar"),
+        ]
+    )
     # ids listed out of time order: the target must follow the keyframes' timestamps
-    t = stage.build_targets(_window(["k3", "k1", "k2"]), caps, joiner=" | ", dedupe_consecutive=True, qc_max_flagged=0.2)
+    t = stage.build_targets(
+        _window(["k3", "k1", "k2"]), caps, joiner=" | ", dedupe_consecutive=True, qc_max_flagged=0.2
+    )
     assert t.loc[0, "target_text"] == "the camera wearer picks up the cup | the camera wearer opens the jar"
-    t = stage.build_targets(_window(["k3", "k1", "k2"]), caps, joiner=" | ", dedupe_consecutive=False, qc_max_flagged=0.2)
+    t = stage.build_targets(
+        _window(["k3", "k1", "k2"]), caps, joiner=" | ", dedupe_consecutive=False, qc_max_flagged=0.2
+    )
     assert t.loc[0, "target_text"].count("picks up the cup") == 2
     assert not t.loc[0, "dropped"] and t.loc[0, "n_frames"] == 3 and t.loc[0, "n_flagged"] == 0
 
 
 def test_targets_drop_reasons():
     good = "the camera wearer picks up the cup"
-    rows = [(f"g{i}", float(i), good + f" number {i}") for i in range(4)] + [("bad", 9.0, "the camera wearer looks around"),
-                                                                             ("none", 10.0, None)]
+    rows = [(f"g{i}", float(i), good + f" number {i}") for i in range(4)] + [
+        ("bad", 9.0, "the camera wearer looks around"),
+        ("none", 10.0, None),
+    ]
     caps = _captions(rows)
     kw = dict(joiner=", then ", dedupe_consecutive=True, qc_max_flagged=0.2)
     # 1 flagged of 5 = 20%: kept (the rule is "more than"); 1 of 4 = 25%: dropped
@@ -150,8 +161,16 @@ def test_stage_from_narrations(tmp_path):
     captions = pd.read_parquet(out["captions"])
     targets = pd.read_parquet(out["targets"])
     assert list(captions.columns) == ["keyframe_id", "uid", "frame", "t", "caption", "source", "flags", "flagged"]
-    assert list(targets.columns) == ["window_id", "task", "split", "target_text", "n_frames", "n_flagged",
-                                     "dropped", "drop_reason"]
+    assert list(targets.columns) == [
+        "window_id",
+        "task",
+        "split",
+        "target_text",
+        "n_frames",
+        "n_flagged",
+        "dropped",
+        "drop_reason",
+    ]
     assert str(pq.read_schema(out["captions"]).field("flags").type) == "list<element: string>"
     cap = captions.set_index("keyframe_id")
     assert cap.at[layout.keyframe_id("vidA", 30), "caption"] == "the camera wearer picks up the cup number 1"
@@ -167,10 +186,11 @@ def test_stage_from_narrations(tmp_path):
 
     tg = targets.set_index("window_id")
     fut = tg.loc[layout.window_id("future", "vidA", 0)]
-    assert fut["target_text"] == ("the camera wearer picks up the cup number 3, then "
-                                  "the camera wearer picks up the cup number 4")
-    assert tg.loc[layout.window_id("future", "vidB", 90), "drop_reason"] == "no_caption"    # targets 6, 7 s
-    assert tg.loc[layout.window_id("activity", "vidA", 0), "drop_reason"] == "qc_flagged"   # 1 of 3 flagged
+    assert fut["target_text"] == (
+        "the camera wearer picks up the cup number 3, then the camera wearer picks up the cup number 4"
+    )
+    assert tg.loc[layout.window_id("future", "vidB", 90), "drop_reason"] == "no_caption"  # targets 6, 7 s
+    assert tg.loc[layout.window_id("activity", "vidA", 0), "drop_reason"] == "qc_flagged"  # 1 of 3 flagged
     assert report["windows"]["total"] == len(world.windows) == 16
     assert report["windows"]["dropped"]["no_caption"] == int((targets["drop_reason"] == "no_caption").sum()) >= 1
     assert report["windows"]["kept"] == int((~targets["dropped"]).sum())
@@ -194,7 +214,9 @@ def test_stage_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"missing column\(s\) \['target_keyframe_ids'\]"):
         annotate.run(make_params(), root=tmp_path)
     world.windows.to_parquet(tmp_path / layout.EXTRACT_DIR / "windows.parquet")
-    pd.concat([world.keyframes, world.keyframes.head(1)]).to_parquet(tmp_path / layout.EXTRACT_DIR / "keyframes.parquet")
+    pd.concat([world.keyframes, world.keyframes.head(1)]).to_parquet(
+        tmp_path / layout.EXTRACT_DIR / "keyframes.parquet"
+    )
     with pytest.raises(ValueError, match="duplicated keyframe_id"):
         annotate.run(make_params(), root=tmp_path)
     world.keyframes.to_parquet(tmp_path / layout.EXTRACT_DIR / "keyframes.parquet")

@@ -6,9 +6,19 @@ import papermill
 import pytest
 import yaml
 
-from annotate_fixtures import (server, world,  # noqa: F401 (fixtures)
-                               API_KEY_ENV, BASE_URL_ENV, FAKE_KEY, ChatServer, make_params, make_world,
-                               output_files, params_yaml, write_feedback)
+from annotate_fixtures import (  # noqa: F401 (fixtures)
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    FAKE_KEY,
+    ChatServer,
+    make_params,
+    make_world,
+    output_files,
+    params_yaml,
+    server,
+    world,
+    write_feedback,
+)
 from gazevlm import annotate
 from gazevlm.annotate.llm_captions import sha256_text
 

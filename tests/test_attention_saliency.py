@@ -95,20 +95,20 @@ def test_bad_arguments_raise(call, message):
 
 def test_kl_matches_scipy_entropy():
     a, g = maps(1)
-    expected = np.array([stats.entropy(gi, ai) for ai, gi in zip(a, g)])
+    expected = np.array([stats.entropy(gi, ai) for ai, gi in zip(a, g, strict=False)])
     np.testing.assert_allclose(S.kl(a, g, eps=0.0), expected, rtol=1e-10)
     np.testing.assert_allclose(S.kl(a, g), expected, atol=1e-4)   # the default eps barely moves it
 
 
 def test_cc_matches_numpy_corrcoef():
     a, g = maps(2)
-    expected = np.array([np.corrcoef(ai, gi)[0, 1] for ai, gi in zip(a, g)])
+    expected = np.array([np.corrcoef(ai, gi)[0, 1] for ai, gi in zip(a, g, strict=False)])
     np.testing.assert_allclose(S.cc(a, g), expected, rtol=1e-10)
 
 
 def test_nss_matches_scipy_zscore():
     a, g = maps(3)
-    expected = np.array([stats.zscore(ai)[gi > 0.01 * gi.max()].mean() for ai, gi in zip(a, g)])
+    expected = np.array([stats.zscore(ai)[gi > 0.01 * gi.max()].mean() for ai, gi in zip(a, g, strict=False)])
     np.testing.assert_allclose(S.nss(a, g, 0.01), expected, rtol=1e-10)
 
 
@@ -119,7 +119,7 @@ def test_sim_matches_total_variation():
 
 def test_topk_overlap_matches_set_intersection():
     a, g = maps(5)
-    for ai, gi, value in zip(a, g, S.topk_overlap(a, g, 10, 0.2)):
+    for ai, gi, value in zip(a, g, S.topk_overlap(a, g, 10, 0.2), strict=False):
         top = set(sorted(range(len(ai)), key=lambda i: -ai[i])[:10])
         sup = {i for i, v in enumerate(gi) if v > 0.2 * max(gi)}
         assert value == len(top & sup) / 10
@@ -142,7 +142,7 @@ def test_auc_judd_matches_loop_and_sklearn():
     a, g = maps(6)
     ours = S.auc_judd(a, g, 0.3)
     fix = S.support(g, 0.3)
-    for ai, fi, value in zip(a, fix, ours):
+    for ai, fi, value in zip(a, fix, ours, strict=False):
         assert value == pytest.approx(_judd_reference(ai, fi), abs=1e-12)
         # Without ties Judd's curve is the exact ROC curve with its horizontal steps replaced by
         # diagonals, which adds half of (negatives scored at or above the lowest fixation) / fixations.

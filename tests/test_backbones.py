@@ -11,8 +11,6 @@ from contextlib import chdir
 
 import pytest
 import torch
-from model_fixtures import CAPTIONS, batch, build, params, prompt, tokenizer, write_open_clip_dir
-from train_fixtures import TASK, ListSource, collate, read_tsv_metrics, run_in_process
 
 from gazevlm import train as train_mod
 from gazevlm.checkpoint import load_trained
@@ -20,6 +18,8 @@ from gazevlm.models import BACKBONES, PRESETS, build_model, get_preset
 from gazevlm.models.presets import FLAMINGO_BACKBONES, PROJECTOR_BACKBONES
 from gazevlm.models.text import encode_prompt, encode_train
 from gazevlm.models.tokenizer import IMAGE, build_tokenizer
+from model_fixtures import CAPTIONS, batch, build, params, prompt, tokenizer, write_open_clip_dir
+from train_fixtures import TASK, ListSource, collate, read_tsv_metrics, run_in_process
 
 NEW = ("lavila", "internvl", "llava_next")
 
@@ -97,7 +97,9 @@ def test_projector_backbone_puts_each_frame_into_the_lm_input(backbone, output):
     assert not torch.allclose(again[0], out.logits[0]) and torch.allclose(again[1], out.logits[1], atol=1e-6)
     # the loss is the LM's next-token cross-entropy on the target tokens only
     labels = enc["labels"]
-    ref = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    ref = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100
+    )
     torch.testing.assert_close(out.loss, ref)
 
 
@@ -107,7 +109,7 @@ def test_each_lm_token_is_made_of_a_2x2_block_of_patches(backbone):
     blocks = model.backbone.token_patches(64)
     assert blocks.shape == (16, 4) and sorted(blocks.flatten().tolist()) == list(range(64))
     for row in blocks.tolist():
-        r, c = zip(*(divmod(i, 8) for i in row))
+        r, c = zip(*(divmod(i, 8) for i in row), strict=False)
         assert max(r) - min(r) == 1 and max(c) - min(c) == 1 and min(r) % 2 == 0 and min(c) % 2 == 0
 
 
@@ -128,10 +130,10 @@ def test_backbone_attention_probe_equals_the_llms_eager_attention(backbone):
     n = media.shape[1]
     blocks = bb.token_patches(64)
     for i, m in enumerate(where.tolist()):
-        on_media = att[i, m + n:, m: m + n].mean(0).reshape(2, 16)
+        on_media = att[i, m + n :, m : m + n].mean(0).reshape(2, 16)
         expected = torch.zeros(2, 64)
         for k, patches in enumerate(blocks.tolist()):
-            expected[:, patches] += on_media[:, k: k + 1] / 4
+            expected[:, patches] += on_media[:, k : k + 1] / 4
         expected /= expected.sum(-1, keepdim=True)
         torch.testing.assert_close(probed[i], expected, rtol=1e-4, atol=1e-6)
 
@@ -140,9 +142,18 @@ def test_backbone_attention_probe_equals_the_llms_eager_attention(backbone):
 def test_tiny_backbone_trains_reloads_and_generates(backbone, tmp_path):
     torch.set_num_threads(1)
     with chdir(tmp_path):
-        summary = run_in_process(threads=1, result_path=None, source={}, train_kwargs={
-            "run": "gaze", "task": TASK, "out_dir": tmp_path / "models", "live_dir": tmp_path / "live",
-            "model": {"backbone": backbone}})
+        summary = run_in_process(
+            threads=1,
+            result_path=None,
+            source={},
+            train_kwargs={
+                "run": "gaze",
+                "task": TASK,
+                "out_dir": tmp_path / "models",
+                "live_dir": tmp_path / "live",
+                "model": {"backbone": backbone},
+            },
+        )
     assert summary["steps"] == 6
     curves = read_tsv_metrics(tmp_path / "live")
     kl = [v for _, v in curves["plots/metrics/train/kl.tsv"]]
@@ -152,8 +163,14 @@ def test_tiny_backbone_trains_reloads_and_generates(backbone, tmp_path):
     model, tok = load_trained(tmp_path / "models")
     assert model.config["backbone"] == backbone
     api = train_mod.model_api()
-    step = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
-                                kl_eps=1e-8, device=torch.device("cpu"))
+    step = train_mod.StepConfig(
+        task=TASK,
+        lam=100.0,
+        kl_direction="gaze_to_attention",
+        kl_reduction="sum",
+        kl_eps=1e-8,
+        device=torch.device("cpu"),
+    )
     val = collate(ListSource().split["val"])
     with torch.no_grad():
         _, ce, kl_val = train_mod.forward_losses(model, val, tok, api, step, cache=None)
@@ -165,13 +182,17 @@ def test_tiny_backbone_trains_reloads_and_generates(backbone, tmp_path):
 
 def test_presets_are_tied_to_their_backbones():
     assert {b: get_preset("tiny", b).lm["family"] for b in BACKBONES} == {
-        "openflamingo": "opt", "openflamingo_noperceiver": "opt", "lavila": "gpt2", "internvl": "qwen2",
-        "llava_next": "llama"}
+        "openflamingo": "opt",
+        "openflamingo_noperceiver": "opt",
+        "lavila": "gpt2",
+        "internvl": "qwen2",
+        "llava_next": "llama",
+    }
     with pytest.raises(ValueError, match=r"'paper' is for backbone.*not 'internvl'.*internvl2_5-1b"):
         get_preset("paper", "internvl")
     with pytest.raises(ValueError, match="backbone: 'blip' is not one of"):
         get_preset("tiny", "blip")
-    with pytest.raises(ValueError, match="model.backbone = 'blip': expected one of"):   # gazevlm.params
+    with pytest.raises(ValueError, match="model.backbone = 'blip': expected one of"):  # gazevlm.params
         build_model(params(backbone="blip"), "gaze", tokenizer())
     assert PRESETS["llava-next-vicuna-7b"].lm["hub"] == "llava-hf/llava-v1.6-vicuna-7b-hf"
     assert PRESETS["internvl3-1b"].lm["hub"] == "OpenGVLab/InternVL3-1B-hf"
@@ -186,6 +207,7 @@ def test_internvl2_5_without_a_weights_dir_says_how_to_get_it():
 
 # --- real presets from a weights directory (shrunk copies) -------------------------------------------
 
+
 def _save_tiny_vlm(kind: str, directory, image_size: int, patch_size: int):
     from transformers import AutoModelForImageTextToText
 
@@ -194,11 +216,26 @@ def _save_tiny_vlm(kind: str, directory, image_size: int, patch_size: int):
 
     tok = tokenizer()
     family = {"internvl": "qwen2", "llava_next": "llama"}[kind]
-    text = tiny_lm_config(family, vocab_size=len(tok) + 3, hidden=32, layers=2, heads=2, ffn=64,
-                          max_positions=1024, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                          bos_token_id=tok.bos_token_id)
-    cfg = tiny_vlm_config(kind, {"width": 32, "layers": 2, "heads": 2, "mlp_ratio": 2.0}, text, image_size,
-                          patch_size, media_token_id=len(tok) + 1)
+    text = tiny_lm_config(
+        family,
+        vocab_size=len(tok) + 3,
+        hidden=32,
+        layers=2,
+        heads=2,
+        ffn=64,
+        max_positions=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    cfg = tiny_vlm_config(
+        kind,
+        {"width": 32, "layers": 2, "heads": 2, "mlp_ratio": 2.0},
+        text,
+        image_size,
+        patch_size,
+        media_token_id=len(tok) + 1,
+    )
     torch.manual_seed(5)
     AutoModelForImageTextToText.from_config(cfg).save_pretrained(str(directory))
     tok.save_pretrained(str(directory))
@@ -210,17 +247,29 @@ def _save_lavila(root):
     write_open_clip_dir(root / "clip-336", "ViT-L-14-336", (336, 14), layers=1, width=32, head_width=16, seed=7)
     tok = tokenizer()
     # GPT-2 XL is 48 layers of width 1600; 3 layers keep one cross-attention at every 3rd layer
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok) + 3, n_embd=32, n_layer=3, n_head=2, n_positions=128,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-                    ).save_pretrained(str(root / "gpt2-xl"))
+    GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok) + 3,
+            n_embd=32,
+            n_layer=3,
+            n_head=2,
+            n_positions=128,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    ).save_pretrained(str(root / "gpt2-xl"))
     tok.save_pretrained(str(root / "gpt2-xl"))
 
 
 REAL = {  # backbone -> (preset, writer of <weights_dir>, image size, patches per frame)
     "lavila": ("lavila-gpt2-xl", _save_lavila, 336, 576),
     "internvl": ("internvl2_5-1b", lambda r: _save_tiny_vlm("internvl", r / "internvl2_5-1b", 448, 14), 448, 1024),
-    "llava_next": ("llava-next-vicuna-7b",
-                   lambda r: _save_tiny_vlm("llava_next", r / "llava-next-vicuna-7b", 336, 14), 336, 576),
+    "llava_next": (
+        "llava-next-vicuna-7b",
+        lambda r: _save_tiny_vlm("llava_next", r / "llava-next-vicuna-7b", 336, 14),
+        336,
+        576,
+    ),
 }
 
 

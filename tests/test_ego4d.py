@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ego4d_fixtures import (gaze_table, make_root, metadata_entry, tiny_world, write_gaze,  # noqa: F401
-                            write_metadata, write_video)
+from ego4d_fixtures import gaze_table, make_root, metadata_entry, tiny_world, write_gaze, write_metadata, write_video  # noqa: F401
 from gazevlm import ego4d
 
 PER_FRAME = dict(confidence_min=0.6, max_gap_s=0.05, saccade_px=40.0)

@@ -14,11 +14,14 @@ def random_layout(rng, n_videos, max_windows=7, interleave=True):
 
 
 LAYOUTS = [
-    ["a", "a", "b", "b"],                               # 2 videos, equal
-    ["a"] * 5 + ["b"],                                  # 2 videos, very unequal
-    ["a", "b"] * 3,                                     # interleaved
+    ["a", "a", "b", "b"],  # 2 videos, equal
+    ["a"] * 5 + ["b"],  # 2 videos, very unequal
+    ["a", "b"] * 3,  # interleaved
     ["b", "c", "a", "c", "c", "a", "b", "b", "b"],
-    *[random_layout(np.random.default_rng(s), n) for s, n in zip(range(12), [2, 2, 3, 3, 4, 5, 6, 8, 10, 2, 3, 20])],
+    *[
+        random_layout(np.random.default_rng(s), n)
+        for s, n in zip(range(12), [2, 2, 3, 3, 4, 5, 6, 8, 10, 2, 3, 20], strict=False)
+    ],
 ]
 
 
@@ -46,8 +49,7 @@ def test_derangement_is_deterministic(uids):
     assert controls.derangement(uids).tolist() == controls.derangement(list(uids)).tolist()
 
 
-@pytest.mark.parametrize("uids", [lay for lay in LAYOUTS
-                                  if len({lay.count(v) for v in set(lay)}) == 1])
+@pytest.mark.parametrize("uids", [lay for lay in LAYOUTS if len({lay.count(v) for v in set(lay)}) == 1])
 def test_equal_window_counts_give_a_permutation(uids):
     d = controls.derangement(uids)
     assert sorted(d.tolist()) == list(range(len(uids)))
@@ -79,7 +81,7 @@ def test_fewer_than_two_videos_is_a_clear_error(uids):
 
 def test_distinct_share_known_answers():
     assert controls.distinct_share(["a", "b", "c", "d"]) == 1.0
-    assert controls.distinct_share(["same"] * 8) == pytest.approx(1 / 8)    # a language prior
+    assert controls.distinct_share(["same"] * 8) == pytest.approx(1 / 8)  # a language prior
     assert controls.distinct_share(["a", "a", "b"]) == pytest.approx(2 / 3)
     assert controls.distinct_share(["", "", "x", "y", "x"]) == pytest.approx(3 / 5)
     assert np.isnan(controls.distinct_share([]))

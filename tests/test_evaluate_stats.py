@@ -14,7 +14,7 @@ from gazevlm.evaluate import stats
 def videos(values, windows):
     """Per-window values and video labels: video v has `windows[v]` windows, all equal to values[v]."""
     windows = [windows] * len(values) if np.isscalar(windows) else windows
-    x = np.concatenate([np.full(n, v, dtype=float) for v, n in zip(values, windows)])
+    x = np.concatenate([np.full(n, v, dtype=float) for v, n in zip(values, windows, strict=False)])
     g = np.concatenate([[f"vid{i}"] * n for i, n in enumerate(windows)])
     return x, g
 

@@ -29,15 +29,19 @@ RECORDS = {
     ("lambda0", "activity"): {"n": 20, "semantic": est(0.59)},
 }
 COMPARISONS = {
-    "future": {"gaze_vs_base": {"semantic": {"diff": 0.11, "ci_low": 0.05, "ci_high": 0.17, "p_value": 0.0009, "n": 30}}},
-    "activity": {"gaze_vs_base": {"semantic": {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_value": 0.41, "n": 20}}},
+    "future": {
+        "gaze_vs_base": {"semantic": {"diff": 0.11, "ci_low": 0.05, "ci_high": 0.17, "p_value": 0.0009, "n": 30}}
+    },
+    "activity": {
+        "gaze_vs_base": {"semantic": {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_value": 0.41, "n": 20}}
+    },
 }
 
 
 def test_table1_has_ours_and_the_paper_reference_group(tmp_path):
     num, disp = T.table1(RECORDS, COMPARISONS, backbone="openflamingo", label="openflamingo (tiny)")
-    assert list(num["backbone"]) [0] == "OpenFlamingo" and num.loc[0, "ours"] == "openflamingo (tiny)"
-    assert len(num) == len(T.PAPER_TABLE1)                     # every paper backbone listed for reference
+    assert list(num["backbone"])[0] == "OpenFlamingo" and num.loc[0, "ours"] == "openflamingo (tiny)"
+    assert len(num) == len(T.PAPER_TABLE1)  # every paper backbone listed for reference
     row = num.iloc[0]
     assert row["future_base"] == 0.41 and row["future_gaze"] == 0.52 and row["future_gain"] == 0.11
     assert row["future_p"] == 0.0009 and row["activity_n"] == 20
@@ -79,9 +83,17 @@ def test_metrics_comparisons_and_qualitative_tables():
     assert len(num) == 6 and "teacher-forced argmax: semantic" in disp.columns
     num, disp = T.comparisons_table(COMPARISONS)
     assert num.loc[0, "semantic_p_value"] == 0.0009 and disp.loc[1, "comparison"] == "gaze − base"
-    preds = {r: pd.DataFrame({"window_id": ["w1", "w2", "w3"], "reference": ["a", "b", "c"],
-                              "prediction": [f"{r}1", f"{r}2", f"{r}3"], "semantic": [0.1, 0.2, 0.3]})
-             for r in ("base", "gaze")}
+    preds = {
+        r: pd.DataFrame(
+            {
+                "window_id": ["w1", "w2", "w3"],
+                "reference": ["a", "b", "c"],
+                "prediction": [f"{r}1", f"{r}2", f"{r}3"],
+                "semantic": [0.1, 0.2, 0.3],
+            }
+        )
+        for r in ("base", "gaze")
+    }
     q = T.qualitative(preds, n=2, runs=["base", "gaze"])
     assert list(q.columns[:4]) == ["window_id", "reference", "base", "gaze"] and len(q) == 2
     assert all(q["gaze"].str.startswith("gaze"))
@@ -89,12 +101,24 @@ def test_metrics_comparisons_and_qualitative_tables():
 
 # --- ablations from `dvc exp show --json` ---------------------------------------------------------
 
+
 def node(name, params, metrics, error=None, ts="2026-01-01T00:00:00"):
     """One entry shaped like DVC 3.67's `exp show --json` output."""
     rev = f"{name or 'workspace'}-rev"
-    return {"rev": rev, "name": name, "error": {"msg": error, "type": ""} if error else None,
-            "data": {"rev": rev, "timestamp": ts, "params": {"params.yaml": {"data": params}},
-                     "metrics": {p: {"data": d} for p, d in metrics.items()}, "deps": {}, "outs": {}, "meta": {}}}
+    return {
+        "rev": rev,
+        "name": name,
+        "error": {"msg": error, "type": ""} if error else None,
+        "data": {
+            "rev": rev,
+            "timestamp": ts,
+            "params": {"params.yaml": {"data": params}},
+            "metrics": {p: {"data": d} for p, d in metrics.items()},
+            "deps": {},
+            "outs": {},
+            "meta": {},
+        },
+    }
 
 
 def runs_metrics(gaze_sem, rouge=0.3):
@@ -115,19 +139,25 @@ def exp_show(*exps):
 
 
 def test_ablation_table_from_experiments(tmp_path):
-    params = lambda agg, s: {"heatmaps": {"aggregate": agg, "sigma_px": s}, "runs": {"gaze": {"lambda": 100}}}
-    data = exp_show(node("t9-single-s20", params(False, 20), runs_metrics(0.45)),
-                    node("t9-agg-s20", params(True, 20), runs_metrics(0.55)),
-                    node("t9-agg-s50", params(True, 50), {}, error="Experiment run failed"))
+    def params(agg, s):
+        return {"heatmaps": {"aggregate": agg, "sigma_px": s}, "runs": {"gaze": {"lambda": 100}}}
+
+    data = exp_show(
+        node("t9-single-s20", params(False, 20), runs_metrics(0.45)),
+        node("t9-agg-s20", params(True, 20), runs_metrics(0.55)),
+        node("t9-agg-s50", params(True, 50), {}, error="Experiment run failed"),
+    )
     path = tmp_path / "show.json"
     path.write_text(json.dumps(data))
     exps = A.parse_exp_show(data)
     assert {"t9-single-s20", "t9-agg-s20", "t9-agg-s50", "main", "workspace"} <= set(exps)
-    num, disp, missing = A.ablation_table(A.ABLATIONS["table9"], exps, ["t9-single-s20", "t9-agg-s20", "t9-agg-s50", "t9-x"])
+    num, disp, missing = A.ablation_table(
+        A.ABLATIONS["table9"], exps, ["t9-single-s20", "t9-agg-s20", "t9-agg-s50", "t9-x"]
+    )
     assert missing == ["t9-agg-s50", "t9-x"]
     assert num.loc[0, "gaze future semantic"] == 0.45 and num.loc[1, "gaze future semantic"] == 0.55
-    assert num.loc[0, "paper gaze future semantic"] == 0.6211      # (aggregate False, sigma 20)
-    assert num.loc[1, "paper gaze future rouge_l"] == 0.5173       # (True, 20)
+    assert num.loc[0, "paper gaze future semantic"] == 0.6211  # (aggregate False, sigma 20)
+    assert num.loc[1, "paper gaze future rouge_l"] == 0.5173  # (True, 20)
     assert "Experiment run failed" in disp.loc[2, "experiment"] and "not run" in disp.loc[3, "experiment"]
     written = A.build("table9", path, ["t9-single-s20", "t9-agg-s20", "t9-agg-s50"], tmp_path / "abl")
     assert "Missing experiments: t9-agg-s50" in written[-1].read_text()
@@ -151,11 +181,17 @@ def test_ablation_table_by_run_and_bool_number_matching():
 
 def test_table1_has_a_row_per_backbone_beside_that_backbones_paper_row():
     gain = {"diff": 0.02, "ci_low": 0.01, "ci_high": 0.03, "p_value": 0.004}
-    with_gain = {**runs_metrics(0.52), "metrics/eval/comparisons.json": {"future": {"gaze_vs_base": {"semantic": gain}}}}
-    data = exp_show(node("t1-internvl", {"model": {"backbone": "internvl"}}, with_gain),
-                    node("t1-llava_next", {"model": {"backbone": "llava_next"}}, runs_metrics(0.48)))
-    num, disp, missing = A.ablation_table(A.ABLATIONS["table1"], A.parse_exp_show(data),
-                                          ["t1-internvl", "t1-llava_next", "t1-lavila"])
+    with_gain = {
+        **runs_metrics(0.52),
+        "metrics/eval/comparisons.json": {"future": {"gaze_vs_base": {"semantic": gain}}},
+    }
+    data = exp_show(
+        node("t1-internvl", {"model": {"backbone": "internvl"}}, with_gain),
+        node("t1-llava_next", {"model": {"backbone": "llava_next"}}, runs_metrics(0.48)),
+    )
+    num, disp, missing = A.ablation_table(
+        A.ABLATIONS["table1"], A.parse_exp_show(data), ["t1-internvl", "t1-llava_next", "t1-lavila"]
+    )
     assert missing == ["t1-lavila"] and list(num["model.backbone"][:2]) == ["internvl", "llava_next"]
     assert list(num["gaze future semantic"][:2]) == [0.52, 0.48] and num.loc[0, "base activity semantic"] == 0.4
     # InternVL and OpenLLaVA rows of the paper's Table 1
@@ -176,7 +212,7 @@ def test_gaze_input_tables_give_each_run_its_gain_over_base_beside_the_paper():
     runs = {"base": {}, "lambda0": {}, "gaze": {}, "gaze_text": {"gaze_text": True}}
     data = exp_show(node("t13-runs", {"runs": runs}, metrics))
     num, disp, missing = A.ablation_table(A.ABLATIONS["table13"], A.parse_exp_show(data), ["t13-runs"])
-    assert not missing and list(num["run"]) == ["base", "gaze_text", "gaze"]    # lambda0 is not in Table 13
+    assert not missing and list(num["run"]) == ["base", "gaze_text", "gaze"]  # lambda0 is not in Table 13
     assert list(num["future semantic"]) == pytest.approx([0.4, 0.45, 0.5])
     assert list(num["paper future semantic"]) == [0.6525, 0.7021, 0.7505]
     assert num.loc[1, "gain future semantic"] == 0.05 and np.isnan(num.loc[0, "gain future semantic"])
@@ -191,8 +227,13 @@ def test_gaze_input_tables_give_each_run_its_gain_over_base_beside_the_paper():
 
 
 def _dry_run(target: str) -> list[str]:
-    out = subprocess.run(["make", "--no-print-directory", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return out.splitlines()
 
 
@@ -201,15 +242,15 @@ def _dry_run(target: str) -> list[str]:
 @pytest.mark.parametrize("table", sorted(A.ABLATIONS))
 def test_ablations_mk_queues_what_the_table_reads(table):
     lines = _dry_run(f"ablation-{table}")
-    queued = [re.search(r"-n (\S+)", l).group(1) for l in lines if "exp run --queue" in l]
-    assert queued and any("exp run --run-all" in l for l in lines)
-    build = [l for l in lines if "gazevlm.evaluate.ablations" in l]
+    queued = [re.search(r"-n (\S+)", line).group(1) for line in lines if "exp run --queue" in line]
+    assert queued and any("exp run --run-all" in line for line in lines)
+    build = [line for line in lines if "gazevlm.evaluate.ablations" in line]
     assert len(build) == 1
     args = build[0].split("gazevlm.evaluate.ablations ")[1].split(" --out")[0].split()
     assert args[0] == table and args[2:] == queued
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    overrides = [kv for l in lines for kv in re.findall(r"-S (\S+)=", l)]
-    for key in overrides:           # every override names an existing param, or adds a run (`++runs.<new>.<switch>`)
+    overrides = [kv for line in lines for kv in re.findall(r"-S (\S+)=", line)]
+    for key in overrides:  # every override names an existing param, or adds a run (`++runs.<new>.<switch>`)
         value = raw
         parts = key.split(".")
         if key.startswith("++"):
@@ -226,12 +267,19 @@ def test_ablations_mk_queues_what_the_table_reads(table):
 
 def grounded_record(sem, obj, f1, distinct, drop, p_drop):
     """A metrics/eval record as the stage writes it: 30 windows of 6 videos, 3 seeds, synthetic world."""
-    return {"n": 30, "n_videos": 6, "n_seeds": 3, "semantic": est(sem), "object_accuracy": est(obj),
-            "action_f1": est(f1), "distinct_predictions": distinct,
-            "shuffled_frames": {"drop": {"object_accuracy": {"diff": drop, "ci_low": drop - 0.1,
-                                                             "ci_high": drop + 0.1, "p_value": p_drop}}},
-            "chance": {"majority_object_accuracy": 0.1, "majority_action_f1": 0.05,
-                       "uniform_object_accuracy": 1 / 36}}
+    return {
+        "n": 30,
+        "n_videos": 6,
+        "n_seeds": 3,
+        "semantic": est(sem),
+        "object_accuracy": est(obj),
+        "action_f1": est(f1),
+        "distinct_predictions": distinct,
+        "shuffled_frames": {
+            "drop": {"object_accuracy": {"diff": drop, "ci_low": drop - 0.1, "ci_high": drop + 0.1, "p_value": p_drop}}
+        },
+        "chance": {"majority_object_accuracy": 0.1, "majority_action_f1": 0.05, "uniform_object_accuracy": 1 / 36},
+    }
 
 
 def gain(diff, p):
@@ -240,15 +288,28 @@ def gain(diff, p):
 
 def test_table1_runs_shows_every_run_the_controls_the_gains_and_the_counts():
     metrics = ["semantic", "object_accuracy", "action_f1"]
-    records = {("base", "future"): grounded_record(0.60, 0.10, 0.08, 0.05, 0.00, 1.0),
-               ("lambda0", "future"): grounded_record(0.61, 0.12, 0.09, 0.10, 0.01, 0.8),
-               ("gaze", "future"): grounded_record(0.70, 0.40, 0.30, 0.60, 0.25, 0.031)}
-    comparisons = {"future": {"gaze_vs_base": {m: gain(0.2, 0.0312) for m in metrics},
-                              "lambda0_vs_base": {m: gain(0.01, 0.75) for m in metrics}}}
-    num, disp, caption = T.table1_runs(records, comparisons, runs=["base", "lambda0", "gaze"], tasks=["future"],
-                                       metrics=metrics, label="tiny")
-    assert list(disp["run / comparison"]) == ["base", "lambda0", "gaze", "chance: the most frequent train target",
-                                              "gaze − base", "lambda0 − base"]
+    records = {
+        ("base", "future"): grounded_record(0.60, 0.10, 0.08, 0.05, 0.00, 1.0),
+        ("lambda0", "future"): grounded_record(0.61, 0.12, 0.09, 0.10, 0.01, 0.8),
+        ("gaze", "future"): grounded_record(0.70, 0.40, 0.30, 0.60, 0.25, 0.031),
+    }
+    comparisons = {
+        "future": {
+            "gaze_vs_base": {m: gain(0.2, 0.0312) for m in metrics},
+            "lambda0_vs_base": {m: gain(0.01, 0.75) for m in metrics},
+        }
+    }
+    num, disp, caption = T.table1_runs(
+        records, comparisons, runs=["base", "lambda0", "gaze"], tasks=["future"], metrics=metrics, label="tiny"
+    )
+    assert list(disp["run / comparison"]) == [
+        "base",
+        "lambda0",
+        "gaze",
+        "chance: the most frequent train target",
+        "gaze − base",
+        "lambda0 − base",
+    ]
     # the grounding diagnostics sit beside the semantic score, each with its video-bootstrap interval
     cols = list(disp.columns)
     assert cols[2:5] == ["semantic", "object acc.", "action F1"]
@@ -272,15 +333,24 @@ def test_table1_runs_shows_every_run_the_controls_the_gains_and_the_counts():
     # the chance levels are stated, the uniform one from the record, not typed into the caption
     assert "chance = always answering the most frequent train target (uniform guess of the object: 1/36)" in caption
     records = {k: {**v, "chance": {**v["chance"], "uniform_object_accuracy": 1 / 20}} for k, v in records.items()}
-    assert "1/20)" in T.table1_runs(records, comparisons, runs=["gaze"], tasks=["future"], metrics=metrics,
-                                    label="tiny")[2]
+    assert (
+        "1/20)"
+        in T.table1_runs(records, comparisons, runs=["gaze"], tasks=["future"], metrics=metrics, label="tiny")[2]
+    )
 
 
 def test_table1_runs_on_real_data_shows_the_semantic_drop_and_no_chance_row():
-    rec = {"n": 30, "n_videos": 6, "n_seeds": 3, "semantic": est(0.6), "distinct_predictions": 0.5,
-           "shuffled_frames": {"drop": {"semantic": {"diff": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_value": 0.03}}}}
-    num, disp, caption = T.table1_runs({("gaze", "future"): rec}, {}, runs=["gaze"], tasks=["future"],
-                                       metrics=["semantic"], label="real")
+    rec = {
+        "n": 30,
+        "n_videos": 6,
+        "n_seeds": 3,
+        "semantic": est(0.6),
+        "distinct_predictions": 0.5,
+        "shuffled_frames": {"drop": {"semantic": {"diff": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_value": 0.03}}},
+    }
+    num, disp, caption = T.table1_runs(
+        {("gaze", "future"): rec}, {}, runs=["gaze"], tasks=["future"], metrics=["semantic"], label="real"
+    )
     assert list(disp["run / comparison"]) == ["gaze"] and "object acc." not in disp.columns
     assert disp.loc[0, "drop under shuffled frames (semantic)"] == "+0.100 [+0.050, +0.150], p = 0.030"
     assert "uniform guess" not in caption
@@ -290,14 +360,21 @@ def test_table1_seeds_has_every_seed_with_its_own_gains_and_counts():
     per_seed = {s: {"semantic": est(0.5 + 0.1 * int(s)), "distinct_predictions": 0.2} for s in ("0", "1", "2")}
     records = {(r, "future"): {"n": 30, "n_videos": 6, "n_seeds": 3, "per_seed": per_seed} for r in ("base", "gaze")}
     per_seed_cmp = {s: {"future": {"gaze_vs_base": {"semantic": gain(0.01 * (int(s) + 1), 0.5)}}} for s in per_seed}
-    num, disp, caption = T.table1_seeds(records, per_seed_cmp, runs=["base", "gaze"], tasks=["future"],
-                                        metrics=["semantic"])
+    num, disp, caption = T.table1_seeds(
+        records, per_seed_cmp, runs=["base", "gaze"], tasks=["future"], metrics=["semantic"]
+    )
     assert list(disp.columns[:3]) == ["task", "seed", "run / comparison"]
-    assert list(zip(num["seed"], num["row"], strict=True)) == [(s, r) for s in (0, 1, 2) for r in ("base", "gaze", "gaze_vs_base")]
+    assert list(zip(num["seed"], num["row"], strict=True)) == [
+        (s, r) for s in (0, 1, 2) for r in ("base", "gaze", "gaze_vs_base")
+    ]
     assert list(disp.loc[disp["run / comparison"] == "gaze", "semantic"]) == [
-        "0.500 [0.480, 0.520]", "0.600 [0.580, 0.620]", "0.700 [0.680, 0.720]"]
+        "0.500 [0.480, 0.520]",
+        "0.600 [0.580, 0.620]",
+        "0.700 [0.680, 0.720]",
+    ]
     gains = disp[disp["run / comparison"] == "gaze − base"]
-    assert list(gains["semantic"]) == [f"+{d:.3f} [{d - 0.05:+.3f}, {d + 0.05:+.3f}], p = 0.500"
-                                       for d in (0.01, 0.02, 0.03)]
+    assert list(gains["semantic"]) == [
+        f"+{d:.3f} [{d - 0.05:+.3f}, {d + 0.05:+.3f}], p = 0.500" for d in (0.01, 0.02, 0.03)
+    ]
     assert set(disp["windows / videos / seeds"]) == {"30 / 6 / 1"}
     assert "per seed" in caption

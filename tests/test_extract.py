@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -171,7 +170,7 @@ def test_explicit_split_uids(tmp_path, monkeypatch):
                               extract={"split_uids": {"train": ["aaa"], "test": ["bbb", "zzz"]}})
     report = extract.run(p)
     videos = tables(tmp_path)["videos"]
-    assert dict(zip(videos.uid, videos.split)) == {"aaa": "train", "bbb": "test"}
+    assert dict(zip(videos.uid, videos.split, strict=False)) == {"aaa": "train", "bbb": "test"}
     assert [(s["uid"], s["reason"]) for s in report["skipped_videos"]] == \
         [("ccc", "not listed in params.extract.split_uids")]
     assert not (tmp_path / "data/extract/frames/ccc").exists()

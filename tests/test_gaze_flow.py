@@ -83,10 +83,10 @@ def test_an_occluded_frame_is_dropped():
     # eps 2 px at 160 px wide ~ the paper's 20 px at 1088 px, scaled
     agg = Aggregator(make_backend("dis"), 1.0, eps_px=2, eta=0.6, occlusion_filter=True)
     out = agg.aggregate(track(), 12, 6, prepared(agg, frames, window_frames(12, 6)))
-    status = dict(zip(out.frames, out.status))
+    status = dict(zip(out.frames, out.status, strict=False))
     assert status[8] == A.OCCLUDED
     assert [f for f, s in status.items() if s == A.OCCLUDED] == [8]
-    frac = dict(zip(out.frames, out.inconsistent))
+    frac = dict(zip(out.frames, out.inconsistent, strict=False))
     assert frac[8] > 0.6 and max(frac[f] for f in (6, 7, 9, 10, 11)) < 0.6
     assert len(out.points) == 6
     unfiltered = Aggregator(make_backend("dis"), 1.0, eps_px=2, eta=0.6, occlusion_filter=False)
@@ -113,7 +113,7 @@ def test_invalid_gaze_frames_cost_no_flow_and_never_enter():
     backend = CountingBackend()
     agg = Aggregator(backend, 1.0, 20, 0.6, True)
     out = agg.aggregate(track(valid=valid), 12, 6, prepared(agg, FRAMES, window_frames(12, 6)))
-    status = dict(zip(out.frames, out.status))
+    status = dict(zip(out.frames, out.status, strict=False))
     assert status[7] == status[9] == A.INVALID_GAZE
     assert backend.calls == 4 and len(out.points) == 5
 
@@ -125,7 +125,7 @@ def test_points_moved_out_of_frame_and_missing_frames_are_dropped():
     frames = prepared(agg, FRAMES, window_frames(12, 6))
     del frames[9]                                              # the video never delivered frame 9
     out = agg.aggregate(tr, 12, 6, frames)
-    status = dict(zip(out.frames, out.status))
+    status = dict(zip(out.frames, out.status, strict=False))
     assert status[6] == A.MOVED_OUT and status[9] == A.FRAME_MISSING
     assert all(0 <= x < WIDTH for x, _ in out.points)
 

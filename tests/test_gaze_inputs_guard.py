@@ -251,7 +251,6 @@ def test_the_attention_stage_and_gazevlm_predict_leave_gaze_input_runs_alone(tmp
 def test_a_gaze_input_run_trains_from_shards(tmp_path, monkeypatch, run):
     """The training loop on the shards (tiny preset, one epoch) reads gaze inputs for the gaze-input runs
     only: its tokenizer knows the coordinates (gaze_text), its switches are in the checkpoint's config."""
-    import gazevlm.train.trainer
     from gazevlm import train as train_mod
 
     made = []

@@ -64,7 +64,7 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
         assert s["text"] == f"{meta['task']} text for {wid}"
         assert meta["keyframe_ids"] == [layout.keyframe_id(meta["uid"], f) for f in meta["frames"]]
         assert meta["timestamps"] == pytest.approx([f / FPS for f in meta["frames"]])
-        for i, (k, f) in enumerate(zip(meta["keyframe_ids"], meta["frames"])):
+        for i, (k, f) in enumerate(zip(meta["keyframe_ids"], meta["frames"], strict=False)):
             # pitfall 1 end to end: the target's peak is the cell of the keyframe's gaze in the crop
             cx, cy = geom.to_crop(gaze.loc[(meta["uid"], f), "x"], gaze.loc[(meta["uid"], f), "y"])
             if np.isfinite(cx):
@@ -82,9 +82,9 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
     assert json.loads(Path(stage.REPORT_PATH).read_text())["occluded_frames_dropped"] == 1
     table = pd.read_parquet(stage.KEYFRAMES_TABLE).set_index("keyframe_id")
     assert len(table) == 9
-    fate = dict(zip(table.loc["vid_b_0000070", "src_frames"], table.loc["vid_b_0000070", "status"]))
+    fate = dict(zip(table.loc["vid_b_0000070", "src_frames"], table.loc["vid_b_0000070", "status"], strict=False))
     assert fate[66] == "occluded" and list(fate.values()).count("used") == 6
-    c70 = dict(zip(table.loc["vid_c_0000070", "src_frames"], table.loc["vid_c_0000070", "status"]))
+    c70 = dict(zip(table.loc["vid_c_0000070", "src_frames"], table.loc["vid_c_0000070", "status"], strict=False))
     assert c70[68] == c70[70] == "invalid_gaze" and table.loc["vid_c_0000070", "valid"]
 
 

@@ -13,9 +13,9 @@ from open_flamingo.src.helpers import PerceiverResampler
 
 from gazevlm import params as P
 from gazevlm.models import PRESETS, build_model, check_model_config, get_preset, load_vision_weights, save_model_config
+from gazevlm.models.compat import adapt_language_model
 from gazevlm.models.gaze_block import GazeAttentionLayer, GazeBlock
 from gazevlm.models.presets import build_language_model, build_vision_encoder
-from gazevlm.models.compat import adapt_language_model
 from gazevlm.models.tokenizer import special_token_ids
 from model_fixtures import batch, build, params, prompt, set_gates, tiny_preset, tokenizer
 

@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from gazevlm.models.text import IGNORE_INDEX, TASK_PROMPTS, decode_generated, encode_prompt, encode_train
-from gazevlm.models.tokenizer import (EOC, IMAGE, build_word_tokenizer, load_tokenizer, save_tokenizer,
-                                      special_token_ids, build_tokenizer, vocabulary_fingerprint)
+from gazevlm.models.tokenizer import (
+    EOC,
+    IMAGE,
+    build_tokenizer,
+    build_word_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    special_token_ids,
+    vocabulary_fingerprint,
+)
 from model_fixtures import CAPTIONS, tokenizer
 
 

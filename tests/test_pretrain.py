@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from gazevlm import layout, pretrain
 from gazevlm import params as gparams
-from gazevlm.models import load_vision_weights, presets
 from gazevlm.geometry import patch_grid, vision_geometry
+from gazevlm.models import load_vision_weights, presets
 from gazevlm.shards import ShardSetWriter, encode_sample
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,16 @@ import torch
 
 from gaze_fixtures import dummy_shards
 from gazevlm import layout
-from gazevlm.shards import (ShardError, ShardSetWriter, assign_shards, count_samples, encode_sample,
-                            even_shard_size, iter_samples, make_loader)
+from gazevlm.shards import (
+    ShardError,
+    ShardSetWriter,
+    assign_shards,
+    count_samples,
+    encode_sample,
+    even_shard_size,
+    iter_samples,
+    make_loader,
+)
 
 
 def ids_of(loader):

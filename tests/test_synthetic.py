@@ -159,7 +159,7 @@ def test_cue_scales_head_turn_and_hand_reach(tiny_world):
     kin = synthetic.Kinematics(plan)
     reaches = [p for p in kin.phases if p[6]]  # (t0, t_mid, t1, share, start point, grasp, world)
     assert len(reaches) == len(plan.actions)
-    for a, reach in zip(plan.actions, reaches):
+    for a, reach in zip(plan.actions, reaches, strict=False):
         assert a.cam_cue == a.cam_before
         # the hand has not left its start (the rest or carry pose, or the previous contact when the
         # next reach follows at once): nothing of the target shows before the contact

@@ -13,13 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_fixtures import (TASK, ListSource, collate, read_tsv_metrics, run_in_process, tiny_params, weights_of,
-                            write_shards)
 
 from gazevlm import checkpoint as ckpt
 from gazevlm import layout, params
 from gazevlm import train as train_mod
 from gazevlm.checkpoint import CheckpointError, load_trained
+from train_fixtures import (
+    TASK,
+    ListSource,
+    collate,
+    read_tsv_metrics,
+    run_in_process,
+    tiny_params,
+    weights_of,
+    write_shards,
+)
 
 
 def _train(root: Path, run: str = "gaze", source: dict | None = None, **kw) -> dict:
@@ -61,7 +69,9 @@ def test_outputs_and_logged_curves(runs):
     assert [s for s, _ in curves["plots/metrics/val/loss.tsv"]] == [3, 6]  # once per epoch
     # loss = ce + lambda * kl, logged as such
     lam = tiny_params().run("gaze").lam
-    for (_, loss), (_, ce), (_, kl) in zip(*(curves[f"plots/metrics/train/{k}.tsv"] for k in ("loss", "ce", "kl"))):
+    for (_, loss), (_, ce), (_, kl) in zip(
+        *(curves[f"plots/metrics/train/{k}.tsv"] for k in ("loss", "ce", "kl")), strict=False
+    ):
         assert loss == pytest.approx(ce + lam * kl, rel=1e-5)
     # warmup 2 steps then cosine to 0 over 6 steps
     lrs = [v for _, v in curves["plots/metrics/train/lr.tsv"]]
@@ -81,8 +91,9 @@ def test_base_run_logs_no_kl_and_differs_only_by_switches(runs):
     assert cfg["params"]["model"] == cfg_gaze["params"]["model"]
     assert cfg["params"]["runs"] == {"base": {"block": False, "lambda": 0.0}}
     # same tokenizer for every run of a task
-    assert ((root / "models/base/tokenizer/tokenizer.json").read_text()
-            == (runs["a"][0] / "models/gaze/tokenizer/tokenizer.json").read_text())
+    assert (root / "models/base/tokenizer/tokenizer.json").read_text() == (
+        runs["a"][0] / "models/gaze/tokenizer/tokenizer.json"
+    ).read_text()
 
 
 def test_fixed_seed_gives_identical_metrics_and_weights(runs):
@@ -118,8 +129,14 @@ def test_load_trained_reproduces_the_logged_validation_loss(runs):
     data = ListSource()
     api = train_mod.model_api()
     p = tiny_params()
-    cfg = train_mod.StepConfig(task=TASK, lam=p.run("gaze").lam, kl_direction=p.train.kl_direction,
-                               kl_reduction=p.train.kl_reduction, kl_eps=p.train.kl_eps, device=torch.device("cpu"))
+    cfg = train_mod.StepConfig(
+        task=TASK,
+        lam=p.run("gaze").lam,
+        kl_direction=p.train.kl_direction,
+        kl_reduction=p.train.kl_reduction,
+        kl_eps=p.train.kl_eps,
+        device=torch.device("cpu"),
+    )
     with torch.no_grad():
         batch = collate(data.split["val"])
         _, ce, kl = train_mod.forward_losses(model, batch, tok, api, cfg, cache=None)
@@ -146,14 +163,29 @@ class DriftingVal(ListSource):
 def test_best_checkpoint_is_chosen_on_validation_not_training(tmp_path):
     p = tiny_params(schedule="constant", lr=3e-3)
     with chdir(tmp_path):
-        s2 = train_mod.train(p, "gaze", TASK, out_dir=tmp_path / "m2", live_dir=tmp_path / "l2", data=DriftingVal(),
-                             device="cpu", progress=False)
-        s1 = train_mod.train(tiny_params(schedule="constant", lr=3e-3, epochs=1), "gaze", TASK,
-                             out_dir=tmp_path / "m1", live_dir=tmp_path / "l1", data=ListSource(), device="cpu",
-                             progress=False)
+        s2 = train_mod.train(
+            p,
+            "gaze",
+            TASK,
+            out_dir=tmp_path / "m2",
+            live_dir=tmp_path / "l2",
+            data=DriftingVal(),
+            device="cpu",
+            progress=False,
+        )
+        s1 = train_mod.train(
+            tiny_params(schedule="constant", lr=3e-3, epochs=1),
+            "gaze",
+            TASK,
+            out_dir=tmp_path / "m1",
+            live_dir=tmp_path / "l1",
+            data=ListSource(),
+            device="cpu",
+            progress=False,
+        )
     train_loss = [v for _, v in read_tsv_metrics(tmp_path / "l2")["plots/metrics/train/ce.tsv"]]
     assert train_loss[-1] < train_loss[2]  # training kept improving in epoch 2 ...
-    assert s2["best"]["epoch"] == 1        # ... but validation did not: epoch 1 is kept
+    assert s2["best"]["epoch"] == 1  # ... but validation did not: epoch 1 is kept
     best = weights_of(tmp_path / "m2" / "model.safetensors")
     after_epoch1 = weights_of(tmp_path / "m1" / "model.safetensors")
     latest = weights_of(ckpt.find_train_state(tmp_path / "m2" / "state") / "model.safetensors")
@@ -163,6 +195,7 @@ def test_best_checkpoint_is_chosen_on_validation_not_training(tmp_path):
 
 
 # --- strict checkpoints ---------------------------------------------------------------------------
+
 
 def _copy_run(runs, tmp_path: Path, name: str = "a", run: str = "gaze") -> Path:
     dst = tmp_path / "copy"
@@ -181,7 +214,7 @@ def test_truncated_weights_fail_naming_the_file(runs, tmp_path):
 def test_weights_of_another_architecture_fail_with_the_differences(runs, tmp_path):
     run_dir = _copy_run(runs, tmp_path)
     shutil.copy(runs["base"][0] / "models" / "base" / "model.safetensors", run_dir / "model.safetensors")
-    _record_checksum(run_dir)   # a deliberate swap: past the checksum, the shapes must still be refused
+    _record_checksum(run_dir)  # a deliberate swap: past the checksum, the shapes must still be refused
     with pytest.raises(CheckpointError, match=r"copy/model\.safetensors: weights do not fit.*missing: .*gaze_block"):
         load_trained(run_dir)
 
@@ -196,7 +229,7 @@ def _record_checksum(run_dir: Path) -> None:
 
 def _flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01   # the last byte of the last tensor: still a finite float, a different model
+    data[-1] ^= 0x01  # the last byte of the last tensor: still a finite float, a different model
     path.write_bytes(bytes(data))
 
 
@@ -211,7 +244,7 @@ def test_config_records_the_weights_checksum(runs):
 def test_bit_flipped_weights_are_refused(runs, tmp_path):
     run_dir = _copy_run(runs, tmp_path)
     _flip_last_byte(run_dir / "model.safetensors")
-    weights_of(run_dir / "model.safetensors")   # safetensors itself reads it happily
+    weights_of(run_dir / "model.safetensors")  # safetensors itself reads it happily
     with pytest.raises(CheckpointError, match=r"copy/model\.safetensors: checksum .* is not the recorded"):
         load_trained(run_dir)
 
@@ -271,6 +304,7 @@ def test_finished_run_resumes_to_a_no_op(runs, tmp_path):
 
 # --- pieces -------------------------------------------------------------------------------------
 
+
 def test_schedule_and_batch_split():
     cos = train_mod.WarmupSchedule(warmup=2, total=10, kind="cosine")
     assert [cos(s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0] and cos(6) == pytest.approx(0.5) and cos(10) == 0.0
@@ -315,8 +349,14 @@ def test_sharded_gradients_equal_the_plain_model_gradients():
         tower.requires_grad_(False)
         distributed.shard_model(sharded, ctx, ignored=[tower])
         batch = collate(data.split["train"])
-        cfg = train_mod.StepConfig(task=TASK, lam=100.0, kl_direction="gaze_to_attention", kl_reduction="sum",
-                                   kl_eps=1e-8, device=torch.device("cpu"))
+        cfg = train_mod.StepConfig(
+            task=TASK,
+            lam=100.0,
+            kl_direction="gaze_to_attention",
+            kl_reduction="sum",
+            kl_eps=1e-8,
+            device=torch.device("cpu"),
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for model, cache in ((plain, None), (sharded, VisionFeatureCache(sharded.encode_vision))):
@@ -342,6 +382,7 @@ def test_sharded_gradients_equal_the_plain_model_gradients():
 
 # --- seeds and the in-memory source -------------------------------------------------------------------
 
+
 def _memory_batches(source, seed: int, epoch: int, split: str = "train", shuffle: bool = True) -> list[dict]:
     return list(source.batches(split, epoch=epoch, rank=0, world_size=1, batch_size=4, shuffle=shuffle, seed=seed))
 
@@ -355,15 +396,15 @@ def test_memory_source_batches_are_fixed_by_seed_and_epoch(tmp_path):
     first = _memory_batches(mem, seed=0, epoch=0)
     again = _memory_batches(MemorySource(TASK, tmp_path), seed=0, epoch=0)  # a fresh source: a resumed run
     assert ids(first) == ids(again)
-    assert "frames" not in mem._split("train")   # nothing decoded yet: the JPEGs wait until pixels are asked for
+    assert "frames" not in mem._split("train")  # nothing decoded yet: the JPEGs wait until pixels are asked for
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a["frame_rows"].gather(), b["frame_rows"].gather())
         assert torch.equal(a["gaze_target"], b["gaze_target"]) and a["text"] == b["text"]
     # every epoch is a permutation of the whole split, in drop_last batches of 4
     assert [len(b) for b in ids(first)] == [4, 4, 4]
     assert sorted(w for b in ids(first) for w in b) == sorted(mem._split("train")["window_id"])
-    assert ids(_memory_batches(mem, seed=1, epoch=0)) != ids(first)   # another seed, another order
-    assert ids(_memory_batches(mem, seed=0, epoch=1)) != ids(first)   # and another epoch
+    assert ids(_memory_batches(mem, seed=1, epoch=0)) != ids(first)  # another seed, another order
+    assert ids(_memory_batches(mem, seed=0, epoch=1)) != ids(first)  # and another epoch
     assert mem.num_samples("train") == 12 and mem.num_samples("val") == 4
     with pytest.raises(ValueError, match="MemorySource serves one process"):
         next(iter(mem.batches("train", epoch=0, rank=0, world_size=2, batch_size=2, shuffle=True, seed=0)))
@@ -387,13 +428,13 @@ def test_memory_source_batches_are_fixed_by_seed_and_epoch(tmp_path):
 
 
 def test_seed_outside_train_seeds_is_refused(tmp_path, capsys):
-    p = tiny_params()   # seeds [0, 1]
+    p = tiny_params()  # seeds [0, 1]
     assert train_mod.check_seed(p, None) == 0 and train_mod.check_seed(p, 1) == 1
     with pytest.raises(ValueError, match=r"seed 5 is not one of params.train.seeds \[0, 1\]"):
         train_mod.train(p, "gaze", TASK, seed=5, data=ListSource(), device="cpu")
     never = [sys.executable, "-c", "raise SystemExit('launched')"]
     with pytest.raises(ValueError, match=r"seed 5 is not one of params.train.seeds \[0, 1\]"):
-        train_mod.run(p, "gaze", launcher=never, stream=None, seed=5)   # before any worker starts
+        train_mod.run(p, "gaze", launcher=never, stream=None, seed=5)  # before any worker starts
     # the command line: a usage error naming the option and the seeds, before any training
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.to_dict(p)))
     with chdir(tmp_path), pytest.raises(SystemExit) as exit_:
@@ -411,8 +452,9 @@ def test_each_seed_trains_into_its_own_directories_from_shards(tmp_path):
     out = {}
     with chdir(tmp_path):
         for seed in (0, 1):
-            out[seed] = train_mod.train(p, "gaze", TASK, seed=seed, shards_root=Path("data/shards"), device="cpu",
-                                        progress=False)
+            out[seed] = train_mod.train(
+                p, "gaze", TASK, seed=seed, shards_root=Path("data/shards"), device="cpu", progress=False
+            )
     for seed, summary in out.items():
         run_dir = tmp_path / "models" / "gaze" / f"seed{seed}" / TASK
         assert run_dir == tmp_path / layout.run_dir("gaze", TASK, seed)
@@ -421,7 +463,7 @@ def test_each_seed_trains_into_its_own_directories_from_shards(tmp_path):
         assert live == tmp_path / "reports" / "train" / "gaze" / f"seed{seed}" / TASK
         assert json.loads((live / "summary.json").read_text())["seed"] == seed
         assert summary["vision_cache"] == {**summary["vision_cache"], "samples": 16, "misses": 16}
-        assert summary["vision_cache"]["hits"] == 3 * 4 + 4   # one epoch of 3 steps of 4, then validation
+        assert summary["vision_cache"]["hits"] == 3 * 4 + 4  # one epoch of 3 steps of 4, then validation
     w0, w1 = (weights_of(tmp_path / layout.run_dir("gaze", TASK, s) / "model.safetensors") for s in (0, 1))
-    assert any(not torch.equal(w0[k], w1[k]) for k in w0)   # another seed, another initialisation
-    assert out[0]["fingerprint"] != out[1]["fingerprint"]   # so neither resumes the other's state
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # another seed, another initialisation
+    assert out[0]["fingerprint"] != out[1]["fingerprint"]  # so neither resumes the other's state

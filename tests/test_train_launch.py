@@ -9,12 +9,12 @@ from pathlib import Path
 import matplotlib
 import pytest
 import yaml
-from train_fixtures import TASK, tiny_params, write_shards
 
 from gazevlm import layout, params, train
-from gazevlm.train import curves as train_curves
 from gazevlm.shards import ShardError, write_manifest
+from gazevlm.train import curves as train_curves
 from gazevlm.train.data import MemorySource, ShardSource
+from train_fixtures import TASK, tiny_params, write_shards
 
 matplotlib.use("Agg")
 

@@ -120,7 +120,16 @@ def test_zero_shot_end_to_end_on_a_tiny_egtea_world(tmp_path):
 def test_the_make_target_updates_the_default_run_then_runs_the_zero_shot_command():
     root = Path(__file__).resolve().parents[1]
     lines = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-f", str(root / "ablations.mk"), "ablation-table4", "DVC=dvc", "ABL_PYTHON=python"],
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "-f",
+            str(root / "ablations.mk"),
+            "ablation-table4",
+            "DVC=dvc",
+            "ABL_PYTHON=python",
+        ],
         cwd=root,
         check=True,
         capture_output=True,

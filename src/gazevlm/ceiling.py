@@ -18,11 +18,10 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

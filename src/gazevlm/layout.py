@@ -34,8 +34,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 GAZE_LABELS = ("fixation", "saccade", "out_of_frame", "untracked")
 TASKS = ("future", "activity")
@@ -99,8 +99,8 @@ def run_dir(run: str, task: str, seed: int, root: Path = MODELS_DIR) -> Path:
 
 
 def read_table(path: Path, columns):
-    """A stage's input parquet table (a pandas DataFrame), checked against its column contract (above): a missing file is a
-    FileNotFoundError, a missing column a ValueError, each naming the file."""
+    """A stage's input parquet table (a pandas DataFrame), checked against its column contract (above):
+    a missing file is a FileNotFoundError, a missing column a ValueError, each naming the file."""
     import pandas as pd
 
     if not Path(path).is_file():

@@ -47,10 +47,10 @@ def train_keyframes(task: str = "activity", shards_root: Path = layout.SHARDS_DI
     from gazevlm import shards
 
     table = pd.read_parquet(captions_path, columns=["keyframe_id", "caption"])
-    caption_of = dict(zip(table["keyframe_id"], table["caption"]))
+    caption_of = dict(zip(table["keyframe_id"], table["caption"], strict=False))
     seen: dict[str, tuple[np.ndarray, str]] = {}
     for s in shards.iter_samples((task, "train"), with_gaze=False, root=shards_root):
-        for kid, frame in zip(s["meta"]["keyframe_ids"], s["frames"]):
+        for kid, frame in zip(s["meta"]["keyframe_ids"], s["frames"], strict=False):
             text = caption_of.get(kid)
             if kid not in seen and isinstance(text, str) and text:
                 seen[kid] = (frame, str(s["meta"]["uid"]))
@@ -117,7 +117,7 @@ def pretrain_encoder(encoder: nn.Module, data: KeyframeSet, normalise, *, steps:
     caption_code = torch.tensor(pd.factorize(pd.Series(data.captions))[0])
     encoder.train()
     losses = []
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randperm(len(ids), generator=gen)[:batch_size]
         tokens = encoder(normalise(data.frames[idx].float() / 255.0))[1]
         logits = heads.logit_scale.exp().clamp(max=100) * heads.scores(tokens, ids[idx], mask[idx])

@@ -24,10 +24,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -113,7 +113,7 @@ class Geometry:
     cell: int
 
     @classmethod
-    def of(cls, sp: SampleParams) -> "Geometry":
+    def of(cls, sp: SampleParams) -> Geometry:
         side = min(sp.width, sp.height)
         if side < 8 * GRID:
             raise ValueError(f"params.sample: frames of {sp.width}x{sp.height} are too small; the "
@@ -230,7 +230,7 @@ def _sample_things(rng: np.random.Generator, n: int) -> list[Thing]:
     else:
         colours = [names[i] for i in rng.integers(0, len(names), n)]
     things = []
-    for colour, kind in zip(colours, kinds):
+    for colour, kind in zip(colours, kinds, strict=False):
         while Thing(colour, kind) in things:
             colour = names[int(rng.integers(0, len(names)))]
         things.append(Thing(colour, kind))
@@ -321,7 +321,7 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
     things = _sample_things(rng, sp.objects)
     cells = _place_things(rng, len(things))
     state = [ObjectState(cell, None, t.kind == "bottle" and bool(rng.random() < 0.7))
-             for t, cell in zip(things, cells)]
+             for t, cell in zip(things, cells, strict=False)]
     states, held_by_epoch, actions = [state], [None], []
     held: int | None = None
     cam = (PAN_COLS // 2, PAN_ROWS // 2)
@@ -459,7 +459,7 @@ def _bgr(rgb: Sequence[float]) -> tuple[int, int, int]:
 
 
 def _mix(rgb: Sequence[int], other: Sequence[int], w: float) -> tuple[int, ...]:
-    return tuple(int(round((1 - w) * a + w * b)) for a, b in zip(rgb, other))
+    return tuple(int(round((1 - w) * a + w * b)) for a, b in zip(rgb, other, strict=False))
 
 
 def _sprite(thing: Thing, closed: bool, size: int) -> np.ndarray:
@@ -658,7 +658,7 @@ def _gaze_segments(plan: VideoPlan, kin: Kinematics, rng: np.random.Generator
             e = int(plan.epoch(np.array([t0]))[0])
             cam = kin.camera(np.array([t0]))[0]
             options = []
-            for i, s in enumerate(plan.states[e]):
+            for s in plan.states[e]:
                 if s.cell is None:
                     continue
                 world = g.cell_centre(*s.cell)
@@ -768,7 +768,7 @@ def write_gaze_csv(path: Path, table: pd.DataFrame) -> None:
     data_cols = ("component_idx", "component_timestamp_s", "canonical_timestamp_s", "world_index",
                  "confidence", "norm_pos_x", "norm_pos_y")
     empty = "," * (len(ego4d.GAZE_COLUMNS) - len(data_cols))
-    rows = zip(*(table[c].to_numpy() for c in data_cols))
+    rows = zip(*(table[c].to_numpy() for c in data_cols), strict=False)
     lines = [f"{int(ci)},{ct:.6f},{t:.6f},{int(wi)},{c:.6f},{x:.6f},{y:.6f}{empty}"
              for ci, ct, t, wi, c, x, y in rows]
     path.write_text(",".join(ego4d.GAZE_COLUMNS) + "\n" + "\n".join(lines) + "\n")
@@ -936,7 +936,7 @@ def plot_frames(root: str | Path, uid: str | None = None, seconds: Sequence[floa
     side = min(m.width, m.height)
     cell = side // GRID
     ox, oy = (m.width - GRID * cell) // 2, (m.height - GRID * cell) // 2
-    for ax, f in zip(axes[0], frames):
+    for ax, f in zip(axes[0], frames, strict=False):
         ax.imshow(images[f])
         if grid:
             for k in range(GRID + 1):

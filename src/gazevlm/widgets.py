@@ -129,7 +129,7 @@ class Explorer:
     def _build_panels(self) -> None:
         self._titles = [W.HTML() for _ in self.runs.value]
         self._images = [W.Image(format="png", width=self.width) for _ in self.runs.value]
-        self.panels.children = [W.VBox([t, i]) for t, i in zip(self._titles, self._images)]
+        self.panels.children = [W.VBox([t, i]) for t, i in zip(self._titles, self._images, strict=False)]
 
     # --- drawing -------------------------------------------------------------------------------------
     def _source_for(self, r: outputs.RunAttention) -> str | None:
@@ -152,7 +152,7 @@ class Explorer:
         gaze_support = (support(frames.gaze[i, t][None], self.threshold)[0].reshape(gh, gw)
                         if frames.valid[i, t] else None)
         rows = []
-        for run, title, img in zip(self.runs.value, self._titles, self._images):
+        for run, title, img in zip(self.runs.value, self._titles, self._images, strict=False):
             r, where = self._read_run(run, task)
             source = self._source_for(r)
             j = where.get(wid)
@@ -198,7 +198,7 @@ class Explorer:
             fmt = lambda v: "&mdash;" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
             table.append(f"<tr><td>{html.escape(run)}</td><td>{source} window</td>"
                          + "".join(f"<td>{fmt(v)}</td>" for v in window_mean) + "</tr>")
-            table.append(f"<tr><td></td><td>this frame</td>"
+            table.append("<tr><td></td><td>this frame</td>"
                          + "".join(f"<td>{fmt(v)}</td>" for v in frame_val) + "</tr>")
         style = "style='border-collapse:collapse;font-size:12px' cellpadding=3"
         return (f"<div>{head}</div><table {style}>{''.join(text)}</table>"

@@ -65,8 +65,10 @@ def request_text(prompt: str, n_frames: int) -> str:
             "and nothing else.")
 
 
-_NUMBERED = re.compile(r"^\s*(?:[-*#>]+\s*)?\**\s*(?:frame|image)?\s*#?\s*(\d{1,3})\s*\**\s*(?:[.):\]]|\s-|\s–)\s*\**\s*(.*)$",
-                       re.IGNORECASE)
+_NUMBERED = re.compile(
+    r"^\s*(?:[-*#>]+\s*)?\**\s*(?:frame|image)?\s*#?\s*(\d{1,3})\s*\**\s*(?:[.):\]]|\s-|\s–)\s*\**\s*(.*)$",
+    re.IGNORECASE,
+)
 
 
 def parse_captions(reply: str, n_frames: int) -> list[str]:
@@ -102,8 +104,9 @@ def _tidy(text: str) -> str:
     return text.lower().rstrip(".").strip()
 
 
-def annotate_chunks(client: ChatClient, cache: ResponseCache, prompt: str, chunks: list[Chunk],
-                    root: Path) -> dict[str, ChunkResult]:
+def annotate_chunks(
+    client: ChatClient, cache: ResponseCache, prompt: str, chunks: list[Chunk], root: Path
+) -> dict[str, ChunkResult]:
     """Caption every chunk with one prompt, answering from the cache first and caching each reply
     as soon as it arrives (a killed run resumes where it stopped)."""
     results = {}
@@ -114,16 +117,30 @@ def annotate_chunks(client: ChatClient, cache: ResponseCache, prompt: str, chunk
         reply = cache.get(key)
         cached = reply is not None
         if reply is None:
-            messages = [{"role": "user", "content": [{"type": "text", "text": text}]
-                         + [image_part(img, p) for img, p in zip(images, chunk.paths)]}]
+            messages = [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": text}]
+                    + [image_part(img, p) for img, p in zip(images, chunk.paths, strict=False)],
+                }
+            ]
             try:
                 reply = client.complete(messages)
             except ChatError as err:
                 log.warning("chunk %s failed: %s", chunk.chunk_id, err)
                 results[chunk.chunk_id] = ChunkResult(chunk.chunk_id, None, f"request: {err}")
                 continue
-            cache.put(key, reply, {"model": client.model, "kind": "captions", "chunk_id": chunk.chunk_id,
-                                   "prompt_sha256": sha256_text(prompt), "n_images": len(images)})
+            cache.put(
+                key,
+                reply,
+                {
+                    "model": client.model,
+                    "kind": "captions",
+                    "chunk_id": chunk.chunk_id,
+                    "prompt_sha256": sha256_text(prompt),
+                    "n_images": len(images),
+                },
+            )
         try:
             captions = parse_captions(reply, len(images))
         except CaptionCountError as err:

@@ -91,7 +91,7 @@ def load_narrations(data_root: str | Path, version: str) -> NarrationIndex:
     for uid in table["uid"].unique():
         index.by_uid[str(uid)] = []
     columns = [table[c] for c in ("uid", "pass", "timestamp_sec", "text", "annotation_uid")]
-    for uid, pass_name, t, text, annotation_uid in zip(*columns):
+    for uid, pass_name, t, text, annotation_uid in zip(*columns, strict=False):
         if not math.isfinite(t):
             index.skip("bad_timestamp")
         elif not clean_narration(text):

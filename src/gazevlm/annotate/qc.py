@@ -18,7 +18,7 @@ A window is dropped when more than qc_max_flagged of its target frames carry any
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 FLAG_KINDS = ("empty", "generic", "unclear", "ungrounded", "unsure")
 UNSURE_TAG = re.compile(r"#\s*unsure\b", re.IGNORECASE)

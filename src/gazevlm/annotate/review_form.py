@@ -90,13 +90,13 @@ class ReviewForm(widgets.VBox):
 
     def _captions_html(self, chunks: list[dict]) -> str:
         rows = []
-        paths = {kf: p for c in self.session.chunks for kf, p in zip(c.keyframe_ids, c.paths)}
+        paths = {kf: p for c in self.session.chunks for kf, p in zip(c.keyframe_ids, c.paths, strict=False)}
         for chunk in chunks:
             rows.append(f"<tr><th colspan=3 style='text-align:left'>{html.escape(chunk['chunk_id'])}</th></tr>")
             if chunk["captions"] is None:
                 rows.append(f"<tr><td colspan=3><i>failed: {html.escape(str(chunk['error']))}</i></td></tr>")
                 continue
-            for kf, caption in zip(chunk["keyframe_ids"], chunk["captions"]):
+            for kf, caption in zip(chunk["keyframe_ids"], chunk["captions"], strict=False):
                 thumb = self._thumbnail(paths.get(kf)) if self.thumbnails else ""
                 rows.append(f"<tr><td>{thumb}</td><td>{html.escape(kf)}</td><td>{html.escape(caption)}</td></tr>")
         return "<table>" + "".join(rows) + "</table>"

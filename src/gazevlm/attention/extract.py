@@ -13,7 +13,8 @@ Perceiver attend to (both attend from visual queries), but the forward needs the
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch

@@ -22,7 +22,7 @@ METRIC_LABELS = {"topk_overlap": "top-k overlap", "kl": "KL(gaze || attention)",
 
 def pick_windows(frames: TaskFrames, n: int) -> list[str]:
     """n windows whose last frame has gaze, spread evenly over the test windows (deterministic)."""
-    candidates = [w for w, v in zip(frames.window_ids.tolist(), frames.valid[:, -1]) if v]
+    candidates = [w for w, v in zip(frames.window_ids.tolist(), frames.valid[:, -1], strict=False) if v]
     if len(candidates) <= n:
         return candidates
     return [candidates[i] for i in np.linspace(0, len(candidates) - 1, n).round().astype(int)]
@@ -99,7 +99,7 @@ def alignment_vs_semantic(window_df: pd.DataFrame, metric: str = "topk_overlap")
     df = primary_rows(window_df).dropna(subset=[metric, "semantic"])
     tasks = sorted(df["task"].unique()) or ["(none)"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         sub = df[df["task"] == task]
         if sub.empty:
             ax.text(0.5, 0.5, "no windows with predictions", ha="center", va="center", transform=ax.transAxes)

@@ -32,7 +32,7 @@ auc_judd        ROC area with S as positives and the other patches as negatives,
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

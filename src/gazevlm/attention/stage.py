@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -78,7 +78,7 @@ def score_run(run: str, task: str, frames: outputs.TaskFrames, window_ids: list[
     if predictions is not None:
         hit = np.array([w in predictions.index for w in window_ids], dtype=bool)
         if hit.any():
-            sel = predictions.loc[[w for w, h in zip(window_ids, hit) if h]]
+            sel = predictions.loc[[w for w, h in zip(window_ids, hit, strict=False) if h]]
             pred[hit] = sel["prediction"].astype(str).to_numpy()
             ref[hit] = sel["reference"].astype(str).to_numpy()
             sem[hit] = sel["semantic"].astype(float).to_numpy()

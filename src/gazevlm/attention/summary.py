@@ -6,7 +6,7 @@ of the resampled videos' scored frames.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

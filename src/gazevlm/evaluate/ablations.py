@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -207,7 +208,7 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
         for exp_name, e, run, key in units:
             num: dict = {"experiment": exp_name}
             disp: dict = {"experiment": exp_name + why}
-            for k, v in zip(spec.vary, key):
+            for k, v in zip(spec.vary, key, strict=False):
                 num[k] = v
                 disp[k] = v
             if run is not None:
@@ -241,7 +242,7 @@ def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
 
 def _lookup_paper(spec: Ablation, key: tuple) -> Mapping[str, float]:
     for pkey, values in spec.paper.items():
-        if len(pkey) == len(key) and all(_same(a, b) for a, b in zip(pkey, key)):
+        if len(pkey) == len(key) and all(_same(a, b) for a, b in zip(pkey, key, strict=False)):
             return values
     return {}
 

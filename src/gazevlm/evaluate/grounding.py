@@ -18,8 +18,8 @@ diagnostics, reported beside the paper's metrics and absent on real data:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def score_grounding(predictions: Sequence[str], references: Sequence[str]) -> di
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     obj, act, verb = [], [], []
-    for p, r in zip(predictions, references):
+    for p, r in zip(predictions, references, strict=False):
         ref_obj = first_object(r)
         pred_obj = first_object(p)
         obj.append(float(ref_obj is not None and pred_obj == ref_obj))

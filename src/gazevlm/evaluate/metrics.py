@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,9 @@ METRICS = ("semantic", "rouge_l", "bleu4", "cider")
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 _TAG = re.compile(r"#\w+")                                   # Ego4D narration tags: #C, #O, #unsure, #summary
-_MARKUP = re.compile(r"<\|?/?[\w.-]*\|?>")                   # special tokens left in decoded text: <image>, <|endofchunk|>, </s>
+_MARKUP = re.compile(r"<\|?/?[\w.-]*\|?>")  # special tokens left in decoded text: <image>, <|endofchunk|>, </s>
 _LABEL = re.compile(r"\b(?:frame|step|caption)\s*\d+\s*[:.)-]", re.IGNORECASE)  # "Frame 3:" style prefixes
-_ENUM = re.compile(r"(?<![\w.])\(?\d+[.)](?=\s|$)")          # list numbering "1." "2)" "(3)", not "3.5"
+_ENUM = re.compile(r"(?<![\w.])\(?\d+[.)](?=\s|$)")  # list numbering "1." "2)" "(3)", not "3.5"
 _NON_WORD = re.compile(r"[\W_]+")
 
 
@@ -70,12 +70,14 @@ def _pairs(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[
     refs = [normalize(r) for r in references]
     empty = [i for i, r in enumerate(refs) if not r]
     if empty:
-        raise ValueError(f"{len(empty)} reference(s) empty after normalisation (first at index {empty[0]}); "
-                         "drop them before scoring")
+        raise ValueError(
+            f"{len(empty)} reference(s) empty after normalisation (first at index {empty[0]}); drop them before scoring"
+        )
     return preds, refs
 
 
 # --- semantic score ---------------------------------------------------------------------------------
+
 
 def semantic_model_path(name: str) -> Path:
     """Where the named Sentence-BERT model lives on disk; nothing is ever downloaded."""
@@ -89,8 +91,10 @@ def semantic_model_path(name: str) -> Path:
     path = Path(name)
     if path.is_dir():
         return path
-    raise ValueError(f"evaluate.semantic_model={name!r}: neither the bundled all-MiniLM-L6-v2 nor a local "
-                     "sentence-transformers directory (downloads are disabled)")
+    raise ValueError(
+        f"evaluate.semantic_model={name!r}: neither the bundled all-MiniLM-L6-v2 nor a local "
+        "sentence-transformers directory (downloads are disabled)"
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -121,12 +125,13 @@ def embed(texts: Sequence[str], *, model_name: str = "all-MiniLM-L6-v2", batch_s
         model = load_semantic_model(model_name)
         vecs = model.encode(todo, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        cache.update(zip(todo, vecs.astype(np.float32)))
+        cache.update(zip(todo, vecs.astype(np.float32), strict=False))
     return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
-def semantic_scores(predictions: Sequence[str], references: Sequence[str], *,
-                    model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> np.ndarray:
+def semantic_scores(
+    predictions: Sequence[str], references: Sequence[str], *, model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64
+) -> np.ndarray:
     """Per-pair cosine similarity of the normalised texts' embeddings; 0 for an empty prediction."""
     preds, refs = _pairs(predictions, references)
     out = np.zeros(len(preds), dtype=np.float64)
@@ -141,6 +146,7 @@ def semantic_scores(predictions: Sequence[str], references: Sequence[str], *,
 
 
 # --- n-gram scores ----------------------------------------------------------------------------------
+
 
 class _RememberingTokenizer:
     """rouge-score's own tokenizer (Porter stemming), each distinct text tokenised once: stemming is most
@@ -173,8 +179,10 @@ def rouge_l_scores(predictions: Sequence[str], references: Sequence[str]) -> np.
     """ROUGE-L F-measure per pair (rouge-score, Porter stemming)."""
     preds, refs = _pairs(predictions, references)
     scorer = _rouge_scorer()
-    return np.array([scorer.score(r, p)["rougeL"].fmeasure if p else 0.0 for p, r in zip(preds, refs)],
-                    dtype=np.float64)
+    return np.array(
+        [scorer.score(r, p)["rougeL"].fmeasure if p else 0.0 for p, r in zip(preds, refs, strict=False)],
+        dtype=np.float64,
+    )
 
 
 def bleu4_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, np.ndarray]:
@@ -208,6 +216,7 @@ def cider_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple
 
 # --- all at once ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Scores:
     """Per-pair scores (one row per pair, columns METRICS) and the corpus-level values."""
@@ -216,9 +225,14 @@ class Scores:
     corpus: dict = field(default_factory=dict)
 
 
-def score_texts(predictions: Sequence[str], references: Sequence[str], *,
-                semantic_model: str = "all-MiniLM-L6-v2", batch_size: int = 64,
-                metrics: Sequence[str] = METRICS) -> Scores:
+def score_texts(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    semantic_model: str = "all-MiniLM-L6-v2",
+    batch_size: int = 64,
+    metrics: Sequence[str] = METRICS,
+) -> Scores:
     """The named metrics (default all) for aligned prediction/reference lists (references non-empty)."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:

@@ -1,7 +1,7 @@
 """Figures of the evaluation (each returns a matplotlib Figure; the notebook only displays them)."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,7 +21,7 @@ def metric_bars(records: Mapping[tuple[str, str], Mapping], metric: str = "seman
     """Mean and 95% bootstrap interval per run (bars) and task (panels)."""
     tasks = sorted({t for _, t in records})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False, sharey=True)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         runs = [r for r, t in records if t == task]
         est = [records[(r, task)].get(metric) or {} for r in runs]
         mean = np.array([e.get("mean") if e.get("mean") is not None else np.nan for e in est], dtype=float)
@@ -55,7 +55,7 @@ def paired_differences(scored: Mapping[tuple[str, str], pd.DataFrame], a: str, b
     if not tasks:
         raise KeyError(f"no task has predictions for both {a!r} and {b!r}")
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         da = scored[(a, task)].set_index("window_id")[metric]
         db = scored[(b, task)].set_index("window_id")[metric].reindex(da.index)
         d = (da - db).dropna()

@@ -21,9 +21,10 @@ Contract with gazevlm.models (kept here, in one place, so a change there is a ch
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 import torch
@@ -192,7 +193,7 @@ def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *
         else:
             tf = [None] * len(refs)
         metas = batch.get("meta") or [{}] * len(refs)
-        for wid, ref, pred, tfp, meta in zip(ids, refs, preds, tf, metas):
+        for wid, ref, pred, tfp, meta in zip(ids, refs, preds, tf, metas, strict=False):
             uid = meta.get("uid") if isinstance(meta, Mapping) else None
             rows.append({"window_id": wid, "uid": uid, "reference": ref, "prediction": pred,
                          "teacher_forced_prediction": tfp})

@@ -27,17 +27,17 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gazevlm import ego4d, layout
-from gazevlm.evaluate import controls, generation, grounding
+from gazevlm.evaluate import controls, generation, grounding, stats, tables
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
-from gazevlm.evaluate import stats, tables
 from gazevlm.params import Params, run_switches
 
 EVAL_METRICS_DIR = layout.METRICS_DIR / "eval"
@@ -287,15 +287,7 @@ def run(params: Params, *, root: Path = Path("."),
                 skipped_total[f"{run_name}/{task}"] = skipped
                 pooled[(run_name, task)] = seed_mean_table(per_seed, synthetic)
                 outputs.append(str(write_json(records[(run_name, task)], metrics_path(run_name, task, root))))
-    names = score_names(next(iter(pooled.values())), synthetic)
-    pairs = comparison_pairs(params)
-    comparisons = compare_runs(pooled, params, names, pairs)
-    outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
-    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names,
-                                         pairs)
-                    for s in params.train.seeds}
-    outputs.append(str(write_json(per_seed_cmp, root / EVAL_METRICS_DIR / "comparisons_per_seed.json")))
-    tables_written = build_tables(params, records, comparisons, per_seed_cmp, synthetic, root)
+    tables_written = write_comparisons(params, pooled, scored, records, synthetic, root, outputs)
     report = {
         "stage": "evaluate",
         "generation": {"max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams,
@@ -312,12 +304,32 @@ def run(params: Params, *, root: Path = Path("."),
         "workers": ev.workers if generation.in_workers(load_model, batches, codec, gaze_batches) else 1,
         "seconds": {"total": round(time.time() - t0, 2), **timings},
     }
+    note_gaze_inputs(report, params)
+    write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
+    return report
+
+
+def write_comparisons(params: Params, pooled: Mapping[tuple[str, str], pd.DataFrame],
+                      scored: Mapping[tuple[str, str, int], pd.DataFrame], records: Mapping[tuple[str, str], dict],
+                      synthetic: bool, root: Path, outputs: list[str]) -> dict[str, list[str]]:
+    """The run comparisons (pooled and per seed) and the tables; the files written go to `outputs`."""
+    names = score_names(next(iter(pooled.values())), synthetic)
+    pairs = comparison_pairs(params)
+    comparisons = compare_runs(pooled, params, names, pairs)
+    outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
+    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names,
+                                         pairs)
+                    for s in params.train.seeds}
+    outputs.append(str(write_json(per_seed_cmp, root / EVAL_METRICS_DIR / "comparisons_per_seed.json")))
+    return build_tables(params, records, comparisons, per_seed_cmp, synthetic, root)
+
+
+def note_gaze_inputs(report: dict, params: Params) -> None:
+    """Name the runs that were given the test gaze (the gaze-input baselines), if any, in the report."""
     gaze_runs = {name: list(r.gaze_inputs) for name, r in params.runs.items() if r.gaze_inputs}
     if gaze_runs:
         report["generation"]["gaze_inputs"] = {**gaze_runs, "note": "these runs alone were given the test "
                                                "gaze (prompt text / overlaid frames), as they were trained"}
-    write_json(report, root / layout.REPORTS_DIR / "evaluate.json")
-    return report
 
 
 def backbone_label(params: Params) -> str:

@@ -15,8 +15,8 @@ Every estimate records n (observations) and n_videos (groups) beside it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sstats

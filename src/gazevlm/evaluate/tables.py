@@ -8,8 +8,8 @@ comparisons.json; paper cells are copied from reference/paper.md and never mixed
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,15 +28,29 @@ PAPER_TABLE1 = {
 }
 # Table 2: semantic score per lambda (0, 100, 1000).
 PAPER_TABLE2 = {
-    "OpenFlamingo": {"future": {0: 0.6317, 100: 0.7505, 1000: 0.7354}, "activity": {0: 0.6917, 100: 0.7848, 1000: 0.7721}},
-    "Modified OpenFlamingo": {"future": {0: 0.6032, 100: 0.7200, 1000: 0.7072}, "activity": {0: 0.6603, 100: 0.7300, 1000: 0.7194}},
-    "LaViLa narrator": {"future": {0: 0.6033, 100: 0.6924, 1000: 0.6765}, "activity": {0: 0.6310, 100: 0.7268, 1000: 0.7123}},
+    "OpenFlamingo": {
+        "future": {0: 0.6317, 100: 0.7505, 1000: 0.7354},
+        "activity": {0: 0.6917, 100: 0.7848, 1000: 0.7721},
+    },
+    "Modified OpenFlamingo": {
+        "future": {0: 0.6032, 100: 0.7200, 1000: 0.7072},
+        "activity": {0: 0.6603, 100: 0.7300, 1000: 0.7194},
+    },
+    "LaViLa narrator": {
+        "future": {0: 0.6033, 100: 0.6924, 1000: 0.6765},
+        "activity": {0: 0.6310, 100: 0.7268, 1000: 0.7123},
+    },
     "InternVL": {"future": {0: 0.6342, 100: 0.7318, 1000: 0.7190}, "activity": {0: 0.6867, 100: 0.7404, 1000: 0.7287}},
     "OpenLLaVA": {"future": {0: 0.5882, 100: 0.6771, 1000: 0.6628}, "activity": {0: 0.6523, 100: 0.7027, 1000: 0.6895}},
 }
 # Our backbone names -> the paper's row names.
-PAPER_BACKBONE = {"openflamingo": "OpenFlamingo", "openflamingo_noperceiver": "Modified OpenFlamingo",
-                  "lavila": "LaViLa narrator", "internvl": "InternVL", "llava_next": "OpenLLaVA"}
+PAPER_BACKBONE = {
+    "openflamingo": "OpenFlamingo",
+    "openflamingo_noperceiver": "Modified OpenFlamingo",
+    "lavila": "LaViLa narrator",
+    "internvl": "InternVL",
+    "llava_next": "OpenLLaVA",
+}
 
 DASH = "—"
 
@@ -80,8 +94,13 @@ def to_markdown(display: pd.DataFrame, caption: str = "") -> str:
     return (caption.strip() + "\n\n" if caption else "") + body + "\n"
 
 
-def write_table(numbers: pd.DataFrame, display: pd.DataFrame, stem: Path, caption: str = "",
-                extra: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]] = ()) -> list[Path]:
+def write_table(
+    numbers: pd.DataFrame,
+    display: pd.DataFrame,
+    stem: Path,
+    caption: str = "",
+    extra: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]] = (),
+) -> list[Path]:
     """Write <stem>.csv (numbers) and <stem>.md (caption + formatted table); return the paths. Each of
     `extra` ((caption, numbers, display)) follows in the Markdown and gets <stem>_<k>.csv."""
     stem = Path(stem)
@@ -101,8 +120,12 @@ def write_table(numbers: pd.DataFrame, display: pd.DataFrame, stem: Path, captio
 
 # --- Table 1 with what it measured: every run, the controls, the gains ---------------------------------
 
-RUN_COLUMNS = {"semantic": "semantic", "object_accuracy": "object acc.", "action_f1": "action F1",
-               "verb_accuracy": "verb acc."}
+RUN_COLUMNS = {
+    "semantic": "semantic",
+    "object_accuracy": "object acc.",
+    "action_f1": "action F1",
+    "verb_accuracy": "verb acc.",
+}
 
 
 def _counts(rec: Mapping) -> str:
@@ -110,8 +133,13 @@ def _counts(rec: Mapping) -> str:
 
 
 def _run_row(task: str, run: str, rec: Mapping, metrics: Sequence[str]) -> tuple[dict, dict]:
-    num: dict = {"task": task, "row": run, "n": rec.get("n"), "n_videos": rec.get("n_videos"),
-                 "n_seeds": rec.get("n_seeds")}
+    num: dict = {
+        "task": task,
+        "row": run,
+        "n": rec.get("n"),
+        "n_videos": rec.get("n_videos"),
+        "n_seeds": rec.get("n_seeds"),
+    }
     disp: dict = {"task": task, "run / comparison": run}
     for m in metrics:
         est = rec.get(m) or {}
@@ -128,9 +156,15 @@ def _run_row(task: str, run: str, rec: Mapping, metrics: Sequence[str]) -> tuple
     return num, disp
 
 
-def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping[str, Mapping], *,
-                runs: Sequence[str], tasks: Sequence[str], metrics: Sequence[str],
-                label: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def table1_runs(
+    records: Mapping[tuple[str, str], Mapping],
+    comparisons: Mapping[str, Mapping],
+    *,
+    runs: Sequence[str],
+    tasks: Sequence[str],
+    metrics: Sequence[str],
+    label: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Per task: a row per run (means over seeds with video-bootstrap CIs, distinct predictions, the
     shuffled-frames drop, counts), a chance row (synthetic world), then the gains between runs."""
     rows_num, rows_disp = [], []
@@ -158,7 +192,8 @@ def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping
             for m in metrics:
                 c = per_metric.get(m) or {}
                 num[m], num[m + "_ci_low"], num[m + "_ci_high"], num[m + "_p"] = (
-                    _nan(c.get(k)) for k in ("diff", "ci_low", "ci_high", "p_value"))
+                    _nan(c.get(k)) for k in ("diff", "ci_low", "ci_high", "p_value")
+                )
                 disp[RUN_COLUMNS.get(m, m)] = fmt_gain(c)
                 num["n"], num["n_videos"] = c.get("n", num.get("n")), c.get("n_videos", num.get("n_videos"))
             disp["windows / videos / seeds"] = f"{num.get('n', DASH)} / {num.get('n_videos', DASH)} / pooled"
@@ -166,32 +201,49 @@ def table1_runs(records: Mapping[tuple[str, str], Mapping], comparisons: Mapping
             rows_disp.append(disp)
     # the uniform guess comes from the world's vocabulary (colours x kinds), never a number typed here
     guess = f" (uniform guess of the object: 1/{round(1 / uniform)})" if uniform else ""
-    caption = (f"Table 1, {label}: text GENERATED from the frames alone on the test split (no gaze). Per run the "
-               "mean over seeds of each window's score [95% bootstrap CI resampling test videos]; gains a − b on the "
-               "same windows [video-bootstrap CI], p from sign flips of the per-video mean differences (seed-mean "
-               "per window). Object acc. / action F1 / verb acc. are synthetic-world diagnostics from the world's "
-               "closed vocabulary (first object named right; F1 of (verb, colour, kind) triples; first verb), "
-               f"absent on real data; chance = always answering the most frequent train target{guess}. Shuffled "
-               "frames: each window gets the frames of a window of another video; a model that reads its frames "
-               "drops, one that does not stays.")
+    caption = (
+        f"Table 1, {label}: text GENERATED from the frames alone on the test split (no gaze). Per run the "
+        "mean over seeds of each window's score [95% bootstrap CI resampling test videos]; gains a − b on the "
+        "same windows [video-bootstrap CI], p from sign flips of the per-video mean differences (seed-mean "
+        "per window). Object acc. / action F1 / verb acc. are synthetic-world diagnostics from the world's "
+        "closed vocabulary (first object named right; F1 of (verb, colour, kind) triples; first verb), "
+        f"absent on real data; chance = always answering the most frequent train target{guess}. Shuffled "
+        "frames: each window gets the frames of a window of another video; a model that reads its frames "
+        "drops, one that does not stays."
+    )
     return pd.DataFrame(rows_num), pd.DataFrame(rows_disp).fillna(""), caption
 
 
-def table1_seeds(records: Mapping[tuple[str, str], Mapping], per_seed_cmp: Mapping[str, Mapping], *,
-                 runs: Sequence[str], tasks: Sequence[str], metrics: Sequence[str]
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def table1_seeds(
+    records: Mapping[tuple[str, str], Mapping],
+    per_seed_cmp: Mapping[str, Mapping],
+    *,
+    runs: Sequence[str],
+    tasks: Sequence[str],
+    metrics: Sequence[str],
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Appendix: every seed on its own (run rows and the gaze − base gain per seed)."""
     rows_num, rows_disp = [], []
     for task in tasks:
-        seeds = sorted({s for (r, t), rec in records.items() if t == task for s in (rec.get("per_seed") or {})}, key=int)
+        seeds = sorted(
+            {s for (r, t), rec in records.items() if t == task for s in (rec.get("per_seed") or {})}, key=int
+        )
         for seed in seeds:
             for run in runs:
                 rec = ((records.get((run, task)) or {}).get("per_seed") or {}).get(seed)
                 if rec is None:
                     continue
-                num, disp = _run_row(task, run, {**rec, "n": records[(run, task)].get("n"),
-                                                 "n_videos": records[(run, task)].get("n_videos"), "n_seeds": 1},
-                                     metrics)
+                num, disp = _run_row(
+                    task,
+                    run,
+                    {
+                        **rec,
+                        "n": records[(run, task)].get("n"),
+                        "n_videos": records[(run, task)].get("n_videos"),
+                        "n_seeds": 1,
+                    },
+                    metrics,
+                )
                 num["seed"], disp["seed"] = int(seed), seed
                 rows_num.append(num)
                 rows_disp.append(disp)
@@ -206,8 +258,10 @@ def table1_seeds(records: Mapping[tuple[str, str], Mapping], per_seed_cmp: Mappi
                 disp["windows / videos / seeds"] = f"{num.get('n', DASH)} / {num.get('n_videos', DASH)} / 1"
                 rows_num.append(num)
                 rows_disp.append(disp)
-    caption = ("Table 1 per seed (appendix): each seed's model on its own, same statistics as Table 1 "
-               "(video-bootstrap CIs, sign flips over videos).")
+    caption = (
+        "Table 1 per seed (appendix): each seed's model on its own, same statistics as Table 1 "
+        "(video-bootstrap CIs, sign flips over videos)."
+    )
     display = pd.DataFrame(rows_disp).fillna("")
     if "seed" in display:
         display = display[["task", "seed"] + [c for c in display.columns if c not in ("task", "seed")]]
@@ -216,9 +270,18 @@ def table1_seeds(records: Mapping[tuple[str, str], Mapping], per_seed_cmp: Mappi
 
 # --- Table 1 ------------------------------------------------------------------------------------------
 
-def table1(metrics: Mapping[tuple[str, str], Mapping], comparisons: Mapping[str, Mapping], *,
-           backbone: str, label: str | None = None, metric: str = "semantic", base_run: str = "base",
-           gaze_run: str = "gaze", tasks: Sequence[str] = TASKS) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def table1(
+    metrics: Mapping[tuple[str, str], Mapping],
+    comparisons: Mapping[str, Mapping],
+    *,
+    backbone: str,
+    label: str | None = None,
+    metric: str = "semantic",
+    base_run: str = "base",
+    gaze_run: str = "gaze",
+    tasks: Sequence[str] = TASKS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows = backbone. Ours: <task> base / gaze / gain (mean [CI], gain with paired CI and p).
     Paper (Ego4D): the same columns from the paper's Table 1 (semantic score only), every paper backbone
     listed so the reference is complete; our row sits on the paper row of the same backbone."""
@@ -265,19 +328,26 @@ def table1(metrics: Mapping[tuple[str, str], Mapping], comparisons: Mapping[str,
 
 # --- Table 2 (lambda sweep) ---------------------------------------------------------------------------
 
+
 def lambda_sweep(runs: Mapping[str, object]) -> dict[float, str]:
     """{lambda: run name} over runs with the gaze block; a sweep needs two or more distinct lambdas.
     When two block runs share a lambda, the one named first in params.yaml represents it."""
     out: dict[float, str] = {}
     for name, r in runs.items():
         if getattr(r, "block", False):
-            out.setdefault(float(getattr(r, "lam")), name)
+            out.setdefault(float(r.lam), name)
     return dict(sorted(out.items())) if len(out) >= 2 else {}
 
 
-def lambda_table(metrics: Mapping[tuple[str, str], Mapping], sweep: Mapping[float, str], *, backbone: str,
-                 label: str | None = None, metric: str = "semantic",
-                 tasks: Sequence[str] = TASKS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def lambda_table(
+    metrics: Mapping[tuple[str, str], Mapping],
+    sweep: Mapping[float, str],
+    *,
+    backbone: str,
+    label: str | None = None,
+    metric: str = "semantic",
+    tasks: Sequence[str] = TASKS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 2's shape: rows = backbone; columns = <task> lambda=<l> for each lambda of the sweep, then the
     paper's values at lambda 0 / 100 / 1000 in a separate group."""
     paper_name = PAPER_BACKBONE.get(backbone)
@@ -309,8 +379,10 @@ def lambda_table(metrics: Mapping[tuple[str, str], Mapping], sweep: Mapping[floa
 
 # --- all metrics per run and task ---------------------------------------------------------------------
 
-def metrics_table(metrics: Mapping[tuple[str, str], Mapping],
-                  metric_names: Sequence[str] = ("semantic", "rouge_l", "bleu4", "cider")) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def metrics_table(
+    metrics: Mapping[tuple[str, str], Mapping], metric_names: Sequence[str] = ("semantic", "rouge_l", "bleu4", "cider")
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows = task x run; every metric on generated text, then the teacher-forced ones (labelled)."""
     rows_num, rows_disp = [], []
     for (run, task), rec in sorted(metrics.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -330,8 +402,9 @@ def metrics_table(metrics: Mapping[tuple[str, str], Mapping],
     return pd.DataFrame(rows_num), pd.DataFrame(rows_disp)
 
 
-def comparisons_table(comparisons: Mapping[str, Mapping],
-                      metric_names: Sequence[str] = ("semantic", "rouge_l", "bleu4", "cider")) -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparisons_table(
+    comparisons: Mapping[str, Mapping], metric_names: Sequence[str] = ("semantic", "rouge_l", "bleu4", "cider")
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows = task x pair (a_vs_b); per metric the mean difference a - b with CI and p."""
     rows_num, rows_disp = [], []
     for task, pairs in comparisons.items():
@@ -350,8 +423,9 @@ def comparisons_table(comparisons: Mapping[str, Mapping],
     return pd.DataFrame(rows_num), pd.DataFrame(rows_disp)
 
 
-def qualitative(predictions: Mapping[str, pd.DataFrame], *, n: int = 8, seed: int = 0,
-                runs: Sequence[str] | None = None) -> pd.DataFrame:
+def qualitative(
+    predictions: Mapping[str, pd.DataFrame], *, n: int = 8, seed: int = 0, runs: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Sample windows with the reference and each run's generated text side by side."""
     runs = list(runs or predictions)
     missing = [r for r in runs if r not in predictions]

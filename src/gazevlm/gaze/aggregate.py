@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,7 @@ class GazeTrack:
         self.valid[frames] = np.asarray(valid, dtype=bool)
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame, width: int, height: int) -> "GazeTrack":
+    def from_table(cls, table: pd.DataFrame, width: int, height: int) -> GazeTrack:
         return cls(table["frame"].to_numpy(), table["x"].to_numpy(), table["y"].to_numpy(),
                    table["valid"].fillna(False).to_numpy(dtype=bool), width, height)
 

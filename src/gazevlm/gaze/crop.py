@@ -25,7 +25,7 @@ class CropGeometry:
     top: int
 
     @classmethod
-    def for_frame(cls, width: int, height: int, size: int) -> "CropGeometry":
+    def for_frame(cls, width: int, height: int, size: int) -> CropGeometry:
         if width <= 0 or height <= 0 or size <= 0:
             raise ValueError(f"bad crop geometry: frame {width}x{height}, output {size}")
         scale = size / min(width, height)

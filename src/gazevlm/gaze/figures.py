@@ -5,8 +5,9 @@ and, for the occlusion examples only, decode the two frames involved again.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import matplotlib.pyplot as plt
@@ -108,7 +109,7 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
     paths = pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")["path"]
     hp = params.heatmaps
     fig, axes = plt.subplots(max(1, len(rows)), 2, figsize=(8, 4 * max(1, len(rows))), squeeze=False)
-    for ax_row, (_, r) in zip(axes, rows.iterrows()):
+    for ax_row, (_, r) in zip(axes, rows.iterrows(), strict=False):
         rgb = _rgb(read_image(paths[r["keyframe_id"]]))
         h, w = rgb.shape[:2]
         sigma = hp.sigma_px * w / hp.reference_width  # as the stage draws it (gaze.stage.at_width)
@@ -116,16 +117,17 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
         own = (r["gaze_x"][-1], r["gaze_y"][-1])
         single = gaussian_heatmap(np.array([own]), h, w, sigma) if np.isfinite(own).all() else None
         _overlay(ax_row[0], rgb, single, f"{r['keyframe_id']}: single point")
-        used = [(x, y) for x, y, s in zip(r["moved_x"], r["moved_y"], status) if s == A.USED]
+        used = [(x, y) for x, y, s in zip(r["moved_x"], r["moved_y"], status, strict=False) if s == A.USED]
         agg = gaussian_heatmap(np.array(used), h, w, sigma) if used else None
         dropped = sum(s in (A.OCCLUDED, A.MOVED_OUT) for s in status)
         _overlay(ax_row[1], rgb, agg, f"aggregated: {len(used)} points, {dropped} dropped")
         ax_row[1].scatter(r["gaze_x"], r["gaze_y"], s=10, c="white", label="raw")
         if used:
-            ax_row[1].scatter(*zip(*used), s=10, c="cyan", label="moved by flow")
-        bad = [(x, y) for x, y, s in zip(r["gaze_x"], r["gaze_y"], status) if s in (A.OCCLUDED, A.MOVED_OUT)]
+            ax_row[1].scatter(*zip(*used, strict=False), s=10, c="cyan", label="moved by flow")
+        bad = [(x, y) for x, y, s in zip(r["gaze_x"], r["gaze_y"], status, strict=False)
+               if s in (A.OCCLUDED, A.MOVED_OUT)]
         if bad:
-            ax_row[1].scatter(*zip(*bad), s=30, c="red", marker="x", label="dropped")
+            ax_row[1].scatter(*zip(*bad, strict=False), s=30, c="red", marker="x", label="dropped")
         ax_row[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
@@ -135,8 +137,12 @@ def occluded_examples(params: Params, n: int = 2) -> Figure:
     """Earlier frames dropped as occluded: the frame, the keyframe and the inconsistent pixels. When
     no frame was dropped, the most inconsistent kept ones are shown instead (and say so)."""
     table = keyframe_table()
-    pairs = [(r.Index, i, float(f), st) for r in table.itertuples()
-             for i, (f, st) in enumerate(zip(r.inconsistent, r.status)) if np.isfinite(f)]
+    pairs = [
+        (r.Index, i, float(f), st)
+        for r in table.itertuples()
+        for i, (f, st) in enumerate(zip(r.inconsistent, r.status, strict=False))
+        if np.isfinite(f)
+    ]
     dropped = [p for p in pairs if p[3] == A.OCCLUDED]
     if dropped:
         rng = np.random.default_rng(params.heatmaps.seed)
@@ -152,12 +158,13 @@ def occluded_examples(params: Params, n: int = 2) -> Figure:
     hp = params.heatmaps
     backend = make_backend(hp.flow, hp.raft_weights)
     fig, axes = plt.subplots(len(chosen), 3, figsize=(12, 3.8 * len(chosen)), squeeze=False)
-    for ax_row, (idx, i, frac, status) in zip(axes, chosen):
+    for ax_row, (idx, i, _frac, status) in zip(axes, chosen, strict=False):
         r = table.loc[idx]
         tau, t = int(r["src_frames"][i]), int(r["frame"])
         frames = dict(read_frames(videos.loc[r["uid"], "video_path"], [tau, t]))
-        fw, bw = backend.flow_pair(backend.prepare(frames[tau], hp.flow_scale),
-                                   backend.prepare(frames[t], hp.flow_scale), backward=True)
+        fw, bw = backend.flow_pair(
+            backend.prepare(frames[tau], hp.flow_scale), backend.prepare(frames[t], hp.flow_scale), backward=True
+        )
         check = consistency(fw, bw, hp.eps_px * fw.shape[1] / frames[t].shape[1])
         verdict = "dropped" if status == A.OCCLUDED else "kept: none was dropped"
         _overlay(ax_row[0], _rgb(frames[tau]), None, f"{r['uid'][:13]} frame {tau} ({verdict})")
@@ -165,8 +172,10 @@ def occluded_examples(params: Params, n: int = 2) -> Figure:
         _overlay(ax_row[1], _rgb(frames[t]), None, f"keyframe {t}")
         ax_row[2].imshow(check.inconsistent, cmap="gray")
         sign = ">" if check.fraction > hp.eta else "<="
-        ax_row[2].set_title(f"inconsistent pixels (white): {check.fraction:.0%} {sign} eta {hp.eta:.0%}, "
-                            f"eps {hp.eps_px:g} px", fontsize=9)
+        ax_row[2].set_title(
+            f"inconsistent pixels (white): {check.fraction:.0%} {sign} eta {hp.eta:.0%}, eps {hp.eps_px:g} px",
+            fontsize=9,
+        )
         ax_row[2].set_axis_off()
     fig.tight_layout()
     return fig
@@ -195,8 +204,12 @@ def patch_targets(task: str = "future", split: str = "train", n: int = 2) -> Fig
             for g in range(1, grid):
                 a0.axhline(g * size / grid - 0.5, color="white", lw=0.4)
                 a0.axvline(g * size / grid - 0.5, color="white", lw=0.4)
-            _overlay(a1, s["frames"][i], s["heatmap"][i].astype(np.float32) if valid else None,
-                     "heatmap" if valid else "no gaze (masked)")
+            _overlay(
+                a1,
+                s["frames"][i],
+                s["heatmap"][i].astype(np.float32) if valid else None,
+                "heatmap" if valid else "no gaze (masked)",
+            )
             a2.imshow(s["target"][i], cmap="viridis", vmin=0)
             a2.set_title(f"patch target {grid}x{grid}" if valid else "target: all zero, valid=False", fontsize=8)
             a2.set_xticks([])

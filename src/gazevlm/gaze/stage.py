@@ -10,14 +10,14 @@ and reports/heatmaps_timings.json (speed).
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,13 +112,13 @@ def aggregate_video(video: pd.Series, keyframes: pd.DataFrame, track: GazeTrack,
     Returns them and the keyframes whose own frame the video did not deliver (short video)."""
     kfs = keyframes.sort_values("frame")
     need_video: dict[str, list[int]] = {}
-    for kid, frame in zip(kfs["keyframe_id"], kfs["frame"]):
+    for kid, frame in zip(kfs["keyframe_id"], kfs["frame"], strict=False):
         earlier = [tau for tau in agg_mod.window_frames(int(frame), n_prev)[:-1] if track.point(tau) is not None]
         if earlier:   # no earlier valid point: nothing to move, the video is not needed for this one
             need_video[kid] = earlier + [int(frame)]
     out: dict[str, Aggregation] = {}
     short: set[str] = set()
-    frame_of = dict(zip(kfs["keyframe_id"], kfs["frame"].astype(int)))
+    frame_of = dict(zip(kfs["keyframe_id"], kfs["frame"].astype(int), strict=False))
     for kid in kfs["keyframe_id"]:
         if kid not in need_video:
             out[kid] = aggregator.aggregate(track, frame_of[kid], n_prev, {})
@@ -328,12 +328,21 @@ def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFram
         aggregator.eps_px = hp.eps_px
         aggregations, short = aggregate_video(video, kfs, track, aggregator, n_prev, timings)
     else:
-        aggregations = {kid: single_point(track, int(f)) for kid, f in zip(kfs["keyframe_id"], kfs["frame"])}
+        aggregations = {kid: single_point(track, int(f))
+                        for kid, f in zip(kfs["keyframe_id"], kfs["frame"], strict=False)}
     return keyframe_results(video, kfs, track, aggregations, short, geometry, grid, hp, timings, tally)
 
 
-def _write_windows(windows: pd.DataFrame, video: pd.Series, kfs: pd.DataFrame, results: dict, writers: dict,
-                   image_size: int, grid: int, tally: _Tally) -> None:
+def _write_windows(
+    windows: pd.DataFrame,
+    video: pd.Series,
+    kfs: pd.DataFrame,
+    results: dict,
+    writers: dict,
+    image_size: int,
+    grid: int,
+    tally: _Tally,
+) -> None:
     by_id = kfs.set_index("keyframe_id")
     for _, w in windows.sort_values("window_id").iterrows():
         res = [results[k] for k in w["obs_keyframe_ids"]]
@@ -346,7 +355,7 @@ def _write_windows(windows: pd.DataFrame, video: pd.Series, kfs: pd.DataFrame, r
         cell = tally.written[w["task"]].setdefault(w["split"], {"windows": 0, "frames_without_gaze": 0})
         cell["windows"] += 1
         cell["frames_without_gaze"] += sum(not r.valid for r in res)
-        if not any(r.valid for r in res):   # written, masked out of the gaze loss (no valid frame): counted
+        if not any(r.valid for r in res):  # written, masked out of the gaze loss (no valid frame): counted
             tally.no_gaze_windows[w["task"]][w["split"]] += 1
 
 
@@ -365,24 +374,27 @@ def run(params: Params) -> dict[str, Any]:
     grid = image_size // patch
     aggregator = None
     if hp.aggregate:
-        aggregator = Aggregator(make_backend(hp.flow, hp.raft_weights), hp.flow_scale, hp.eps_px, hp.eta,
-                                hp.occlusion_filter, timings)
+        aggregator = Aggregator(
+            make_backend(hp.flow, hp.raft_weights), hp.flow_scale, hp.eps_px, hp.eta, hp.occlusion_filter, timings
+        )
     tally = _Tally()
     gaze_by_uid = dict(iter(inputs.gaze.groupby("uid", sort=False)))
     kfs_by_uid = dict(iter(inputs.keyframes.groupby("uid", sort=False)))
     win_by_uid = dict(iter(inputs.windows.groupby("uid", sort=False)))
     uids = sorted(kfs_by_uid)
-    random.Random(hp.seed).shuffle(uids)   # interleave videos in the shards (with the write pools)
+    random.Random(hp.seed).shuffle(uids)  # interleave videos in the shards (with the write pools)
     video_seconds = sum(_duration_s(inputs.videos[uid]) for uid in uids)
     with layout.staged_dir(layout.SHARDS_DIR) as shards_root, layout.staged_dir(HEATMAPS_DIR) as heatmaps_dir:
         writers = _open_writers(inputs.windows, hp, shards_root)
         loop_start = time.perf_counter()
         for uid in uids:
-            results = _video_results(uid, inputs, gaze_by_uid, kfs_by_uid[uid], aggregator, image_size, grid, hp,
-                                     timings, tally)
+            results = _video_results(
+                uid, inputs, gaze_by_uid, kfs_by_uid[uid], aggregator, image_size, grid, hp, timings, tally
+            )
             with timings.section("write"):
-                _write_windows(win_by_uid[uid], inputs.videos[uid], kfs_by_uid[uid], results, writers, image_size,
-                               grid, tally)
+                _write_windows(
+                    win_by_uid[uid], inputs.videos[uid], kfs_by_uid[uid], results, writers, image_size, grid, tally
+                )
         loop_seconds = time.perf_counter() - loop_start
         with timings.section("write"):
             for (task, split), writer in writers.items():
@@ -390,9 +402,11 @@ def run(params: Params) -> dict[str, Any]:
                 tally.written[task].setdefault(split, {"windows": 0, "frames_without_gaze": 0})["shards"] = len(files)
         pd.DataFrame.from_records(tally.records).to_parquet(heatmaps_dir / KEYFRAMES_TABLE.name, index=False)
     report = _report(params, inputs, tally, image_size, grid)
-    speed = {"timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - start, 3)},
-             "video_seconds": round(video_seconds, 2),
-             "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None}
+    speed = {
+        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - start, 3)},
+        "video_seconds": round(video_seconds, 2),
+        "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None,
+    }
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
     REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     TIMINGS_PATH.write_text(json.dumps(speed, indent=2, sort_keys=True) + "\n")
@@ -405,7 +419,9 @@ def _report(params: Params, inputs: Inputs, tally: _Tally, image_size: int, grid
     valid_points = [r["n_points"] for r in tally.records if r["valid"]]
     return {
         "params": asdict(hp),
-        "preset": params.model.preset, "image_size": image_size, "grid": grid,
+        "preset": params.model.preset,
+        "image_size": image_size,
+        "grid": grid,
         "gaze_frames": _gaze_counts(inputs.gaze, pd.DataFrame(list(inputs.videos.values()))),
         "keyframes": {s: dict(sorted(c.items())) for s, c in sorted(tally.keyframes.items())},
         "earlier_frames": {s: int(tally.earlier.get(s, 0)) for s in agg_mod.FRAME_STATUSES},

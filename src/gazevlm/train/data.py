@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 import torch
 
 from gazevlm import gaze_inputs, layout
 from gazevlm.gaze_inputs import GazeInputs
+
+_CPU = torch.device("cpu")  # where the feature cache keeps its tensors by default
 
 
 class DataSource(Protocol):
@@ -152,7 +155,7 @@ class VisionFeatureCache:
       runs in every step, under no_grad).
     """
 
-    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], store: torch.device = torch.device("cpu")):
+    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], store: torch.device = _CPU):
         self.encode, self.store = encode, store
         self.features: dict[str, torch.Tensor] = {}
         self.hits = self.misses = self.loaded = 0
