@@ -4,6 +4,7 @@
 its own (`python -m bench.bench_model --help`, ...). Shared here: interleaved timing with warm-up and
 repeats, summaries (median and spread), and the record of one figure (value, goal, command).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,13 @@ class Summary:
         return Summary(self.median * k, self.q1 * k, self.q3 * k, self.lo * k, self.hi * k, self.n)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, inner: int = 1,
-                cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    inner: int = 1,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
     """Wall seconds per call of each function, measured ABAB (the order alternates every round: AB, BA,
     ...) so that load from other processes falls on all of them alike. `inner` calls per timed sample.
     `cpu`, if given, receives this process's CPU seconds per call too: with one thread that is the
@@ -83,7 +89,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     if cpu is not None:
         cpu.update({name: [] for name in names})
     for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             fn = fns[name]
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(inner):

@@ -8,6 +8,7 @@ Figures that miss their goal are profiled and the largest costs are written unde
 and pipeline figures of the last --pipeline run are kept in reports/bench_pipeline.json and shown
 (with their date) when a run does not measure them again.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -14,6 +14,7 @@ quality 95, 8 x 8 targets, 64 x 64 heatmaps), and a second copy written with an 
 
     python -m bench.bench_loader [--repeats 7] [--shards DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ MODULE = "python -m bench.bench_loader"
 TASK, SPLIT = "future", "train"
 
 
-def write_shards(root: Path, n_samples: int = 256, frames: int = 5, per_shard: int = 128, seed: int = 0,
-                 preset: str = "tiny", integer_mtime: bool = False) -> list[str]:
+def write_shards(
+    root: Path,
+    n_samples: int = 256,
+    frames: int = 5,
+    per_shard: int = 128,
+    seed: int = 0,
+    preset: str = "tiny",
+    integer_mtime: bool = False,
+) -> list[str]:
     """A train split of `n_samples` windows under root, as the heatmap stage lays it out.
 
     integer_mtime: write through webdataset's ShardWriter with mtime=0 instead of the stage's
@@ -51,8 +59,7 @@ def write_shards(root: Path, n_samples: int = 256, frames: int = 5, per_shard: i
     if integer_mtime:
         Path(pattern).parent.mkdir(parents=True, exist_ok=True)
         files: list[str] = []
-        writer: Any = wds.ShardWriter(pattern, maxcount=per_shard, verbose=0, encoder=False, mtime=0,
-                                      post=files.append)
+        writer: Any = wds.ShardWriter(pattern, maxcount=per_shard, verbose=0, encoder=False, mtime=0, post=files.append)
     else:
         writer = ShardSetWriter(pattern, per_shard)
     texts = target_texts(n_samples, seed)

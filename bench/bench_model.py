@@ -19,6 +19,7 @@ to the OS at once (MALLOC_MMAP_THRESHOLD_), warm-up steps, then the peak RSS (Vm
 
     python -m bench.bench_model [--repeats 9] [--only train,generate,frames,memory]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,10 @@ def target_texts(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
 
     def action() -> str:
-        return (f"the camera wearer {_VERBS[rng.integers(len(_VERBS))]} the {_COLOURS[rng.integers(len(_COLOURS))]} "
-                f"{_THINGS[rng.integers(len(_THINGS))]}")
+        return (
+            f"the camera wearer {_VERBS[rng.integers(len(_VERBS))]} the {_COLOURS[rng.integers(len(_COLOURS))]} "
+            f"{_THINGS[rng.integers(len(_THINGS))]}"
+        )
 
     return [f"{action()}, then {action()}" for _ in range(n)]
 
@@ -104,11 +107,22 @@ def write_paper_shaped_weights(root: Path, tokenizer: Any, div: int = 4) -> Path
 
     lm_dir = root / "opt-1.3b"
     o = OPT_13B
-    lm = OPTForCausalLM(OPTConfig(
-        vocab_size=len(tokenizer), hidden_size=o["hidden"] // div, num_hidden_layers=max(1, o["layers"] // div),
-        num_attention_heads=o["heads"] // div, ffn_dim=o["ffn"] // div, word_embed_proj_dim=o["hidden"] // div,
-        max_position_embeddings=256, dropout=0.0, attention_dropout=0.0, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+    lm = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=o["hidden"] // div,
+            num_hidden_layers=max(1, o["layers"] // div),
+            num_attention_heads=o["heads"] // div,
+            ffn_dim=o["ffn"] // div,
+            word_embed_proj_dim=o["hidden"] // div,
+            max_position_embeddings=256,
+            dropout=0.0,
+            attention_dropout=0.0,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    )
     lm.save_pretrained(str(lm_dir))
     tokenizer.save_pretrained(str(lm_dir))
     return root
@@ -155,9 +169,13 @@ def make_batch(setup: Setup, seed: int = 1) -> dict:
     b, t, s, n = setup.batch_size, setup.frames, setup.image_size, setup.grid
     target = torch.rand(b, t, n, n, generator=g) ** 4
     target /= target.sum(dim=(2, 3), keepdim=True)
-    return {"pixels": torch.rand(b, t, 3, s, s, generator=g), "gaze_target": target,
-            "gaze_valid": torch.ones(b, t, dtype=torch.bool), "text": target_texts(b, seed),
-            "window_id": [f"w{seed}_{i}" for i in range(b)]}
+    return {
+        "pixels": torch.rand(b, t, 3, s, s, generator=g),
+        "gaze_target": target,
+        "gaze_valid": torch.ones(b, t, dtype=torch.bool),
+        "text": target_texts(b, seed),
+        "window_id": [f"w{seed}_{i}" for i in range(b)],
+    }
 
 
 def build(setup: Setup, run: str) -> torch.nn.Module:
@@ -170,8 +188,15 @@ class Trainer:
     trains it at world size 1, or (fsdp=True) FSDP2-wrapped as on 2+ ranks; the vision-feature cache;
     with `live_dir`, the loop's DVCLive logging of every step too."""
 
-    def __init__(self, setup: Setup, run: str, ctx: distributed.DistContext, fsdp: bool = False,
-                 cache: bool | None = None, live_dir: Path | None = None):
+    def __init__(
+        self,
+        setup: Setup,
+        run: str,
+        ctx: distributed.DistContext,
+        fsdp: bool = False,
+        cache: bool | None = None,
+        live_dir: Path | None = None,
+    ):
         tp, rp = setup.params.train, setup.params.run(run)
         self.model = build(setup, run)
         tower = vision_tower(self.model)
@@ -185,12 +210,29 @@ class Trainer:
         self.api = model_api()
         use_cache = tp.cache_vision_features if cache is None else cache
         self.cache = VisionFeatureCache(self.model.encode_vision) if use_cache else None
-        self.cfg = StepConfig(task="future", lam=float(rp.lam), kl_direction=tp.kl_direction,
-                              kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=torch.device("cpu"),
-                              encode=self.api.train_encoder(setup.tokenizer, "future"))
+        self.cfg = StepConfig(
+            task="future",
+            lam=float(rp.lam),
+            kl_direction=tp.kl_direction,
+            kl_reduction=tp.kl_reduction,
+            kl_eps=tp.kl_eps,
+            device=torch.device("cpu"),
+            encode=self.api.train_encoder(setup.tokenizer, "future"),
+        )
         self.tokenizer = setup.tokenizer
-        self.stepper = Stepper(self.model, setup.tokenizer, self.api, self.cfg, self.cache, self.trainable, opt, sched,
-                               tp.grad_clip if tp.grad_clip > 0 else float("inf"), ctx, has_block=bool(rp.block))
+        self.stepper = Stepper(
+            self.model,
+            setup.tokenizer,
+            self.api,
+            self.cfg,
+            self.cache,
+            self.trainable,
+            opt,
+            sched,
+            tp.grad_clip if tp.grad_clip > 0 else float("inf"),
+            ctx,
+            has_block=bool(rp.block),
+        )
         self.live = open_live(live_dir, resume=False) if live_dir is not None else None
         self.steps = 0
         self.model.train()
@@ -219,8 +261,13 @@ class Generator:
         self.prompt = encode_prompt(setup.tokenizer, "future", setup.frames, setup.batch_size)
 
     def __call__(self) -> int:
-        out = self.model.generate(self.pixels, self.prompt["input_ids"], self.prompt["attention_mask"],
-                                  max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+        out = self.model.generate(
+            self.pixels,
+            self.prompt["input_ids"],
+            self.prompt["attention_mask"],
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+        )
         if out.shape[1] != self.max_new_tokens:
             raise RuntimeError(f"generate returned {out.shape[1]} tokens, not {self.max_new_tokens}")
         return out.shape[1]
@@ -254,21 +301,24 @@ def timed(fns: dict[Any, Callable[[], Any]], repeats: int, warmup: int, clock: s
     return out
 
 
-def time_training(setup: Setup, ctx, repeats: int, warmup: int, fsdp: bool = False,
-                  runs: tuple[str, ...] = RUNS, clock: str = "wall") -> dict[str, Any]:
+def time_training(
+    setup: Setup, ctx, repeats: int, warmup: int, fsdp: bool = False, runs: tuple[str, ...] = RUNS, clock: str = "wall"
+) -> dict[str, Any]:
     trainers = {run: Trainer(setup, run, ctx, fsdp=fsdp) for run in runs}
     batch = make_batch(setup)
     out = timed({run: (lambda t=t: t.step(batch)) for run, t in trainers.items()}, repeats, warmup, clock)
     return {**out, "trainers": trainers, "batch": batch}
 
 
-def time_generation(setup: Setup, repeats: int, warmup: int, max_new_tokens: int, num_beams: int,
-                    clock: str = "wall") -> dict[str, Any]:
+def time_generation(
+    setup: Setup, repeats: int, warmup: int, max_new_tokens: int, num_beams: int, clock: str = "wall"
+) -> dict[str, Any]:
     gens = {run: Generator(setup, run, max_new_tokens, num_beams) for run in RUNS}
     return {**timed(dict(gens), repeats, warmup, clock), "generators": gens}
 
 
 # --- profiling (for a figure that misses its goal) ---------------------------------------------------
+
 
 def profile_ops(fn: Callable[[], Any], steps: int = 3) -> dict[str, float]:
     """Self CPU milliseconds per operator name, per call, over `steps` calls of fn (torch.profiler)."""
@@ -287,9 +337,11 @@ def profile_difference(fns: dict[str, Callable[[], Any]], steps: int = 3, top: i
     base, gaze = ops["base"], ops["gaze"]
     diff = {k: gaze.get(k, 0.0) - base.get(k, 0.0) for k in set(base) | set(gaze)}
     largest = sorted(diff.items(), key=lambda kv: -kv[1])[:top]
-    return {"total_ms": {run: sum(v.values()) for run, v in ops.items()},
-            "extra_ms": [(k, round(v, 3), round(gaze.get(k, 0.0), 3)) for k, v in largest],
-            "gaze_top_ms": sorted(((k, round(v, 3)) for k, v in gaze.items()), key=lambda kv: -kv[1])[:top]}
+    return {
+        "total_ms": {run: sum(v.values()) for run, v in ops.items()},
+        "extra_ms": [(k, round(v, 3), round(gaze.get(k, 0.0), 3)) for k, v in largest],
+        "gaze_top_ms": sorted(((k, round(v, 3)) for k, v in gaze.items()), key=lambda kv: -kv[1])[:top],
+    }
 
 
 def what_if_no_input_gradient(setup: Setup, ctx, repeats: int, warmup: int, clock: str) -> dict[str, Any]:
@@ -315,9 +367,12 @@ def what_if_no_input_gradient(setup: Setup, ctx, repeats: int, warmup: int, cloc
     fns["gaze, Perceiver input detached"] = lambda: detached.step(batch)
     res = timed(fns, repeats, warmup, clock)
     t = res["times"]
-    return {"ratio": dataclasses.asdict(res["ratio"]),
-            "detached_ratio": dataclasses.asdict(paired_ratio(t["gaze, Perceiver input detached"], t["base"])),
-            "ms": {k: 1e3 * Summary.of(v).median for k, v in t.items()}, "clock": clock}
+    return {
+        "ratio": dataclasses.asdict(res["ratio"]),
+        "detached_ratio": dataclasses.asdict(paired_ratio(t["gaze, Perceiver input detached"], t["base"])),
+        "ms": {k: 1e3 * Summary.of(v).median for k, v in t.items()},
+        "clock": clock,
+    }
 
 
 def block_cost(setup: Setup, repeats: int = 20) -> dict[str, float]:
@@ -340,11 +395,11 @@ def block_cost(setup: Setup, repeats: int = 20) -> dict[str, float]:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"fwd_bwd_ms": 1e3 * float(np.median(times)),
-            "params": sum(q.numel() for q in block.parameters())}
+    return {"fwd_bwd_ms": 1e3 * float(np.median(times)), "params": sum(q.numel() for q in block.parameters())}
 
 
 # --- peak memory (one fresh process per measurement) ---------------------------------------------------
+
 
 def _proc_status() -> dict[str, int]:
     text = Path("/proc/self/status").read_text()
@@ -367,20 +422,44 @@ def memory_probe(shape: str, run: str, frames: int, batch_size: int, params_file
             after = _proc_status()
     finally:
         setup.close()
-    return {"shape": shape, "run": run, "rss_before": before, "peak_rss": after["VmHWM"],
-            "step_peak": after["VmHWM"] - before}
+    return {
+        "shape": shape,
+        "run": run,
+        "rss_before": before,
+        "peak_rss": after["VmHWM"],
+        "step_peak": after["VmHWM"] - before,
+    }
 
 
-def measure_memory(shape: str, frames: int, batch_size: int, params_file: str, threads: int,
-                   repeats: int) -> dict[str, list[dict]]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072",
-           "OMP_NUM_THREADS": str(threads)}
+def measure_memory(
+    shape: str, frames: int, batch_size: int, params_file: str, threads: int, repeats: int
+) -> dict[str, list[dict]]:
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+        "MALLOC_TRIM_THRESHOLD_": "131072",
+        "OMP_NUM_THREADS": str(threads),
+    }
     results: dict[str, list[dict]] = {run: [] for run in RUNS}
     for r in range(repeats):
-        for run in (RUNS if r % 2 == 0 else RUNS[::-1]):
-            cmd = [sys.executable, "-m", "bench.bench_model", "--memory-probe", run, "--shapes", shape,
-                   "--frames", str(frames), "--batch", str(batch_size), "--params", params_file,
-                   "--threads", str(threads)]
+        for run in RUNS if r % 2 == 0 else RUNS[::-1]:
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.bench_model",
+                "--memory-probe",
+                run,
+                "--shapes",
+                shape,
+                "--frames",
+                str(frames),
+                "--batch",
+                str(batch_size),
+                "--params",
+                params_file,
+                "--threads",
+                str(threads),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
             if proc.returncode != 0:
                 raise RuntimeError(f"memory probe failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -389,6 +468,7 @@ def measure_memory(shape: str, frames: int, batch_size: int, params_file: str, t
 
 
 # --- the figures ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Options:
@@ -402,10 +482,10 @@ class Options:
     only: tuple[str, ...] = ("train", "generate", "frames", "memory")
     frames: int = 5
     frame_counts: tuple[int, ...] = (3, 5, 8)
-    frames_uncached: bool = True   # also the step with the vision tower in it (first epoch / no cache)
+    frames_uncached: bool = True  # also the step with the vision tower in it (first epoch / no cache)
     batch: dict[str, int] = dataclasses.field(default_factory=lambda: {"paper/4": 4})
     gen_batch: dict[str, int] = dataclasses.field(default_factory=lambda: {"tiny": 8, "paper/4": 2})
-    memory_repeats: int = 1   # peak memory is reproducible (spread < 0.1% in trials); one fresh process per run
+    memory_repeats: int = 1  # peak memory is reproducible (spread < 0.1% in trials); one fresh process per run
     gen_repeats: int | None = None  # default max(3, repeats // 2): a generate call is ~10 training steps
     block_repeats: int = 20
     profile: bool = True
@@ -418,16 +498,35 @@ def _ratio_figure(section: str, name: str, res: dict[str, Any], command: str) ->
     wb, wg = Summary.of(res["wall"]["base"]), Summary.of(res["wall"]["gaze"])
     other = res["other_ratio"]
     clock = "process CPU time" if res["clock"] == "cpu" else "wall time"
-    note = (f"{clock}: base {1e3 * base.median:.1f} ms (IQR {1e3 * base.q1:.1f}-{1e3 * base.q3:.1f}), gaze "
-            f"{1e3 * gaze.median:.1f} ms (IQR {1e3 * gaze.q1:.1f}-{1e3 * gaze.q3:.1f})")
+    note = (
+        f"{clock}: base {1e3 * base.median:.1f} ms (IQR {1e3 * base.q1:.1f}-{1e3 * base.q3:.1f}), gaze "
+        f"{1e3 * gaze.median:.1f} ms (IQR {1e3 * gaze.q1:.1f}-{1e3 * gaze.q3:.1f})"
+    )
     if res["clock"] == "cpu":
-        note += (f"; wall time: base {1e3 * wb.median:.1f} ms, gaze {1e3 * wg.median:.1f} ms, gaze/base "
-                 f"{other.median:.3f}x (IQR {other.q1:.3f}-{other.q3:.3f})")
+        note += (
+            f"; wall time: base {1e3 * wb.median:.1f} ms, gaze {1e3 * wg.median:.1f} ms, gaze/base "
+            f"{other.median:.3f}x (IQR {other.q1:.3f}-{other.q3:.3f})"
+        )
     else:
         note += f"; CPU-time ratio {other.median:.3f}x (IQR {other.q1:.3f}-{other.q3:.3f})"
-    return Figure(section, name, ratio.median, "x", fmt_spread(ratio), goal, met, command, note,
-                  {"clock": res["clock"], "base_wall_s": res["wall"]["base"], "gaze_wall_s": res["wall"]["gaze"],
-                   "base_cpu_s": res["cpu"]["base"], "gaze_cpu_s": res["cpu"]["gaze"]})
+    return Figure(
+        section,
+        name,
+        ratio.median,
+        "x",
+        fmt_spread(ratio),
+        goal,
+        met,
+        command,
+        note,
+        {
+            "clock": res["clock"],
+            "base_wall_s": res["wall"]["base"],
+            "gaze_wall_s": res["wall"]["gaze"],
+            "base_cpu_s": res["cpu"]["base"],
+            "gaze_cpu_s": res["cpu"]["gaze"],
+        },
+    )
 
 
 def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
@@ -448,8 +547,9 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
                 cmd = cmd.replace(f"--repeats {opts.repeats}", f"--repeats {repeats}")
                 if "train" in opts.only:
                     res = time_training(setup, ctx, repeats, opts.warmup, clock=clock)
-                    fig = _ratio_figure("model", f"train step gaze/base, {shape}, {opts.frames} frames, batch {batch}",
-                                        res, cmd)
+                    fig = _ratio_figure(
+                        "model", f"train step gaze/base, {shape}, {opts.frames} frames, batch {batch}", res, cmd
+                    )
                     fig.extra["samples_per_s_gaze"] = batch / Summary.of(res["times"]["gaze"]).median
                     block = block_cost(setup, opts.block_repeats)
                     base_ms = 1e3 * Summary.of(res["times"]["base"]).median

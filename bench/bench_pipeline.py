@@ -10,6 +10,7 @@ about 10 minutes, so `python -m bench` runs it only with --pipeline.
 
     python -m bench.bench_pipeline [--keep] [--repo PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,9 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
     env["PATH"] = f"{clone / '.venv' / 'bin'}:{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
         subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True, env=env)
         load0 = load_average()
         install_s, _ = _run(["make", "install"], clone, env, log, timeout_s)
@@ -96,18 +98,46 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
     g2, m2 = goal_at_most(repro_s / 60, REPRO_GOAL_S / 60)
     split = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
     return [
-        Figure("pipeline", f"README install (`make install`), {where}", install_s / 60, "min", "n=1", g1, m1,
-               f"{MODULE}", f"{install_s:.0f} s; load average {load0:.1f} at start", {"seconds": install_s}),
-        Figure("pipeline", f"default `dvc repro --force`, {where}", repro_s / 60, "min", "n=1", g2, m2,
-               f"{MODULE}", f"{repro_s:.0f} s; load average {load1:.1f} at start, {load2:.1f} at end; {split}",
-               {"seconds": repro_s, "stages_s": stages}),
+        Figure(
+            "pipeline",
+            f"README install (`make install`), {where}",
+            install_s / 60,
+            "min",
+            "n=1",
+            g1,
+            m1,
+            f"{MODULE}",
+            f"{install_s:.0f} s; load average {load0:.1f} at start",
+            {"seconds": install_s},
+        ),
+        Figure(
+            "pipeline",
+            f"default `dvc repro --force`, {where}",
+            repro_s / 60,
+            "min",
+            "n=1",
+            g2,
+            m2,
+            f"{MODULE}",
+            f"{repro_s:.0f} s; load average {load1:.1f} at start, {load2:.1f} at end; {split}",
+            {"seconds": repro_s, "stages_s": stages},
+        ),
     ]
 
 
 def save(figures: list[Figure], commit: str, path: Path = RESULTS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                                "commit": commit, "figures": [f.as_dict() for f in figures]}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "commit": commit,
+                "figures": [f.as_dict() for f in figures],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Fixtures for the annotate tests: a tiny extract output + narration.json, and a real local
 OpenAI-compatible chat server (http.server on 127.0.0.1, free port) with scripted replies."""
+
 from __future__ import annotations
 
 import base64
@@ -26,9 +27,18 @@ from gazevlm import params as gparams
 FAKE_KEY = "sk-LEAKCHECK-7f3a9c1e5b2d4f60a8e1"
 BASE_URL_ENV = "GAZEVLM_TEST_LLM_BASE_URL"
 API_KEY_ENV = "GAZEVLM_TEST_LLM_API_KEY"
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20),
-           "purple": (140, 30, 160), "orange": (240, 140, 20), "cyan": (20, 200, 210), "grey": (128, 128, 128),
-           "pink": (240, 120, 180), "brown": (120, 70, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 20),
+    "purple": (140, 30, 160),
+    "orange": (240, 140, 20),
+    "cyan": (20, 200, 210),
+    "grey": (128, 128, 128),
+    "pink": (240, 120, 180),
+    "brown": (120, 70, 20),
+}
 KINDS = ("cup", "bowl", "knife", "plate", "bottle", "spoon")
 
 
@@ -37,13 +47,18 @@ class World:
     root: Path
     keyframes: pd.DataFrame
     windows: pd.DataFrame
-    truth: dict[str, str]            # keyframe_id -> what the frame shows ("the red cup")
-    image_sha: dict[str, str]        # sha256 of image bytes -> keyframe_id
+    truth: dict[str, str]  # keyframe_id -> what the frame shows ("the red cup")
+    image_sha: dict[str, str]  # sha256 of image bytes -> keyframe_id
 
 
-def make_world(root: Path, uids: tuple[str, ...] = ("vidA", "vidB"), n_keyframes: int = 8, fps: int = 30,
-               splits: dict[str, str] | None = None, narrate: Callable[[str, int], list[dict]] | None = None,
-               ) -> World:
+def make_world(
+    root: Path,
+    uids: tuple[str, ...] = ("vidA", "vidB"),
+    n_keyframes: int = 8,
+    fps: int = 30,
+    splits: dict[str, str] | None = None,
+    narrate: Callable[[str, int], list[dict]] | None = None,
+) -> World:
     """Keyframes at t = 0..n-1 s, a JPEG per keyframe (distinct colour), future windows (3 observed,
     2 target keyframes), activity windows (3 keyframes), narration.json with one #C narration 0.2 s
     after each keyframe except where `narrate` says otherwise."""
@@ -67,21 +82,42 @@ def make_world(root: Path, uids: tuple[str, ...] = ("vidA", "vidB"), n_keyframes
             (root / rel).write_bytes(buf.getvalue())
             image_sha[hashlib.sha256(buf.getvalue()).hexdigest()] = kid
             truth[kid] = f"the {colour} {kind}"
-            kf_rows.append({"keyframe_id": kid, "uid": uid, "frame": frame, "t": float(k), "split": splits[uid],
-                            "path": rel})
+            kf_rows.append(
+                {"keyframe_id": kid, "uid": uid, "frame": frame, "t": float(k), "split": splits[uid], "path": rel}
+            )
     keyframes = pd.DataFrame(kf_rows)
     win_rows = []
     for uid in uids:
         ids = [layout.keyframe_id(uid, k * fps) for k in range(n_keyframes)]
         for s in range(n_keyframes - 4):
-            win_rows.append({"window_id": layout.window_id("future", uid, s * fps), "task": "future", "uid": uid,
-                             "split": splits[uid], "obs_frames": [(s + i) * fps for i in range(3)],
-                             "obs_keyframe_ids": ids[s:s + 3], "target_frames": [(s + 3 + i) * fps for i in range(2)],
-                             "target_keyframe_ids": ids[s + 3:s + 5], "t_start": float(s), "t_end": float(s + 5)})
-            win_rows.append({"window_id": layout.window_id("activity", uid, s * fps), "task": "activity",
-                             "uid": uid, "split": splits[uid], "obs_frames": [(s + i) * fps for i in range(3)],
-                             "obs_keyframe_ids": ids[s:s + 3], "target_frames": [(s + i) * fps for i in range(3)],
-                             "target_keyframe_ids": ids[s:s + 3], "t_start": float(s), "t_end": float(s + 3)})
+            win_rows.append(
+                {
+                    "window_id": layout.window_id("future", uid, s * fps),
+                    "task": "future",
+                    "uid": uid,
+                    "split": splits[uid],
+                    "obs_frames": [(s + i) * fps for i in range(3)],
+                    "obs_keyframe_ids": ids[s : s + 3],
+                    "target_frames": [(s + 3 + i) * fps for i in range(2)],
+                    "target_keyframe_ids": ids[s + 3 : s + 5],
+                    "t_start": float(s),
+                    "t_end": float(s + 5),
+                }
+            )
+            win_rows.append(
+                {
+                    "window_id": layout.window_id("activity", uid, s * fps),
+                    "task": "activity",
+                    "uid": uid,
+                    "split": splits[uid],
+                    "obs_frames": [(s + i) * fps for i in range(3)],
+                    "obs_keyframe_ids": ids[s : s + 3],
+                    "target_frames": [(s + i) * fps for i in range(3)],
+                    "target_keyframe_ids": ids[s : s + 3],
+                    "t_start": float(s),
+                    "t_end": float(s + 3),
+                }
+            )
     windows = pd.DataFrame(win_rows)
     (root / layout.EXTRACT_DIR).mkdir(parents=True, exist_ok=True)
     keyframes.to_parquet(root / layout.EXTRACT_DIR / "keyframes.parquet", index=False)
@@ -92,16 +128,30 @@ def make_world(root: Path, uids: tuple[str, ...] = ("vidA", "vidB"), n_keyframes
         entries = []
         for k in range(n_keyframes):
             kid = layout.keyframe_id(uid, k * fps)
-            entries += narrate(uid, k) if narrate else [
-                {"timestamp_sec": k + 0.2, "timestamp_frame": int((k + 0.2) * fps),
-                 "narration_text": f"#C C picks up {truth[kid]}", "annotation_uid": f"{uid}-{k}"}]
-        narration[uid] = {"narration_pass_1": {"narrations": entries, "summaries": []},
-                          "narration_pass_2": {"narrations": [], "summaries": []}, "status": "complete"}
+            entries += (
+                narrate(uid, k)
+                if narrate
+                else [
+                    {
+                        "timestamp_sec": k + 0.2,
+                        "timestamp_frame": int((k + 0.2) * fps),
+                        "narration_text": f"#C C picks up {truth[kid]}",
+                        "annotation_uid": f"{uid}-{k}",
+                    }
+                ]
+            )
+        narration[uid] = {
+            "narration_pass_1": {"narrations": entries, "summaries": []},
+            "narration_pass_2": {"narrations": [], "summaries": []},
+            "status": "complete",
+        }
     write_narrations(root, narration)
     (root / "annotate").mkdir(exist_ok=True)
     (root / "annotate" / "prompt0.txt").write_text("Describe each frame.\n")
-    write_feedback(root, [{"feedback": "Name the objects and their colours.", "accept": False},
-                          {"feedback": "Good.", "accept": True}])
+    write_feedback(
+        root,
+        [{"feedback": "Name the objects and their colours.", "accept": False}, {"feedback": "Good.", "accept": True}],
+    )
     assert len(image_sha) == len(kf_rows), "fixture images must differ"
     return World(root, keyframes, windows, truth, image_sha)
 
@@ -119,21 +169,46 @@ def write_feedback(root: Path, rounds: list[dict]) -> None:
 
 
 def make_params(source: str = "narrations", **llm: Any) -> gparams.Params:
-    llm_values = {"base_url_env": BASE_URL_ENV, "api_key_env": API_KEY_ENV, "model": "test-vlm", "chunk_size": 3,
-                  "max_rounds": 3, "validation_sequences": 2, "retries": 2, "backoff_s": 0.001, "timeout_s": 5.0}
+    llm_values = {
+        "base_url_env": BASE_URL_ENV,
+        "api_key_env": API_KEY_ENV,
+        "model": "test-vlm",
+        "chunk_size": 3,
+        "max_rounds": 3,
+        "validation_sequences": 2,
+        "retries": 2,
+        "backoff_s": 0.001,
+        "timeout_s": 5.0,
+    }
     llm_values.update(llm)
-    return gparams.from_dict({"data": {"root": "data/sample", "version": "v2"},
-                              "annotate": {"source": source, "llm": llm_values}})
+    return gparams.from_dict(
+        {"data": {"root": "data/sample", "version": "v2"}, "annotate": {"source": source, "llm": llm_values}}
+    )
 
 
 def params_yaml(root: Path, source: str = "llm", **llm: Any) -> Path:
     """The same params as make_params, as a params.yaml file (for subprocess and papermill runs)."""
     p = make_params(source, **llm)
-    doc = {"data": {"root": p.data.root, "version": p.data.version},
-           "annotate": {"source": source, "llm": {k: getattr(p.annotate.llm, k) for k in
-                                                   ("base_url_env", "api_key_env", "model", "chunk_size",
-                                                    "max_rounds", "validation_sequences", "retries", "backoff_s",
-                                                    "timeout_s")}}}
+    doc = {
+        "data": {"root": p.data.root, "version": p.data.version},
+        "annotate": {
+            "source": source,
+            "llm": {
+                k: getattr(p.annotate.llm, k)
+                for k in (
+                    "base_url_env",
+                    "api_key_env",
+                    "model",
+                    "chunk_size",
+                    "max_rounds",
+                    "validation_sequences",
+                    "retries",
+                    "backoff_s",
+                    "timeout_s",
+                )
+            },
+        },
+    }
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -141,11 +216,13 @@ def params_yaml(root: Path, source: str = "llm", **llm: Any) -> Path:
 
 # --- the chat server ------------------------------------------------------------------------------
 
+
 @dataclass
 class Seen:
     """One request as the server saw it."""
-    kind: str                    # "captions" (has images) or "rewrite"
-    text: str                    # all text parts joined
+
+    kind: str  # "captions" (has images) or "rewrite"
+    text: str  # all text parts joined
     image_sha: list[str]
     authorization: str
     status: int = 200
@@ -183,6 +260,7 @@ class ChatServer:
     (seen, index) -> entry or None, checked when the script is empty. Default: a caption request gets
     one numbered caption per image ("the camera wearer picks up <truth>"), a rewrite request a new prompt.
     """
+
     truth: dict[str, str] = field(default_factory=dict)
     image_sha: dict[str, str] = field(default_factory=dict)
     key: str = FAKE_KEY
@@ -258,11 +336,18 @@ class ChatServer:
             payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
         else:
             reply = entry.get("reply", self._default_reply(seen))
-            payload = json.dumps({"id": f"x{index}", "object": "chat.completion", "model": body["model"],
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": reply}}]}).encode()
+            payload = json.dumps(
+                {
+                    "id": f"x{index}",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}
+                    ],
+                }
+            ).encode()
         try:
-            if "trickle" in entry:   # the first bytes of the whole response one at a time, then the rest
+            if "trickle" in entry:  # the first bytes of the whole response one at a time, then the rest
                 h.wfile = _Trickle(h.wfile, entry["trickle"], entry.get("trickle_bytes", 20))
             h.send_response(status)
             for name, value in entry.get("headers", {}).items():

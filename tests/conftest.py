@@ -7,6 +7,7 @@ pipeline, so that `make test-fast` (-m "not slow and not browser") stays under 3
 `browser` for tests that drive chromium. pytest-timeout's default (pyproject.toml) applies to every
 test; a longer one is a `pytest.mark.timeout(seconds)` beside the test.
 """
+
 import multiprocessing.process
 import os
 import subprocess

@@ -2,6 +2,7 @@
 
 Import the pytest fixtures you need into a test module (`from ego4d_fixtures import tiny_world`).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,25 @@ import pytest
 
 from gazevlm import ego4d, params, synthetic
 
-TINY = {"videos": 3, "seconds": 8, "width": 128, "height": 128, "fps": 30, "gaze_hz": 200,
-        "objects": 6, "cue": 1.0, "seed": 0}
+TINY = {
+    "videos": 3,
+    "seconds": 8,
+    "width": 128,
+    "height": 128,
+    "fps": 30,
+    "gaze_hz": 200,
+    "objects": 6,
+    "cue": 1.0,
+    "seed": 0,
+}
 
 
 def tiny_params(root: Path, **overrides) -> params.Params:
     """Params for the tiny world (3 videos x 8 s, 128 x 128) written under root, read from root."""
     p = params.from_dict({})
-    return params.with_overrides(p, sample={**TINY, "root": str(root), **overrides},
-                                 data={"root": str(root), "version": ego4d.EGO4D_VERSION})
+    return params.with_overrides(
+        p, sample={**TINY, "root": str(root), **overrides}, data={"root": str(root), "version": ego4d.EGO4D_VERSION}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +76,18 @@ def write_gaze(path: Path, table: pd.DataFrame) -> Path:
 
 
 def metadata_entry(uid: str, frames: int, width: int = 32, height: int = 32, fps: float = 30) -> dict:
-    return {"video_uid": uid, "duration_sec": frames / fps, "has_gaze": True,
-            "video_metadata": {"fps": fps, "num_frames": frames, "display_resolution_width": width,
-                               "display_resolution_height": height, "mp4_duration_sec": frames / fps}}
+    return {
+        "video_uid": uid,
+        "duration_sec": frames / fps,
+        "has_gaze": True,
+        "video_metadata": {
+            "fps": fps,
+            "num_frames": frames,
+            "display_resolution_width": width,
+            "display_resolution_height": height,
+            "mp4_duration_sec": frames / fps,
+        },
+    }
 
 
 def write_metadata(vdir: Path, entries: list[dict]) -> Path:

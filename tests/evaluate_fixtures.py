@@ -1,5 +1,6 @@
 """Stand-ins for the evaluation tests: a tiny word-level tokenizer, a model with the GazeVLM interface
 whose answers are known, its prompt codec and test batches shaped like gazevlm.shards' loader."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -25,8 +26,13 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {t: i for i, t in enumerate(SPECIALS + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=["<image>", "<|endofchunk|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=["<image>", "<|endofchunk|>"],
+    )
     return fast
 
 
@@ -44,9 +50,9 @@ def encode_train(tokenizer, texts: list[str], task: str, n_frames: int) -> dict:
     labels = torch.full((len(rows), width), -100)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-        labels[i, len(prompt):len(r)] = torch.tensor(r[len(prompt):])
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        labels[i, len(prompt) : len(r)] = torch.tensor(r[len(prompt) :])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -67,8 +73,11 @@ class StandInModel(torch.nn.Module):
     def _answer_ids(self, k: int) -> list[int]:
         text = WRONG if k in self.wrong else ANSWERS[k]
         # junk after eos must never reach the prediction
-        return (self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
-                + self.tok(self.trailing.strip(), add_special_tokens=False)["input_ids"])
+        return (
+            self.tok(text, add_special_tokens=False)["input_ids"]
+            + [self.tok.eos_token_id]
+            + self.tok(self.trailing.strip(), add_special_tokens=False)["input_ids"]
+        )
 
     def generate(self, pixels, input_ids, attention_mask, max_new_tokens, num_beams=1):
         self.calls.append({"num_beams": num_beams, "max_new_tokens": max_new_tokens, "batch": pixels.shape[0]})
@@ -76,7 +85,7 @@ class StandInModel(torch.nn.Module):
         width = max(len(r) for r in rows)
         out = torch.full((len(rows), width), self.tok.pad_token_id)
         for i, r in enumerate(rows):
-            out[i, :len(r)] = torch.tensor(r)
+            out[i, : len(r)] = torch.tensor(r)
         return torch.cat([input_ids, out], dim=1) if self.echo else out
 
     def forward(self, pixels, input_ids, attention_mask, labels):
@@ -95,7 +104,12 @@ def make_batches(n_windows: int, task: str = "future", batch_size: int = 4, n_fr
         pixels = torch.rand(len(idx), n_frames, 3, size, size) * 0.05 + 0.5
         for j, i in enumerate(idx):
             pixels[j, -1, 0, 0, 0] = (i % len(ANSWERS)) / 10
-        batches.append({"pixels": pixels, "text": [ANSWERS[i % len(ANSWERS)] for i in idx],
-                        "window_id": [f"{task}_vid{i // 3}_{i:07d}" for i in idx],
-                        "meta": [{"uid": f"vid{i // 3}"} for i in idx]})
+        batches.append(
+            {
+                "pixels": pixels,
+                "text": [ANSWERS[i % len(ANSWERS)] for i in idx],
+                "window_id": [f"{task}_vid{i // 3}_{i:07d}" for i in idx],
+                "meta": [{"uid": f"vid{i // 3}"} for i in idx],
+            }
+        )
     return batches

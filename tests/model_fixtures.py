@@ -1,5 +1,6 @@
 """Small shared fixtures for the model and loss tests: a word tokenizer, tiny models, batches, and a
 scaled-down copy of the paper preset's weights directory (same architectures, shrunk shapes)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,12 @@ from gazevlm.models.text import encode_prompt, encode_train
 from gazevlm.models.tokenizer import build_word_tokenizer
 
 CAPTIONS = [
-    "pick up the red cup", "put the knife on the plate", "cut the green tomato with the knife",
-    "open the blue bottle", "put the spoon in the yellow bowl", "pick up the plate then put it down",
+    "pick up the red cup",
+    "put the knife on the plate",
+    "cut the green tomato with the knife",
+    "open the blue bottle",
+    "put the spoon in the yellow bowl",
+    "pick up the plate then put it down",
 ]
 
 
@@ -68,8 +73,9 @@ def prompt(b: int, t: int = 3, task: str = "future"):
     return encode_prompt(tokenizer(), task, t, b)
 
 
-def write_open_clip_dir(directory: Path, model: str, geometry: tuple[int, int], *, layers: int, width: int,
-                        head_width: int, seed: int) -> None:
+def write_open_clip_dir(
+    directory: Path, model: str, geometry: tuple[int, int], *, layers: int, width: int, head_width: int, seed: int
+) -> None:
     """An open_clip `local-dir:` directory (config + safetensors) of `model`'s architecture, vision tower
     shrunk to `layers` x `width`, text tower to almost nothing; random weights from `seed`."""
     import open_clip
@@ -98,10 +104,20 @@ def write_scaled_paper_weights(root: Path) -> Path:
     tok = tokenizer()
     lm_dir = root / "opt-1.3b"
     # facebook/opt-1.3b: hidden 2048, 24 layers, 32 heads, ffn 8192; same architecture, shrunk
-    lm = OPTForCausalLM(OPTConfig(vocab_size=len(tok) + 5, hidden_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, ffn_dim=256, word_embed_proj_dim=64,
-                                  max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                                  eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id))
+    lm = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=len(tok) + 5,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=256,
+            word_embed_proj_dim=64,
+            max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
+    )
     lm.save_pretrained(str(lm_dir))
     tok.save_pretrained(str(lm_dir))
     return root

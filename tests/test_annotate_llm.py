@@ -1,4 +1,5 @@
 """Annotate stage, LLM source (Algorithm 1), against a real chat-completions server on 127.0.0.1."""
+
 import json
 import os
 import signal
@@ -34,28 +35,35 @@ N_CHUNKS = 6  # 2 videos x 8 keyframes in chunks of 3 -> 3 chunks per video
 
 # --- parsing --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("reply", [
-    "1. a red cup\n2. a blue bowl\n3. a green knife",
-    "Here are the captions:\n\n1) A red cup.\n\n2) A blue bowl.\n3) A green knife.\n",
-    "Frame 1: a red cup\nFrame 2: a blue bowl\nframe 3 - a green knife",
-    "**Frame 1:** a red cup\n**Frame 2:** a blue bowl\n**Frame 3:** a green knife",
-    "```\n1. a red\ncup\n2. a blue bowl\n3. a green knife\n```",
-    "a red cup\n\na blue bowl\na green knife",
-    "- a red cup\n- a blue bowl\n- a green knife",
-])
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "1. a red cup\n2. a blue bowl\n3. a green knife",
+        "Here are the captions:\n\n1) A red cup.\n\n2) A blue bowl.\n3) A green knife.\n",
+        "Frame 1: a red cup\nFrame 2: a blue bowl\nframe 3 - a green knife",
+        "**Frame 1:** a red cup\n**Frame 2:** a blue bowl\n**Frame 3:** a green knife",
+        "```\n1. a red\ncup\n2. a blue bowl\n3. a green knife\n```",
+        "a red cup\n\na blue bowl\na green knife",
+        "- a red cup\n- a blue bowl\n- a green knife",
+    ],
+)
 def test_parse_captions_accepts_common_shapes(reply):
     assert parse_captions(reply, 3) == ["a red cup", "a blue bowl", "a green knife"]
 
 
-@pytest.mark.parametrize("reply,why", [
-    ("1. a red cup\n2. a blue bowl", "expected frames 1..3"),
-    ("1. a\n2. b\n3. c\n4. d", "expected frames 1..3"),
-    ("1. a\n1. b\n2. c", "numbered twice"),
-    ("2. b\n1. a\n3. c", "in order"),
-    ("a red cup\na blue bowl", "got 2 unnumbered lines"),
-    ("Sure! Here you go:\na\nb\nc", "got 4 unnumbered lines"),
-    ("", "got 0"),
-])
+@pytest.mark.parametrize(
+    "reply,why",
+    [
+        ("1. a red cup\n2. a blue bowl", "expected frames 1..3"),
+        ("1. a\n2. b\n3. c\n4. d", "expected frames 1..3"),
+        ("1. a\n1. b\n2. c", "numbered twice"),
+        ("2. b\n1. a\n3. c", "in order"),
+        ("a red cup\na blue bowl", "got 2 unnumbered lines"),
+        ("Sure! Here you go:\na\nb\nc", "got 4 unnumbered lines"),
+        ("", "got 0"),
+    ],
+)
 def test_parse_captions_detects_wrong_counts(reply, why):
     with pytest.raises(CaptionCountError, match=why):
         parse_captions(reply, 3)
@@ -63,16 +71,25 @@ def test_parse_captions_detects_wrong_counts(reply, why):
 
 # --- the client -----------------------------------------------------------------------------------
 
+
 def _client(**kw):
-    c = ChatClient(model="test-vlm", base_url_env=BASE_URL_ENV, api_key_env=API_KEY_ENV,
-                   **{"retries": 3, "backoff_s": 0.01, "timeout_s": 5.0, **kw})
+    c = ChatClient(
+        model="test-vlm",
+        base_url_env=BASE_URL_ENV,
+        api_key_env=API_KEY_ENV,
+        **{"retries": 3, "backoff_s": 0.01, "timeout_s": 5.0, **kw},
+    )
     c.sleep = lambda s: None
     return c
 
 
 def test_client_retries_429_500_and_timeouts_with_capped_backoff(server):
-    server.script = [{"status": 429, "headers": {"Retry-After": "0.05"}}, 500,
-                     {"status": 503, "headers": {"Retry-After": "3600"}}, {"reply": "ok"}]
+    server.script = [
+        {"status": 429, "headers": {"Retry-After": "0.05"}},
+        500,
+        {"status": 503, "headers": {"Retry-After": "3600"}},
+        {"reply": "ok"},
+    ]
     c = _client()
     assert c.complete([{"role": "user", "content": "hi"}]) == "ok"
     assert c.requests_sent == 4
@@ -121,10 +138,15 @@ def test_cache_is_atomic_and_survives_damage(tmp_path):
 
 # --- the stage ------------------------------------------------------------------------------------
 
+
 def _outputs(root):
     p = annotate.paths(root)
-    return (pd.read_parquet(p["captions"]), pd.read_parquet(p["targets"]),
-            json.loads(p["prompt_history"].read_text()), json.loads(p["report"].read_text()))
+    return (
+        pd.read_parquet(p["captions"]),
+        pd.read_parquet(p["targets"]),
+        json.loads(p["prompt_history"].read_text()),
+        json.loads(p["report"].read_text()),
+    )
 
 
 def test_llm_stage_refines_then_annotates_and_reruns_for_free(world, server, monkeypatch):
@@ -169,8 +191,8 @@ def test_llm_stage_refines_then_annotates_and_reruns_for_free(world, server, mon
 
 def test_failed_chunks_are_skipped_and_counted(world, server):
     chunks = make_chunks(world.keyframes, 3)
-    wrong_count = set(chunks[1].keyframe_ids)                                      # vidA frames 3-5
-    always_500 = set(chunks[4].keyframe_ids)                                       # vidB frames 3-5
+    wrong_count = set(chunks[1].keyframe_ids)  # vidA frames 3-5
+    always_500 = set(chunks[4].keyframe_ids)  # vidB frames 3-5
 
     def rule(seen, index):
         ids = {world.image_sha[s] for s in seen.image_sha}
@@ -190,7 +212,7 @@ def test_failed_chunks_are_skipped_and_counted(world, server):
     assert history["stop_reason"] == "feedback_exhausted" and not history["accepted"]
     failed = wrong_count | always_500
     by_id = captions.set_index("keyframe_id")
-    assert by_id.loc[sorted(failed), "caption"].isna().all()            # never filled with placeholders
+    assert by_id.loc[sorted(failed), "caption"].isna().all()  # never filled with placeholders
     assert by_id.drop(index=sorted(failed))["caption"].notna().all()
     ids = pd.read_parquet(world.root / layout.EXTRACT_DIR / "windows.parquet").set_index("window_id")
     touching = {w for w, kf in ids["target_keyframe_ids"].items() if failed & set(kf)}
@@ -210,15 +232,25 @@ def test_failed_chunks_are_skipped_and_counted(world, server):
 def test_resume_after_kill(world, server):
     """Kill the stage (SIGKILL, in a subprocess) when request 5 arrives; the rerun asks only the rest."""
     params_file = params_yaml(world.root, "llm")
-    env = {**os.environ, BASE_URL_ENV: server.base_url, API_KEY_ENV: FAKE_KEY,
-           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    code = ("import sys; from gazevlm import params; from gazevlm.annotate import run; "
-            "run(params.load(sys.argv[1]), sys.argv[2])")
+    env = {
+        **os.environ,
+        BASE_URL_ENV: server.base_url,
+        API_KEY_ENV: FAKE_KEY,
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    code = (
+        "import sys; from gazevlm import params; from gazevlm.annotate import run; "
+        "run(params.load(sys.argv[1]), sys.argv[2])"
+    )
     server.script = [None] * 5 + [{"sleep": 10}]  # request index 5 hangs until the kill
     pid = []
     server.on_request = lambda index: os.kill(pid[0], signal.SIGKILL) if index == 5 else None
-    proc = subprocess.Popen([sys.executable, "-c", code, str(params_file), str(world.root)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(params_file), str(world.root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     pid.append(proc.pid)
     assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stdout.read().decode()
     first = [(s.kind, tuple(s.image_sha), s.text) for s in server.seen[:5]]
@@ -286,7 +318,7 @@ def test_timeout_is_a_deadline_for_the_whole_request(server):
     start = time.monotonic()
     with pytest.raises(ChatError, match="after 1 attempts; last: Timeout"):
         _client(timeout_s=2.0, retries=0).complete([{"role": "user", "content": "hi"}])
-    assert time.monotonic() - start < 3.5           # the trickle alone would take 10 s
+    assert time.monotonic() - start < 3.5  # the trickle alone would take 10 s
     server.script = [{"trickle": 0.5}, {"reply": "second try"}]
     c = _client(timeout_s=2.0, retries=1)
     assert c.complete([{"role": "user", "content": "hi"}]) == "second try" and c.requests_sent == 2

@@ -1,4 +1,5 @@
 """Annotate stage, narrations source: cleaning, time matching, QC rules, window targets, bad inputs."""
+
 import json
 
 import pandas as pd
@@ -12,21 +13,24 @@ from gazevlm.annotate.narrations import Narration, clean_narration, load_narrati
 from gazevlm.ego4d import NarrationError
 
 
-@pytest.mark.parametrize("raw,clean", [
-    ("#C C picks up the knife from the table", "the camera wearer picks up the knife from the table"),
-    ("#C C picks up the red cup.", "the camera wearer picks up the red cup"),
-    ("#c c stirs food in pan ..", "the camera wearer stirs food in pan"),
-    ("#O man X hands the tool to C", "a man hands the tool to the camera wearer"),
-    ("#O The woman Y talks to C #unsure", "a woman talks to the camera wearer"),
-    ("#O X opens the door", "another person opens the door"),
-    ("#O person A walks to the sink", "another person walks to the sink"),
-    ("#O man X picks the bag. man X walks", "a man picks the bag. the man walks"),
-    ("#C C gives man Y the cup", "the camera wearer gives the man the cup"),
-    ("#C C gives the woman a cup", "the camera wearer gives the woman a cup"),
-    ("#Unsure C looks around", "the camera wearer looks around"),
-    ("#C C's hand holds the cup", "the camera wearer's hand holds the cup"),
-    ("  #C   C   drops the spoon ,  then  leaves  ", "the camera wearer drops the spoon, then leaves"),
-])
+@pytest.mark.parametrize(
+    "raw,clean",
+    [
+        ("#C C picks up the knife from the table", "the camera wearer picks up the knife from the table"),
+        ("#C C picks up the red cup.", "the camera wearer picks up the red cup"),
+        ("#c c stirs food in pan ..", "the camera wearer stirs food in pan"),
+        ("#O man X hands the tool to C", "a man hands the tool to the camera wearer"),
+        ("#O The woman Y talks to C #unsure", "a woman talks to the camera wearer"),
+        ("#O X opens the door", "another person opens the door"),
+        ("#O person A walks to the sink", "another person walks to the sink"),
+        ("#O man X picks the bag. man X walks", "a man picks the bag. the man walks"),
+        ("#C C gives man Y the cup", "the camera wearer gives the man the cup"),
+        ("#C C gives the woman a cup", "the camera wearer gives the woman a cup"),
+        ("#Unsure C looks around", "the camera wearer looks around"),
+        ("#C C's hand holds the cup", "the camera wearer's hand holds the cup"),
+        ("  #C   C   drops the spoon ,  then  leaves  ", "the camera wearer drops the spoon, then leaves"),
+    ],
+)
 def test_clean_narration(raw, clean):
     assert clean_narration(raw) == clean
 
@@ -39,21 +43,32 @@ def _narration_file(root, content):
 
 
 def _n(t, text, uid="a"):
-    return {"timestamp_sec": t, "timestamp_frame": int(t * 30) if t == t else 0, "narration_text": text,
-            "annotation_uid": uid}
+    return {
+        "timestamp_sec": t,
+        "timestamp_frame": int(t * 30) if t == t else 0,
+        "narration_text": text,
+        "annotation_uid": uid,
+    }
 
 
 def test_nearest_uses_both_passes_within_tolerance(tmp_path):
-    _narration_file(tmp_path, {"v": {
-        "narration_pass_1": {"narrations": [_n(1.9, "#C C opens the jar"), _n(9.0, "#C C closes the jar")]},
-        "narration_pass_2": {"narrations": [_n(2.05, "#C C holds the jar lid")]}, "status": "complete"}})
+    _narration_file(
+        tmp_path,
+        {
+            "v": {
+                "narration_pass_1": {"narrations": [_n(1.9, "#C C opens the jar"), _n(9.0, "#C C closes the jar")]},
+                "narration_pass_2": {"narrations": [_n(2.05, "#C C holds the jar lid")]},
+                "status": "complete",
+            }
+        },
+    )
     index = load_narrations(tmp_path, "v2")
     assert nearest(index.by_uid["v"], 2.0, 1.0).text == "#C C holds the jar lid"  # pass 2 is nearer
     assert nearest(index.by_uid["v"], 1.5, 1.0).text == "#C C opens the jar"
-    assert nearest(index.by_uid["v"], 5.0, 1.0) is None                          # nothing within 1 s
-    assert nearest(index.by_uid["v"], 8.0, 1.0).text == "#C C closes the jar"     # exactly at the tolerance
+    assert nearest(index.by_uid["v"], 5.0, 1.0) is None  # nothing within 1 s
+    assert nearest(index.by_uid["v"], 8.0, 1.0).text == "#C C closes the jar"  # exactly at the tolerance
     tie = [Narration(1.0, "first", "narration_pass_2", "x"), Narration(3.0, "second", "narration_pass_1", "y")]
-    assert nearest(tie, 2.0, 1.0).text == "first"                                  # ties go to the earlier
+    assert nearest(tie, 2.0, 1.0).text == "first"  # ties go to the earlier
 
 
 def test_narration_file_bad_inputs(tmp_path):
@@ -65,37 +80,60 @@ def test_narration_file_bad_inputs(tmp_path):
     _narration_file(tmp_path, {"v": {"narration_pass_1": {"narrations": [{"narration_text": "#C C runs"}]}}})
     with pytest.raises(NarrationError, match="malformed narration in v.narration_pass_1"):
         load_narrations(tmp_path, "v2")
-    _narration_file(tmp_path, {"v": {"narration_pass_1": {"narrations": [
-        _n(float("nan"), "#C C runs"), _n(2.0, "#unsure"), _n(4.0, "#C C cuts the bread")]}, "status": "complete"},
-        "redacted": {"status": "redacted"}})
+    _narration_file(
+        tmp_path,
+        {
+            "v": {
+                "narration_pass_1": {
+                    "narrations": [_n(float("nan"), "#C C runs"), _n(2.0, "#unsure"), _n(4.0, "#C C cuts the bread")]
+                },
+                "status": "complete",
+            },
+            "redacted": {"status": "redacted"},
+        },
+    )
     index = load_narrations(tmp_path, "v2")
     assert [n.t for n in index.by_uid["v"]] == [4.0]
     assert index.skipped == {"bad_timestamp": 1, "empty_text": 1}
     assert index.by_uid.get("redacted", []) == []
 
 
-@pytest.mark.parametrize("caption,flags", [
-    ("the camera wearer picks up the red cup from the table", []),
-    ("the camera wearer stirs food in pan", []),
-    ("", ["empty"]),
-    (None, ["empty"]),
-    (" . ", ["empty"]),
-    ("picks cup", ["generic"]),
-    ("a person is doing something with a box", ["generic"]),
-    ("same as the previous frame, holding the cup", ["generic"]),
-    ("the image is blurred but a cup is there", ["unclear"]),
-    ("the camera wearer looks around", ["ungrounded"]),
-    ("another person walks away slowly", ["ungrounded"]),
-    ("the scene is too blurry to tell", ["unclear"]),
-    ("blurry", ["generic", "unclear", "ungrounded"]),
-])
+@pytest.mark.parametrize(
+    "caption,flags",
+    [
+        ("the camera wearer picks up the red cup from the table", []),
+        ("the camera wearer stirs food in pan", []),
+        ("", ["empty"]),
+        (None, ["empty"]),
+        (" . ", ["empty"]),
+        ("picks cup", ["generic"]),
+        ("a person is doing something with a box", ["generic"]),
+        ("same as the previous frame, holding the cup", ["generic"]),
+        ("the image is blurred but a cup is there", ["unclear"]),
+        ("the camera wearer looks around", ["ungrounded"]),
+        ("another person walks away slowly", ["ungrounded"]),
+        ("the scene is too blurry to tell", ["unclear"]),
+        ("blurry", ["generic", "unclear", "ungrounded"]),
+    ],
+)
 def test_qc_flags(caption, flags):
     assert qc.flag_caption(caption) == flags
 
 
 def _captions(rows):
-    return pd.DataFrame([{"keyframe_id": k, "uid": "v", "frame": int(t * 30), "t": t, "caption": c,
-                          "flagged": bool(qc.flag_caption(c)) if c is not None else False} for k, t, c in rows])
+    return pd.DataFrame(
+        [
+            {
+                "keyframe_id": k,
+                "uid": "v",
+                "frame": int(t * 30),
+                "t": t,
+                "caption": c,
+                "flagged": bool(qc.flag_caption(c)) if c is not None else False,
+            }
+            for k, t, c in rows
+        ]
+    )
 
 
 def _window(ids, wid="w"):

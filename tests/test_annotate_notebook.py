@@ -1,4 +1,5 @@
 """The reviewer's form (callbacks driven without a browser) and notebook 02 run headless by papermill."""
+
 import json
 from pathlib import Path
 
@@ -44,15 +45,20 @@ def test_review_form_refine_then_accept_writes_feedback_the_stage_replays(world,
     with pytest.raises(RuntimeError, match="prompt review not finished"):
         annotate.require_review_finished(form)
 
-    form.refine_button.click()                     # no feedback yet: nothing is sent
+    form.refine_button.click()  # no feedback yet: nothing is sent
     assert "Write feedback first" in form.status.value and len(server.seen) == 2
     form.feedback.value = "Mention colours and where things go."
     form.refine_button.click()
     assert [s.kind for s in server.seen[2:]] == ["rewrite", "captions", "captions"]
     assert "Round 2" in form.header.value and "revision" in form.header.value and form.feedback.value == ""
     saved = yaml.safe_load((world.root / "annotate" / "feedback.yaml").read_text())["rounds"]
-    assert saved == [{"feedback": "Mention colours and where things go.", "accept": False,
-                      "prompt_sha256": sha256_text("Describe each frame.")}]
+    assert saved == [
+        {
+            "feedback": "Mention colours and where things go.",
+            "accept": False,
+            "prompt_sha256": sha256_text("Describe each frame."),
+        }
+    ]
 
     form.feedback.value = "Good now."
     form.accept_button.click()
@@ -79,11 +85,17 @@ def test_notebook_runs_headless_without_leaking_the_key(world, server):
     params_yaml(world.root, source)
     out = world.root / "reports" / "notebooks" / "02_annotate.ipynb"
     out.parent.mkdir(parents=True)
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"params_file": "params.yaml"},
-                               cwd=str(world.root), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters={"params_file": "params.yaml"},
+        cwd=str(world.root),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     nb = json.loads(out.read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2           # both figures
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # both figures
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert any("target_text" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)  # examples table
     report = json.loads(annotate.paths(world.root)["report"].read_text())

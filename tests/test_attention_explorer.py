@@ -1,4 +1,5 @@
 """The explorer's callbacks, driven in-process over fixture stage outputs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,12 @@ def stage_root(tmp_path_factory):
     path = root / "data/attention/gaze_future.npz"
     r = outputs.read_run_attention(path)
     keep = slice(1, None)
-    r.window_ids, r.prediction, r.reference, r.semantic = (r.window_ids[keep], r.prediction[keep],
-                                                           r.reference[keep], r.semantic[keep])
+    r.window_ids, r.prediction, r.reference, r.semantic = (
+        r.window_ids[keep],
+        r.prediction[keep],
+        r.reference[keep],
+        r.semantic[keep],
+    )
     r.maps = {s: m[keep] for s, m in r.maps.items()}
     r.metrics = {s: {k: v[keep] for k, v in m.items()} for s, m in r.metrics.items()}
     outputs.write_run_attention(path, r)
@@ -69,7 +74,7 @@ def test_layer_toggle(app):
         app.layer.value = layer
         shown[layer] = pngs(app)
     assert len({v[1] for v in shown.values()}) == 3
-    assert shown["gaze"][0] == shown["gaze"][1]            # gaze alone does not depend on the run
+    assert shown["gaze"][0] == shown["gaze"][1]  # gaze alone does not depend on the run
     assert shown["attention"][0] != shown["attention"][1]  # attention does
 
 
@@ -94,8 +99,8 @@ def test_frame_slider_and_missing_gaze(app):
     one = pngs(app)
     app.frame.value = 0
     assert pngs(app) != one
-    assert "missing" in app.info.value                     # the fixture's window 0 frame 0 has no gaze
-    assert "not in this run" in app._titles[1].value       # and the gaze run lost that window
+    assert "missing" in app.info.value  # the fixture's window 0 frame 0 has no gaze
+    assert "not in this run" in app._titles[1].value  # and the gaze run lost that window
     assert "window not scored" in app.info.value
 
 
@@ -106,7 +111,7 @@ def test_info_shows_texts_and_metrics(app):
     assert "pick up cup 3" in html and "training seed 0" in html  # which seed's models are shown
     for metric in ("topk_overlap", "kl", "cc", "nss", "sim", "auc_judd"):
         assert metric in html
-    assert "0.900" in html                                   # gaze run's block top-10 overlap
+    assert "0.900" in html  # gaze run's block top-10 overlap
 
 
 def test_task_and_run_selection(app):

@@ -1,5 +1,6 @@
 """The extraction against the real (tiny, random) GazeVLM, fed by the real test loader: the contract
 between gazevlm.models / gazevlm.shards and the attention stage."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,9 @@ def test_real_model_attention_through_the_stage_path(tmp_path):
     for run, sources in (("base", ["perceiver"]), ("gaze", ["block", "perceiver"])):
         torch.manual_seed(0)
         model = build_model(p, run, tokenizer)
-        loader = shards.make_loader(("future", "test"), batch_size=2, with_gaze=False, shuffle=False,
-                                    root=tmp_path / layout.SHARDS_DIR)
+        loader = shards.make_loader(
+            ("future", "test"), batch_size=2, with_gaze=False, shuffle=False, root=tmp_path / layout.SHARDS_DIR
+        )
         ids, maps = extract.collect_attention(model, loader, extract.prompt_for(tokenizer, "future"))
         assert sorted(maps) == sources and sorted(ids) == sorted(frames.window_ids.tolist())
         for m in maps.values():

@@ -1,4 +1,5 @@
 """Saliency metrics: hand-made maps with known values, and cross-checks against independent formulas."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,22 +13,23 @@ from gazevlm.attention import summary
 
 def maps(seed: int, n: int = 20, p: int = 64) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    a = rng.gamma(0.5, size=(n, p)) + 1e-3   # strictly positive, distinct values (no ties)
+    a = rng.gamma(0.5, size=(n, p)) + 1e-3  # strictly positive, distinct values (no ties)
     g = rng.gamma(0.3, size=(n, p)) + 1e-3
     return a / a.sum(1, keepdims=True), g / g.sum(1, keepdims=True)
 
 
 # --- hand-made maps ---------------------------------------------------------------------------------
 
+
 def test_support_is_share_of_peak():
     g = np.array([[0.5, 0.2, 0.005, 0.295]])
     assert S.support(g, 0.01).tolist() == [[True, True, False, True]]  # 0.005 = exactly 1% of 0.5: not above
-    assert S.support(g, 0.5).tolist() == [[True, False, False, True]]      # above 0.25
+    assert S.support(g, 0.5).tolist() == [[True, False, False, True]]  # above 0.25
 
 
 def test_topk_overlap_known_value():
-    a = np.array([[0.4, 0.3, 0.2, 0.1, 0.0, 0.0]])   # top-3 = patches 0, 1, 2
-    g = np.array([[0.0, 0.5, 0.5, 0.0, 0.0, 0.0]])   # support = patches 1, 2
+    a = np.array([[0.4, 0.3, 0.2, 0.1, 0.0, 0.0]])  # top-3 = patches 0, 1, 2
+    g = np.array([[0.0, 0.5, 0.5, 0.0, 0.0, 0.0]])  # support = patches 1, 2
     assert S.topk_overlap(a, g, k=3, threshold=0.01)[0] == pytest.approx(2 / 3)
     assert S.topk_overlap(a, g, k=1, threshold=0.01)[0] == 0.0
     assert S.chance_topk(g, 0.01)[0] == pytest.approx(2 / 6)
@@ -54,7 +56,7 @@ def test_cc_nss_sim_known_values():
     a = np.array([[0.0, 0.0, 0.0, 4.0]])
     assert S.cc(a, g)[0] == pytest.approx(1.0)
     assert S.cc(a[:, ::-1].copy(), g)[0] == pytest.approx(-1 / 3)
-    assert S.nss(a, g, 0.01)[0] == pytest.approx(np.sqrt(3))   # z of the peak: (1 - 0.25) / sqrt(0.1875)
+    assert S.nss(a, g, 0.01)[0] == pytest.approx(np.sqrt(3))  # z of the peak: (1 - 0.25) / sqrt(0.1875)
     assert S.sim(a, g)[0] == pytest.approx(1.0)
     assert S.sim(a[:, ::-1].copy(), g)[0] == pytest.approx(0.0)
     flat = np.ones((1, 4))
@@ -67,13 +69,13 @@ def test_auc_judd_known_values():
     assert S.auc_judd(np.ones((1, 4)), g, 0.5)[0] == pytest.approx(0.5)
     # one fixation ranked 2nd of 4: points (0,0), (1/3, 1), (1,1) -> 1 - 1/6
     assert S.auc_judd(np.array([[0.4, 0.3, 0.2, 0.1]]), np.array([[0, 1, 0, 0.0]]), 0.5)[0] == pytest.approx(5 / 6)
-    assert np.isnan(S.auc_judd(np.ones((1, 4)), np.ones((1, 4)), 0.5)[0])   # support covers every patch
+    assert np.isnan(S.auc_judd(np.ones((1, 4)), np.ones((1, 4)), 0.5)[0])  # support covers every patch
 
 
 def test_undefined_frames_are_nan_not_zero():
     a, g = maps(0, n=3)
-    g[1] = 0.0          # gaze missing
-    g[2, 0] = -1.0      # corrupt
+    g[1] = 0.0  # gaze missing
+    g[2, 0] = -1.0  # corrupt
     out = S.frame_metrics(a, g, k=10, threshold=0.01)
     assert set(out) == set(S.METRICS) | {"chance_topk"}
     for name, values in out.items():
@@ -81,11 +83,14 @@ def test_undefined_frames_are_nan_not_zero():
         assert np.isnan(values[1]) and np.isnan(values[2]), name
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: S.kl(np.ones((2, 4)), np.ones((2, 5))), "differ in shape"),
-    (lambda: S.topk_overlap(np.ones((1, 4)), np.ones((1, 4)), 5, 0.01), "1 <= k <= 4"),
-    (lambda: S.support(np.ones((1, 4)), 1.0), r"\[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: S.kl(np.ones((2, 4)), np.ones((2, 5))), "differ in shape"),
+        (lambda: S.topk_overlap(np.ones((1, 4)), np.ones((1, 4)), 5, 0.01), "1 <= k <= 4"),
+        (lambda: S.support(np.ones((1, 4)), 1.0), r"\[0, 1\)"),
+    ],
+)
 def test_bad_arguments_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -93,11 +98,12 @@ def test_bad_arguments_raise(call, message):
 
 # --- cross-checks against independent implementations ----------------------------------------------
 
+
 def test_kl_matches_scipy_entropy():
     a, g = maps(1)
     expected = np.array([stats.entropy(gi, ai) for ai, gi in zip(a, g, strict=False)])
     np.testing.assert_allclose(S.kl(a, g, eps=0.0), expected, rtol=1e-10)
-    np.testing.assert_allclose(S.kl(a, g), expected, atol=1e-4)   # the default eps barely moves it
+    np.testing.assert_allclose(S.kl(a, g), expected, atol=1e-4)  # the default eps barely moves it
 
 
 def test_cc_matches_numpy_corrcoef():
@@ -153,16 +159,17 @@ def test_auc_judd_matches_loop_and_sklearn():
 
 # --- intervals ---------------------------------------------------------------------------------------
 
+
 def test_mean_ci_pools_frames_and_resamples_videos():
     values = np.array([[1.0, 1.0, np.nan], [0.0, np.nan, np.nan], [0.5, 0.5, 0.5]])
     out = summary.mean_ci(values, ["a", "b", "c"], n_resamples=500, seed=0)
     assert out["mean"] == pytest.approx(3.5 / 6) and out["n_frames"] == 6 and out["n_windows"] == 3
     assert out["n_videos"] == 3
     assert 0.0 <= out["ci_low"] <= out["mean"] <= out["ci_high"] <= 1.0
-    assert summary.mean_ci(values, ["a", "b", "c"], 500, 0) == out           # seeded
+    assert summary.mean_ci(values, ["a", "b", "c"], 500, 0) == out  # seeded
     assert summary.mean_ci(np.full((2, 2), np.nan), ["a", "b"], 500, 0)["mean"] is None
     one = summary.mean_ci(np.array([[0.3, 0.5], [0.1, 0.1]]), ["a", "a"], 500, 0)
-    assert one["mean"] == pytest.approx(0.25) and one["ci_low"] is None       # one video: no interval
+    assert one["mean"] == pytest.approx(0.25) and one["ci_low"] is None  # one video: no interval
     assert one["n_windows"] == 2 and one["n_videos"] == 1
     with pytest.raises(ValueError, match="one uid per window"):
         summary.mean_ci(values, ["a", "b"], 500, 0)

@@ -1,4 +1,5 @@
 """The attention stage end to end on generated shards with stand-in models, and its bad inputs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,12 @@ def test_outputs_and_report(built):
         assert (root / "data/attention/frames" / f"{task}.npz").exists()
         for run in ("base", "gaze"):
             assert (root / "data/attention" / f"{run}_{task}.npz").exists()
-    for name in ("overlays_future.png", "overlays_activity.png", "metric_distributions.png",
-                 "alignment_vs_semantic.png"):
+    for name in (
+        "overlays_future.png",
+        "overlays_activity.png",
+        "metric_distributions.png",
+        "alignment_vs_semantic.png",
+    ):
         assert (root / "reports/figures/attention" / name).stat().st_size > 5000, name
     assert F.read_json(root / "reports/attention.json") == report
     assert report["tasks"]["future"]["runs"]["base"]["sources"] == ["perceiver"]
@@ -59,8 +64,9 @@ def test_metrics_separate_aligned_from_unaligned_runs(built):
             assert m["n_windows"] == 6 and m["n_videos"] == 2  # the fixture's windows come from 2 videos
     plot = pd.read_csv(root / "reports/attention/overlap.csv")
     assert list(plot.columns) == ["series", "topk_overlap", "last_frame_topk_overlap", "chance_topk"]
-    assert set(plot["series"]) == {f"{t}/{r}" for t in ("future", "activity")
-                                   for r in ("base/perceiver", "gaze/block", "gaze/perceiver")}
+    assert set(plot["series"]) == {
+        f"{t}/{r}" for t in ("future", "activity") for r in ("base/perceiver", "gaze/block", "gaze/perceiver")
+    }
 
 
 def test_missing_gaze_is_masked_and_bad_gaze_counted(built):
@@ -108,12 +114,13 @@ def test_frames_file_keeps_the_shard_jpegs(built):
 def test_frame_and_window_tables(built):
     root, _ = built
     table = outputs.frame_table(root / "data/attention")
-    assert len(table) == 2 * (28 + 17) + (28 + 17)   # gaze: block + perceiver, base: perceiver
+    assert len(table) == 2 * (28 + 17) + (28 + 17)  # gaze: block + perceiver, base: perceiver
     windows = outputs.window_table(table)
     assert len(windows) == 3 * 12
 
 
 # --- bad inputs --------------------------------------------------------------------------------------
+
 
 def test_no_shards_names_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match="future/test-"):
@@ -141,8 +148,9 @@ def test_score_run_rejects_foreign_or_misshapen_attention(small_frames):
     good = {"perceiver": np.full((3, 3, 64), 1 / 64, np.float32)}
     result, counts = stage.score_run("r", "activity", small_frames, ids, good, None, 10, 0.01)
     assert counts["windows_without_prediction"] == 3 and counts["windows_without_attention"] == 0
-    partial, counts = stage.score_run("r", "activity", small_frames, ids[:2], {"perceiver": good["perceiver"][:2]},
-                                      None, 10, 0.01)
+    partial, counts = stage.score_run(
+        "r", "activity", small_frames, ids[:2], {"perceiver": good["perceiver"][:2]}, None, 10, 0.01
+    )
     assert counts["windows_without_attention"] == 1
     with pytest.raises(ValueError, match="not in the test shards"):
         stage.score_run("r", "activity", small_frames, ["elsewhere", *ids[1:]], good, None, 10, 0.01)
@@ -158,8 +166,9 @@ def test_predictions_file_checks(tmp_path):
     pd.DataFrame({"window_id": ["a"], "prediction": ["x"]}).to_parquet(path)
     with pytest.raises(ValueError, match=r"p.parquet.*reference"):
         stage.read_predictions(path)
-    pd.DataFrame({"window_id": ["a", "a"], "prediction": ["x", "y"], "reference": ["r", "r"],
-                  "semantic": [0.1, 0.2]}).to_parquet(path)
+    pd.DataFrame(
+        {"window_id": ["a", "a"], "prediction": ["x", "y"], "reference": ["r", "r"], "semantic": [0.1, 0.2]}
+    ).to_parquet(path)
     with pytest.raises(ValueError, match="repeats"):
         stage.read_predictions(path)
 
@@ -174,8 +183,11 @@ class Fixed(torch.nn.Module):
 
 
 def one_batch(b=2, t=3):
-    return {"pixels": torch.zeros(b, t, 3, 128, 128), "input_ids": torch.zeros(b, 2, dtype=torch.long),
-            "window_id": [f"w{i}" for i in range(b)]}
+    return {
+        "pixels": torch.zeros(b, t, 3, 128, 128),
+        "input_ids": torch.zeros(b, 2, dtype=torch.long),
+        "window_id": [f"w{i}" for i in range(b)],
+    }
 
 
 def test_extract_validates_model_output():
@@ -203,8 +215,9 @@ def test_collect_attention_restores_mode_and_checks_sources():
         def forward(self, *args, **kwargs):
             Flaky.calls += 1
             out = super().forward(*args, **kwargs)
-            return SimpleNamespace(attention=out.attention if Flaky.calls == 1 else None,
-                                   perceiver_attention=out.perceiver_attention)
+            return SimpleNamespace(
+                attention=out.attention if Flaky.calls == 1 else None, perceiver_attention=out.perceiver_attention
+            )
 
     with pytest.raises(ValueError, match="sources"):
         extract.collect_attention(Flaky(True, True), [one_batch(), one_batch()])
@@ -223,13 +236,15 @@ def test_overlay_modes():
     heat[10, 10] = 1.0
     support = np.zeros((8, 8), bool)
     support[5, 5] = True
-    pics = {m: render.overlay(frame, mode=m, attention=att, gaze_heatmap=heat, gaze_support=support, width=128)
-            for m in render.MODES}
+    pics = {
+        m: render.overlay(frame, mode=m, attention=att, gaze_heatmap=heat, gaze_support=support, width=128)
+        for m in render.MODES
+    }
     assert all(p.shape == (128, 128, 3) for p in pics.values())
     assert len({p.tobytes() for p in pics.values()}) == 4
     assert pics["frame"].max() == 0
     assert pics["attention"][2 * 16 + 8, 3 * 16 + 8].sum() > pics["attention"][100, 10].sum()
-    assert pics["gaze"][5 * 16 + 8, 5 * 16 + 8, 1] > 0                     # green tint/outline at the gaze
+    assert pics["gaze"][5 * 16 + 8, 5 * 16 + 8, 1] > 0  # green tint/outline at the gaze
     with pytest.raises(ValueError, match="overlay mode"):
         render.overlay(frame, mode="heat")
     assert render.decode_jpeg(F.jpeg(np.full((8, 8, 3), 200, np.uint8))).shape == (8, 8, 3)
@@ -259,6 +274,6 @@ def test_the_stage_and_the_explorer_analyse_the_named_seed(tmp_path):
     index = outputs.read_index(tmp_path / layout.ATTENTION_DIR)
     assert index["seed"] == 1
     r = outputs.read_run_attention(tmp_path / "data/attention/gaze_future.npz")
-    assert all(text.startswith("gaze says cup") for text in r.prediction)   # seed 1's texts were joined
+    assert all(text.startswith("gaze says cup") for text in r.prediction)  # seed 1's texts were joined
     app = Explorer(tmp_path / layout.ATTENTION_DIR, width=64)
     assert "models of training seed 1" in app.info.value

@@ -4,6 +4,7 @@ Tiny presets (random weights, built offline) train, generate and reload through 
 real presets' code paths load shrunk copies of the public checkpoints from a weights directory laid out
 as the user's download would be (same architectures and geometry, smaller widths and depths).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,9 @@ def test_greedy_generation_follows_the_full_forward_and_reads_the_frames(backbon
     gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=4)
     assert gen.shape[0] == 2 and 1 <= gen.shape[1] <= 4
     for row in range(2):
-        ids = p["input_ids"][row: row + 1]
+        ids = p["input_ids"][row : row + 1]
         for token in gen[row].tolist():
-            logits = model(pixels[row: row + 1], ids, torch.ones_like(ids)).logits[0, -1]
+            logits = model(pixels[row : row + 1], ids, torch.ones_like(ids)).logits[0, -1]
             logits[model.backbone.media_token_id] = -torch.inf  # generation never emits <image>
             assert int(logits.argmax()) == token  # cached generation == one full forward per token
             if token == model.backbone.eoc_token_id:

@@ -1,5 +1,6 @@
 """The benchmark harness runs and writes its report (no timing assertions: speed goals live in the
 benchmark's output, reports/bench.md, not in the test suite)."""
+
 from __future__ import annotations
 
 import json
@@ -20,18 +21,30 @@ from bench import Summary, interleaved, paired_ratio  # noqa: E402
 def test_quick_run_writes_a_markdown_table_with_every_section(tmp_path):
     out = tmp_path / "bench.md"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out),
-                           "--params", str(ROOT / "params.yaml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--params", str(ROOT / "params.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "| figure | value | spread | goal | met |" in text
     assert "Load average" in text
-    for row in ("train step gaze/base, tiny", "generate gaze-block/base, tiny", "train step vs frames per window",
-                "training samples/s, our loop at world size 1 (base run", "training samples/s, plain loop over "
-                "open_flamingo's Flamingo", "our loop / plain open_flamingo loop", "our loop at world size 1, "
-                "FSDP2-wrapped / plain module",
-                "shard reader / training samples/s", "heatmaps video-s per s", "heatmaps cost split"):
+    for row in (
+        "train step gaze/base, tiny",
+        "generate gaze-block/base, tiny",
+        "train step vs frames per window",
+        "training samples/s, our loop at world size 1 (base run",
+        "training samples/s, plain loop over open_flamingo's Flamingo",
+        "our loop / plain open_flamingo loop",
+        "our loop at world size 1, FSDP2-wrapped / plain module",
+        "shard reader / training samples/s",
+        "heatmaps video-s per s",
+        "heatmaps cost split",
+    ):
         assert f"| {row}" in text, row
     # every figure says how to reproduce it; the pipeline is opt-in and says so
     figures = json.loads(out.with_suffix(".json").read_text())["figures"]
@@ -43,8 +56,14 @@ def test_quick_run_writes_a_markdown_table_with_every_section(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_section_is_refused():
-    proc = subprocess.run([sys.executable, "-m", "bench", "--only", "model,gpu"], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "model,gpu"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "unknown sections ['gpu']" in proc.stderr
 
 

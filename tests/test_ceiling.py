@@ -1,4 +1,5 @@
 """The world-ceiling diagnostic: labels from the closed vocabulary, held-out scoring, gaze only in the loss."""
+
 import inspect
 
 import torch
@@ -9,8 +10,9 @@ from test_pretrain import write_world
 
 
 def test_label_is_the_first_object_of_the_reference():
-    assert ceiling.label_of("the camera wearer picks up the red cup, then puts the red cup in the blue bowl") == \
-        COLOURS.index("red") * len(KINDS) + KINDS.index("cup")
+    assert ceiling.label_of(
+        "the camera wearer picks up the red cup, then puts the red cup in the blue bowl"
+    ) == COLOURS.index("red") * len(KINDS) + KINDS.index("cup")
     assert ceiling.label_of("the camera wearer looks around") == -1
     assert ceiling.N_CLASSES == 36
 
@@ -30,6 +32,23 @@ def test_trains_and_scores_the_held_out_split_without_gaze_as_input(tmp_path):
 def test_the_command_line_scores_val_by_default(tmp_path, capsys):
     write_world(tmp_path)
     out = tmp_path / "ceiling.json"
-    assert ceiling.main(["--task", "activity", "--steps", "2", "--seeds", "0", "--lambdas", "0",
-                         "--shards", str(tmp_path / layout.SHARDS_DIR), "--json", str(out)]) == 0
+    assert (
+        ceiling.main(
+            [
+                "--task",
+                "activity",
+                "--steps",
+                "2",
+                "--seeds",
+                "0",
+                "--lambdas",
+                "0",
+                "--shards",
+                str(tmp_path / layout.SHARDS_DIR),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "held-out" in capsys.readouterr().out and out.is_file()

@@ -1,6 +1,7 @@
 """The whole DVC pipeline, end to end, on a shrunken world: every stage runs its notebook through
 papermill exactly as `make repro` does, then a second `dvc repro` does nothing and `dvc status` is
 clean. The default-sized run is what `make repro` measures; this one keeps the suite fast."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,17 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_every_stage_produced_its_outputs(repo: Path):
-    for nb in ("00_sample", "01_extract", "02_annotate", "03_heatmaps", "03b_pretrain", "04_train_base_seed0",
-               "04_train_gaze_seed0", "05_evaluate", "06_attention"):
+    for nb in (
+        "00_sample",
+        "01_extract",
+        "02_annotate",
+        "03_heatmaps",
+        "03b_pretrain",
+        "04_train_base_seed0",
+        "04_train_gaze_seed0",
+        "05_evaluate",
+        "06_attention",
+    ):
         assert (repo / "reports" / "notebooks" / f"{nb}.ipynb").exists(), nb
     assert (repo / "models" / "encoder" / "vision.safetensors").exists()
     assert (repo / "models" / "gaze" / "seed0" / "future" / "model.safetensors").exists()
@@ -70,8 +80,13 @@ def test_each_backbone_runs_base_and_gaze_as_a_dvc_experiment(repo: Path, backbo
     out = _run(["dvc", "exp", "run", "-n", name, "-S", f"model.backbone={backbone}"], repo)
     assert "Running stage 'heatmaps'" not in out and "Running stage 'train@gaze-0'" in out
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo))
-    exp = next(rev["data"] for base in shown for group in base.get("experiments") or []
-               for rev in group["revs"] if rev.get("name") == name)
+    exp = next(
+        rev["data"]
+        for base in shown
+        for group in base.get("experiments") or []
+        for rev in group["revs"]
+        if rev.get("name") == name
+    )
     assert exp["params"]["params.yaml"]["data"]["model"]["backbone"] == backbone
     for run in ("base", "gaze"):
         record = exp["metrics"][f"metrics/eval/{run}_future.json"]["data"]

@@ -1,4 +1,5 @@
 """Readers of the Ego4D layout, on the tiny synthetic world and on hand-written fixtures per quirk."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ PER_FRAME = dict(confidence_min=0.6, max_gap_s=0.05, saccade_px=40.0)
 
 # --- the synthetic world through the reader ------------------------------------------------------------
 
+
 def test_discover_tiny_world(tiny_world):
     inv = ego4d.discover(tiny_world)
     assert len(inv.videos) == 3 and inv.skipped == []
@@ -24,8 +26,9 @@ def test_discover_tiny_world(tiny_world):
         samples, stats = ego4d.read_gaze_csv(rec.gaze_path)
         assert stats.dropped_nan == 0 and stats.dropped_out_of_range == 0
         assert samples.t.is_monotonic_increasing
-        gf = ego4d.gaze_per_frame(samples, fps=rec.fps, width=rec.width, height=rec.height,
-                                  num_frames=rec.num_frames, **PER_FRAME)
+        gf = ego4d.gaze_per_frame(
+            samples, fps=rec.fps, width=rec.width, height=rec.height, num_frames=rec.num_frames, **PER_FRAME
+        )
         assert len(gf) == 240 and (gf.frame.to_numpy() == np.arange(240)).all()
         assert set(gf.label) <= {"fixation", "saccade", "out_of_frame", "untracked"}
         assert gf.label.eq("fixation").mean() > 0.6
@@ -41,6 +44,7 @@ def test_read_narrations_tiny_world(tiny_world):
 
 # --- per-frame gaze ---------------------------------------------------------------------------------
 
+
 def test_y_is_flipped_exactly_once():
     samples, _ = ego4d.read_gaze_csv(write_gaze_tmp(gaze_table([0.0, 0.033, 0.066], nx=0.25, ny=0.75)))
     gf = ego4d.gaze_per_frame(samples, fps=30, width=200, height=100, num_frames=3, **PER_FRAME)
@@ -51,27 +55,31 @@ def test_y_is_flipped_exactly_once():
 def write_gaze_tmp(table: pd.DataFrame):
     import tempfile
     from pathlib import Path
+
     path = Path(tempfile.mkdtemp()) / "g.csv"
     return write_gaze(path, table)
 
 
 def test_nearest_sample_gap_confidence_and_labels():
     # frames at 0, 0.1, ..., 0.7 s (10 fps) in a 100 x 100 image
-    samples = pd.DataFrame({
-        "t":          [0.0, 0.1, 0.2, 0.3, 0.41, 0.5, 0.6, 0.64],
-        "confidence": [0.9, 0.9, 0.9, 0.1, 0.9,  0.9, 0.2, 0.9],
-        "norm_x":     [0.5, 0.9, 0.3, 0.5, 1.3,  0.5, 0.0, 0.5],
-        "norm_y": 0.5})
+    samples = pd.DataFrame(
+        {
+            "t": [0.0, 0.1, 0.2, 0.3, 0.41, 0.5, 0.6, 0.64],
+            "confidence": [0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.2, 0.9],
+            "norm_x": [0.5, 0.9, 0.3, 0.5, 1.3, 0.5, 0.0, 0.5],
+            "norm_y": 0.5,
+        }
+    )
     gf = ego4d.gaze_per_frame(samples, fps=10, width=100, height=100, num_frames=8, **PER_FRAME)
     assert list(gf.label) == [
-        "fixation",      # x = 50
-        "fixation",      # moved exactly 40 px: not more than saccade_px
-        "saccade",       # moved 60 px
-        "untracked",     # only a blink here; the nearest confident samples are 0.1 s away
+        "fixation",  # x = 50
+        "fixation",  # moved exactly 40 px: not more than saccade_px
+        "saccade",  # moved 60 px
+        "untracked",  # only a blink here; the nearest confident samples are 0.1 s away
         "out_of_frame",  # x = 130, 10 ms away
-        "saccade",       # back from 130 to 50
-        "fixation",      # the nearest sample is a blink: the confident one 40 ms away is used
-        "untracked",     # nearest sample 60 ms away > max_gap_s
+        "saccade",  # back from 130 to 50
+        "fixation",  # the nearest sample is a blink: the confident one 40 ms away is used
+        "untracked",  # nearest sample 60 ms away > max_gap_s
     ]
     assert list(gf.valid) == [True, True, True, False, False, True, True, False]
     assert gf.x[6] == 50 and gf.confidence[6] == 0.9 and gf.y[6] == 50
@@ -87,6 +95,7 @@ def test_max_gap_makes_frames_untracked():
 
 
 # --- layout quirks ------------------------------------------------------------------------------------
+
 
 def test_manifest_legacy_suffix_and_full_scale_gaze(tmp_path):
     vdir = make_root(tmp_path, ["aaa", "bbb"], video_dir="full_scale.gaze")
@@ -166,8 +175,9 @@ def test_corrupt_and_truncated_videos_are_skipped(tmp_path):
 
 def test_video_shorter_than_metadata_and_resolution_mismatch(tmp_path):
     vdir = make_root(tmp_path, ["aaa", "bbb", "ccc"])
-    write_metadata(vdir, [metadata_entry("aaa", 65), metadata_entry("bbb", 90),
-                          metadata_entry("ccc", 65, width=64, height=64)])
+    write_metadata(
+        vdir, [metadata_entry("aaa", 65), metadata_entry("bbb", 90), metadata_entry("ccc", 65, width=64, height=64)]
+    )
     inv = ego4d.discover(tmp_path)
     assert [r.uid for r in inv.videos] == ["aaa"]
     skipped = {s.uid: s.reason for s in inv.skipped}
@@ -185,6 +195,7 @@ def test_has_gaze_false_is_noted_not_trusted(tmp_path):
 
 
 # --- bad gaze CSVs ------------------------------------------------------------------------------------
+
 
 def test_empty_csv(tmp_path):
     path = tmp_path / "empty.csv"
@@ -219,16 +230,16 @@ def test_a_last_row_cut_mid_number_is_dropped_and_counted(tmp_path):
     table = gaze_table([0.0, 0.1, 0.2], nx=[0.5, 0.5, 0.51234])
     path = write_gaze(tmp_path / "cut.csv", table)
     text = path.read_text()
-    path.write_text(text[: text.rindex("0.51234") + 4])   # the file ends in "...,0.51"
+    path.write_text(text[: text.rindex("0.51234") + 4])  # the file ends in "...,0.51"
     samples, stats = ego4d.read_gaze_csv(path)
     assert list(samples.norm_x) == [0.5, 0.5] and stats.dropped_truncated == 1 and stats.rows == 3
     # only the columns we read, no final newline: the last row may hold a partial number too
     short = write_gaze(tmp_path / "short.csv", table[list(ego4d.GAZE_REQUIRED)])
     text = short.read_text()
-    short.write_text(text[: text.rindex("\n")])          # complete fields, but no line end
+    short.write_text(text[: text.rindex("\n")])  # complete fields, but no line end
     samples, stats = ego4d.read_gaze_csv(short)
     assert len(samples) == 2 and stats.dropped_truncated == 1
-    intact = write_gaze(tmp_path / "intact.csv", table)   # a whole file loses nothing
+    intact = write_gaze(tmp_path / "intact.csv", table)  # a whole file loses nothing
     samples, stats = ego4d.read_gaze_csv(intact)
     assert len(samples) == 3 and stats.dropped_truncated == 0
 
@@ -241,8 +252,12 @@ def test_truncated_header_is_missing_columns(tmp_path):
 
 
 def test_nan_and_out_of_range_rows_are_dropped_and_counted(tmp_path):
-    table = gaze_table([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], conf=[0.9, np.nan, 1.5, 0.9, 0.9, 0.9],
-                       nx=[0.5, 0.5, 0.5, 50.0, 1.2, 0.5], ny=[0.5, 0.5, 0.5, 0.5, 0.5, np.nan])
+    table = gaze_table(
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+        conf=[0.9, np.nan, 1.5, 0.9, 0.9, 0.9],
+        nx=[0.5, 0.5, 0.5, 50.0, 1.2, 0.5],
+        ny=[0.5, 0.5, 0.5, 0.5, 0.5, np.nan],
+    )
     samples, stats = ego4d.read_gaze_csv(write_gaze(tmp_path / "n.csv", table))
     assert (stats.dropped_nan, stats.dropped_out_of_range, stats.used) == (2, 2, 2)
     assert list(samples.t) == [0.0, 0.4]  # 1.2 is an out-of-frame excursion, not garbage
@@ -269,6 +284,7 @@ def test_unsorted_samples_are_sorted():
 
 # --- narrations ---------------------------------------------------------------------------------------
 
+
 def test_missing_narration_file(tmp_path):
     make_root(tmp_path, ["aaa"])
     with pytest.raises(ego4d.NarrationError, match="narration.json: narration file not found"):
@@ -290,14 +306,26 @@ def test_malformed_narrations(tmp_path):
 def test_hand_written_narrations(tmp_path):
     vdir = make_root(tmp_path, ["aaa"])
     (vdir / "annotations").mkdir()
-    item = {"timestamp_sec": 2.5, "timestamp_frame": 75, "narration_text": "#C C picks up the knife",
-            "annotation_uid": "u1"}
-    (vdir / "annotations" / "narration.json").write_text(json.dumps(
-        {"aaa": {"narration_pass_1": {"narrations": [item], "summaries": []}, "status": "complete"}}))
+    item = {
+        "timestamp_sec": 2.5,
+        "timestamp_frame": 75,
+        "narration_text": "#C C picks up the knife",
+        "annotation_uid": "u1",
+    }
+    (vdir / "annotations" / "narration.json").write_text(
+        json.dumps({"aaa": {"narration_pass_1": {"narrations": [item], "summaries": []}, "status": "complete"}})
+    )
     table = ego4d.read_narrations(tmp_path)
-    assert table.to_dict("records") == [{"uid": "aaa", "pass": "narration_pass_1", "timestamp_sec": 2.5,
-                                         "timestamp_frame": 75, "text": "#C C picks up the knife",
-                                         "annotation_uid": "u1"}]
+    assert table.to_dict("records") == [
+        {
+            "uid": "aaa",
+            "pass": "narration_pass_1",
+            "timestamp_sec": 2.5,
+            "timestamp_frame": 75,
+            "text": "#C C picks up the knife",
+            "annotation_uid": "u1",
+        }
+    ]
 
 
 def test_write_video_fixture_is_readable(tmp_path):

@@ -1,5 +1,6 @@
 """environment.yml, the Makefile and requirements.lock install the same pins as pyproject.toml (one
 source of truth), and a fresh clone talks to no DVC remote."""
+
 import configparser
 import re
 import shutil
@@ -64,8 +65,11 @@ def test_lock_pins_every_dependency_of_pyproject_at_its_version():
     """requirements.lock (`make lock`) holds every dependency of pyproject.toml, the test extra and the
     build system, each exactly at the pyproject pin where there is one and inside its range otherwise."""
     project, lock = _pyproject(), _lock()
-    required = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["test"],
-                *project["build-system"]["requires"]]
+    required = [
+        *project["project"]["dependencies"],
+        *project["project"]["optional-dependencies"]["test"],
+        *project["build-system"]["requires"],
+    ]
     for line in required:
         req = Requirement(line)
         name = canonicalize_name(req.name)
@@ -125,7 +129,8 @@ def test_a_test_that_starts_a_process_unmarked_gets_a_warning(pytester):
     pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())
     pytester.makeini("[pytest]\nmarkers =\n    slow: starts a process\n    browser: drives chromium\n")
     true = shutil.which("true")
-    pytester.makepyfile(test_procs=f"""
+    pytester.makepyfile(
+        test_procs=f"""
 import subprocess
 import pytest
 
@@ -138,7 +143,8 @@ def test_marked():
 
 def test_no_process():
     pass
-""")
+"""
+    )
     result = pytester.runpytest()
     result.assert_outcomes(passed=3, warnings=1)
     result.stdout.fnmatch_lines(["*test_unmarked*", "*started a process but is not marked slow*"])

@@ -1,4 +1,5 @@
 """Controls: the cross-video derangement of the shuffled-frames control and the distinct-prediction share."""
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -1,4 +1,5 @@
 """Grounding diagnostics on hand-made captions of the synthetic world's closed vocabulary."""
+
 import itertools
 
 import numpy as np
@@ -21,10 +22,11 @@ def score(pred, ref):
 
 # --- the vocabulary is the world's ------------------------------------------------------------------------
 
+
 def test_vocabulary_is_the_synthetic_worlds():
     assert G.COLOURS == tuple(synthetic.COLOURS)
     assert G.KINDS == tuple(synthetic.KINDS)
-    assert isinstance(G.COLOURS, tuple) and isinstance(G.KINDS, tuple)   # gazevlm.ceiling indexes them
+    assert isinstance(G.COLOURS, tuple) and isinstance(G.KINDS, tuple)  # gazevlm.ceiling indexes them
 
 
 def test_every_verb_of_the_world_has_a_clause():
@@ -51,18 +53,23 @@ def test_every_narration_of_a_tiny_world_parses_and_their_joined_windows_too():
         assert captions
         for caption in captions:
             assert len(G.parse_events(caption)) == 1, caption
-        joined = joiner.join(captions[:4])       # a window's target: consecutive captions joined
+        joined = joiner.join(captions[:4])  # a window's target: consecutive captions joined
         assert len(G.parse_events(joined)) == len(captions[:4])
-        assert G.first_object(joined) == (plan.things[plan.actions[0].obj].colour,
-                                          plan.things[plan.actions[0].obj].kind)
+        assert G.first_object(joined) == (
+            plan.things[plan.actions[0].obj].colour,
+            plan.things[plan.actions[0].obj].kind,
+        )
 
 
 # --- parsing --------------------------------------------------------------------------------------------------
 
+
 def test_events_come_in_text_order_with_destinations():
     events = G.parse_events(TWO_EVENTS)
-    assert [(e.verb, e.obj, e.dest) for e in events] == [("pick", ("red", "cup"), None),
-                                                        ("put_in", ("red", "cup"), ("blue", "bowl"))]
+    assert [(e.verb, e.obj, e.dest) for e in events] == [
+        ("pick", ("red", "cup"), None),
+        ("put_in", ("red", "cup"), ("blue", "bowl")),
+    ]
     assert events[0].start < events[1].start
 
 
@@ -94,6 +101,7 @@ def test_triples_split_a_put_into_object_and_destination():
 
 
 # --- the metrics --------------------------------------------------------------------------------------------
+
 
 def test_exact_prediction_scores_one_everywhere():
     assert score(TWO_EVENTS, TWO_EVENTS) == {"object_accuracy": 1.0, "action_f1": 1.0, "verb_accuracy": 1.0}
@@ -133,7 +141,7 @@ def test_action_f1_counts_each_event_once():
 def test_verb_accuracy_compares_first_verbs():
     assert score(f"{W} picks up the white bottle", PICK_RED_CUP)["verb_accuracy"] == 1.0
     assert score(f"{W} puts the red cup on the table", PUT_RED_CUP_IN_BLUE_BOWL)["verb_accuracy"] == 0.0
-    assert score(PUT_RED_CUP_IN_BLUE_BOWL, TWO_EVENTS)["verb_accuracy"] == 0.0   # second verb, not first
+    assert score(PUT_RED_CUP_IN_BLUE_BOWL, TWO_EVENTS)["verb_accuracy"] == 0.0  # second verb, not first
 
 
 @pytest.mark.parametrize("pred", ["", None, "the camera wearer looks around", "c c c c"])
@@ -143,8 +151,7 @@ def test_empty_or_unparseable_predictions_score_zero(pred):
 
 def test_a_reference_stating_no_event_gives_no_credit():
     for pred in ("", "c looks at the table", PICK_RED_CUP):
-        assert score(pred, "c looks at the table") == {"object_accuracy": 0.0, "action_f1": 0.0,
-                                                       "verb_accuracy": 0.0}
+        assert score(pred, "c looks at the table") == {"object_accuracy": 0.0, "action_f1": 0.0, "verb_accuracy": 0.0}
 
 
 def test_f1_of_sets():
@@ -164,9 +171,10 @@ def test_scores_are_per_pair_float_arrays_and_need_equal_lengths():
 
 # --- chance levels --------------------------------------------------------------------------------------------
 
+
 def test_prior_baseline_answers_the_majority_train_target():
     blue_bottle = f"{W} opens the blue bottle"
-    train = [PICK_RED_CUP] * 3 + [blue_bottle] * 2 + ["", None]       # empties are ignored
+    train = [PICK_RED_CUP] * 3 + [blue_bottle] * 2 + ["", None]  # empties are ignored
     test = [PICK_RED_CUP, TWO_EVENTS, blue_bottle, f"{W} picks up the green spoon"]
     chance = G.prior_baseline(train, test)
     # majority = "picks up the red cup": object right on tests 0, 1; verb right on 0, 1, 3;
@@ -175,8 +183,12 @@ def test_prior_baseline_answers_the_majority_train_target():
     assert chance["majority_verb_accuracy"] == pytest.approx(3 / 4)
     assert chance["majority_action_f1"] == pytest.approx((1 + 0.5) / 4)
     assert chance["uniform_object_accuracy"] == pytest.approx(1 / 36)
-    assert set(chance) == {"majority_object_accuracy", "majority_action_f1", "majority_verb_accuracy",
-                           "uniform_object_accuracy"}
+    assert set(chance) == {
+        "majority_object_accuracy",
+        "majority_action_f1",
+        "majority_verb_accuracy",
+        "uniform_object_accuracy",
+    }
 
 
 def test_prior_baseline_needs_train_and_test_targets():

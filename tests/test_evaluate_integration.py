@@ -1,5 +1,6 @@
 """predict.py against the real pieces: a tiny GazeVLM from gazevlm.models, the real prompt codec and a
 test shard read back through gazevlm.shards (random weights, so only the plumbing is checked)."""
+
 import cv2
 import numpy as np
 import pytest
@@ -20,14 +21,31 @@ def write_test_shard(root, task="future", n=3, frames=5):
     writer = shards.ShardSetWriter(layout.shard_pattern(task, "test", root), max_samples=2)
     rng = np.random.default_rng(0)
     for i in range(n):
-        jpegs = [cv2.imencode(".jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))[1].tobytes()
-                 for _ in range(frames)]
+        jpegs = [
+            cv2.imencode(".jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))[1].tobytes()
+            for _ in range(frames)
+        ]
         wid = layout.window_id(task, f"vid{i}", i * 30)
-        meta = {"window_id": wid, "uid": f"vid{i}", "task": task, "split": "test", "frames": list(range(frames)),
-                "timestamps": list(range(frames)), "keyframe_ids": [f"k{j}" for j in range(frames)],
-                "target_text": ANSWERS[i]}
-        writer.write(shards.encode_sample(wid, jpegs, np.full((frames, grid, grid), 1 / grid**2),
-                                          np.ones(frames, bool), np.zeros((frames, 8, 8)), meta))
+        meta = {
+            "window_id": wid,
+            "uid": f"vid{i}",
+            "task": task,
+            "split": "test",
+            "frames": list(range(frames)),
+            "timestamps": list(range(frames)),
+            "keyframe_ids": [f"k{j}" for j in range(frames)],
+            "target_text": ANSWERS[i],
+        }
+        writer.write(
+            shards.encode_sample(
+                wid,
+                jpegs,
+                np.full((frames, grid, grid), 1 / grid**2),
+                np.ones(frames, bool),
+                np.zeros((frames, 8, 8)),
+                meta,
+            )
+        )
     writer.close()
 
 

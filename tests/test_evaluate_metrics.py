@@ -1,4 +1,5 @@
 """Text normalisation and the four text scores, checked against the libraries computed directly."""
+
 import subprocess
 import sys
 
@@ -21,15 +22,18 @@ def minilm():
     return M.load_semantic_model("all-MiniLM-L6-v2")
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("#C C picks up the Red cup.", "c picks up the red cup"),
-    ("1. C opens the box 2) C closes it (3) done", "c opens the box c closes it done"),
-    ("Frame 3: C cuts 3.5 apples", "c cuts 3 5 apples"),
-    ("<image>C takes a cup<|endofchunk|></s>", "c takes a cup"),
-    ("  #unsure   C   looks\naround  #summary ", "c looks around"),
-    ("", ""),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("#C C picks up the Red cup.", "c picks up the red cup"),
+        ("1. C opens the box 2) C closes it (3) done", "c opens the box c closes it done"),
+        ("Frame 3: C cuts 3.5 apples", "c cuts 3 5 apples"),
+        ("<image>C takes a cup<|endofchunk|></s>", "c takes a cup"),
+        ("  #unsure   C   looks\naround  #summary ", "c looks around"),
+        ("", ""),
+        (None, ""),
+    ],
+)
 def test_normalize(raw, expected):
     assert M.normalize(raw) == expected
 
@@ -53,7 +57,7 @@ def test_semantic_equals_direct_sentence_transformers(minilm):
     b = minilm.encode([M.normalize(r) for r in refs], convert_to_tensor=True)
     direct = util.cos_sim(a, b).diagonal().numpy()
     np.testing.assert_allclose(ours, direct, atol=1e-5)
-    assert ours[0] > 0.95 and ours[0] > ours[3]   # same sentence vs unrelated one
+    assert ours[0] > 0.95 and ours[0] > ours[3]  # same sentence vs unrelated one
 
 
 def test_rouge_l_equals_rouge_score():
@@ -64,10 +68,12 @@ def test_rouge_l_equals_rouge_score():
     direct = [scorer.score(M.normalize(r), M.normalize(p))["rougeL"].fmeasure for p, r in PAIRS]
     # the same numbers exactly, also when the texts come back (each distinct text is tokenised once)
     assert M.rouge_l_scores(preds, refs).tolist() == direct == M.rouge_l_scores(preds, refs).tolist()
-    assert M.rouge_l_scores(refs, preds).tolist() == [scorer.score(M.normalize(p), M.normalize(r))["rougeL"].fmeasure
-                                                      for p, r in PAIRS]
+    assert M.rouge_l_scores(refs, preds).tolist() == [
+        scorer.score(M.normalize(p), M.normalize(r))["rougeL"].fmeasure for p, r in PAIRS
+    ]
     assert M.rouge_l_scores(["opening the bottles"], ["opens the bottle"])[0] == pytest.approx(
-        scorer.score("opens the bottle", "opening the bottles")["rougeL"].fmeasure)
+        scorer.score("opens the bottle", "opening the bottles")["rougeL"].fmeasure
+    )
     # stemming on: "opening bottles" matches "opens bottle" fully
     assert M.rouge_l_scores(["opening bottles"], ["opens bottle"])[0] == pytest.approx(1.0)
 
@@ -109,14 +115,16 @@ def test_empty_reference_is_an_error():
 def test_unknown_semantic_model_is_refused_not_downloaded(tmp_path):
     with pytest.raises(ValueError, match="downloads are disabled"):
         M.semantic_model_path("sentence-transformers/all-mpnet-base-v2")
-    assert M.semantic_model_path(str(tmp_path)) == tmp_path   # a local directory is accepted
+    assert M.semantic_model_path(str(tmp_path)) == tmp_path  # a local directory is accepted
 
 
 @pytest.mark.slow
 def test_no_model_or_heavy_library_loaded_at_import():
-    code = ("import sys, gazevlm.evaluate.metrics, gazevlm.evaluate.stats, gazevlm.evaluate.tables; "
-            "bad = [m for m in ('sentence_transformers', 'rouge_score', 'pycocoevalcap') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, gazevlm.evaluate.metrics, gazevlm.evaluate.stats, gazevlm.evaluate.tables; "
+        "bad = [m for m in ('sentence_transformers', 'rouge_score', 'pycocoevalcap') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -138,4 +146,4 @@ def test_embedding_cache_past_its_cap_keeps_what_the_call_needs(monkeypatch):
     np.testing.assert_array_equal(again[0], first[0])
     ref = Fake().encode(["aa", "cccc", "ddddd"])
     np.testing.assert_allclose(again, ref / np.linalg.norm(ref, axis=1, keepdims=True), rtol=1e-6)
-    assert set(metrics._EMBED_CACHE["fake"]) == {"aa", "cccc", "ddddd"}   # bounded: "bbb" made room
+    assert set(metrics._EMBED_CACHE["fake"]) == {"aa", "cccc", "ddddd"}  # bounded: "bbb" made room

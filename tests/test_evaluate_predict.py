@@ -1,4 +1,5 @@
 """Generation and teacher forcing against a stand-in with the GazeVLM interface and known answers."""
+
 import re
 
 import pytest
@@ -21,7 +22,7 @@ def test_predictions_are_the_decoded_continuation_only(tok, echo):
     df = P.predict(model, tok, make_batches(9, batch_size=4), "future", max_new_tokens=16, codec=CODEC)
     assert len(df) == 9 and df["window_id"].is_unique
     expected = [WRONG if i % len(ANSWERS) == 1 else ANSWERS[i % len(ANSWERS)] for i in range(9)]
-    assert df["prediction"].tolist() == expected          # no prompt, nothing after eos
+    assert df["prediction"].tolist() == expected  # no prompt, nothing after eos
     assert df["reference"].tolist() == [ANSWERS[i % len(ANSWERS)] for i in range(9)]
     assert df["uid"].tolist()[:4] == ["vid0", "vid0", "vid0", "vid1"]
     assert [c["batch"] for c in model.calls] == [4, 4, 1]
@@ -48,7 +49,7 @@ def test_generate_takes_no_gaze(tok):
 
 
 def test_teacher_forced_prediction_is_labelled_and_separate(tok):
-    model = StandInModel(tok, wrong=set(range(len(ANSWERS))))      # generation always wrong
+    model = StandInModel(tok, wrong=set(range(len(ANSWERS))))  # generation always wrong
     df = P.predict(model, tok, make_batches(4), "activity", max_new_tokens=16, codec=CODEC)
     assert (df["prediction"] == WRONG).all()
     # perfect next-token logits: teacher forcing reproduces the reference, which generation does not
@@ -60,7 +61,7 @@ def test_teacher_forced_prediction_is_labelled_and_separate(tok):
 def test_teacher_forced_ids_use_shifted_logits():
     labels = torch.tensor([[-100, -100, 7, 8, -100]])
     logits = torch.zeros(1, 5, 10)
-    logits[0, 1, 7] = logits[0, 2, 3] = 1.0     # position 1 predicts token 7, position 2 predicts 3
+    logits[0, 1, 7] = logits[0, 2, 3] = 1.0  # position 1 predicts token 7, position 2 predicts 3
     assert P.teacher_forced_ids(logits, labels) == [[7, 3]]
     with pytest.raises(ValueError, match="not aligned"):
         P.teacher_forced_ids(torch.zeros(1, 4, 10), labels)
@@ -84,7 +85,8 @@ def test_bad_batches_are_reported(tok):
 
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
-    expected = re.escape(f"{tmp_path / 'gaze' / 'seed1' / 'future'}: no trained model for run 'gaze', "
-                         "task 'future', seed 1")
+    expected = re.escape(
+        f"{tmp_path / 'gaze' / 'seed1' / 'future'}: no trained model for run 'gaze', task 'future', seed 1"
+    )
     with pytest.raises(FileNotFoundError, match=expected):
         P.load_trained("gaze", "future", 1, root=tmp_path)

@@ -1,4 +1,5 @@
 """The evaluate stage end to end with stand-in models and loader: files, metrics, paired tests, tables."""
+
 import json
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from gazevlm.evaluate import predict as P
 ROOT = Path(__file__).resolve().parents[1]
 CODEC = P.TextCodec(encode_prompt=encode_prompt, encode_train=encode_train)
 N = 12
-WRONG = {"base": {0, 1, 2, 3}, "lambda0": {0, 1, 2}, "gaze": set()}   # clips each run gets wrong
+WRONG = {"base": {0, 1, 2, 3}, "lambda0": {0, 1, 2}, "gaze": set()}  # clips each run gets wrong
 
 
 def small_params(**evaluate):
@@ -38,17 +39,20 @@ SEEDS = (0, 1, 2)
 def models(tok, blind=()):
     """Stand-ins that read their frames (the answer is coded in the pixels), except the `blind` runs,
     which say the same thing whatever they see."""
+
     def load(run, task, seed):
         wrong = set(range(len(ANSWERS))) if run in blind else WRONG[run]
         return StandInModel(tok, wrong=wrong, echo=run == "gaze"), tok
+
     return load
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tok):
     root = tmp_path_factory.mktemp("eval")
-    report = stage.run(small_params(), root=root, load_model=models(tok), batches=loader(), codec=CODEC,
-                       synthetic=False)
+    report = stage.run(
+        small_params(), root=root, load_model=models(tok), batches=loader(), codec=CODEC, synthetic=False
+    )
     return root, report
 
 
@@ -63,9 +67,20 @@ def test_outputs_exist(evaluated):
             for seed in SEEDS:
                 df = predictions(root, run, task, seed)
                 assert len(df) == N and df["window_id"].is_unique
-                assert {"window_id", "uid", "prediction", "reference", "semantic", "rouge_l", "bleu4", "cider",
-                        "teacher_forced_prediction", "teacher_forced_semantic", "shuffled_prediction",
-                        "shuffled_semantic"} <= set(df.columns)
+                assert {
+                    "window_id",
+                    "uid",
+                    "prediction",
+                    "reference",
+                    "semantic",
+                    "rouge_l",
+                    "bleu4",
+                    "cider",
+                    "teacher_forced_prediction",
+                    "teacher_forced_semantic",
+                    "shuffled_prediction",
+                    "shuffled_semantic",
+                } <= set(df.columns)
             rec = json.loads((root / f"metrics/eval/{run}_{task}.json").read_text())
             assert rec["n"] == N and rec["n_videos"] == N // 3 and rec["n_seeds"] == 3 and rec["seeds"] == [0, 1, 2]
             for m in ("semantic", "rouge_l", "bleu4", "cider", "teacher_forced_semantic"):
@@ -87,7 +102,7 @@ def test_scores_reflect_the_known_answers(evaluated):
     assert (gaze["prediction"] == gaze["reference"]).all()
     assert gaze["semantic"].min() > 0.999 and gaze["rouge_l"].min() == pytest.approx(1.0)
     wrong = base["prediction"] != base["reference"]
-    assert wrong.sum() == 8                      # clips 0-3 of every 6 are wrong
+    assert wrong.sum() == 8  # clips 0-3 of every 6 are wrong
     assert (base.loc[wrong, "semantic"] < 0.9).all()
     # teacher forcing is perfect for the stand-in, so it is the same for both runs (and says nothing)
     assert base["teacher_forced_semantic"].min() > 0.999
@@ -102,8 +117,9 @@ def test_shuffled_predictions_are_what_the_model_says_on_the_other_videos_frames
     order = {w: i for i, w in enumerate(batches[0]["window_id"])}
     d = controls.derangement(df["uid"])
     pixels = batches[0]["pixels"][[order[w] for w in df["window_id"].to_numpy()[d]]]
-    regen = P.predict(StandInModel(tok, echo=True), tok, [{**batches[0], "pixels": pixels}], "future",
-                      max_new_tokens=24, codec=CODEC)
+    regen = P.predict(
+        StandInModel(tok, echo=True), tok, [{**batches[0], "pixels": pixels}], "future", max_new_tokens=24, codec=CODEC
+    )
     assert df["shuffled_prediction"].tolist() == regen["prediction"].tolist()
     assert (df["uid"].to_numpy() != df["uid"].to_numpy()[d]).all()
 
@@ -119,8 +135,7 @@ def test_a_model_that_reads_its_frames_drops_under_shuffled_frames(evaluated):
 
 def test_a_frame_blind_model_shows_no_drop_and_one_caption(tmp_path, tok):
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
-    stage.run(p, root=tmp_path, load_model=models(tok, blind=("base",)), batches=loader(), codec=CODEC,
-              synthetic=False)
+    stage.run(p, root=tmp_path, load_model=models(tok, blind=("base",)), batches=loader(), codec=CODEC, synthetic=False)
     rec = json.loads((tmp_path / "metrics/eval/base_future.json").read_text())
     assert rec["distinct_predictions"] == pytest.approx(1 / N)
     drop = rec["shuffled_frames"]["drop"]["semantic"]
@@ -145,6 +160,7 @@ def test_paired_comparisons(evaluated):
 
 def test_seeds_are_pooled_per_window_before_the_video_test(tmp_path, tok):
     """base is wrong on clips 0-3 with seed 0 only: pooled, each window scores the mean over its seeds."""
+
     def load(run, task, seed):
         return StandInModel(tok, wrong=WRONG["base"] if (run == "base" and seed == 0) else set()), tok
 
@@ -165,8 +181,15 @@ def test_seeds_are_pooled_per_window_before_the_video_test(tmp_path, tok):
 
 
 def test_grounding_metrics_and_chance_on_the_synthetic_world(tmp_path, tok):
-    targets = pd.DataFrame({"window_id": [f"future_t{i}" for i in range(5)], "task": "future", "split": "train",
-                            "target_text": [ANSWERS[0]] * 3 + [ANSWERS[2]] * 2, "dropped": False})
+    targets = pd.DataFrame(
+        {
+            "window_id": [f"future_t{i}" for i in range(5)],
+            "task": "future",
+            "split": "train",
+            "target_text": [ANSWERS[0]] * 3 + [ANSWERS[2]] * 2,
+            "dropped": False,
+        }
+    )
     (tmp_path / "data/annotate").mkdir(parents=True)
     targets.to_parquet(tmp_path / "data/annotate/targets.parquet")
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
@@ -196,13 +219,16 @@ def test_table1_markdown(evaluated):
     md = (root / "reports/tables/table1.md").read_text()
     assert "GENERATED" in md and "paper Ego4D: future base" in md and "0.7505" in md
     assert "videos" in md and "seeds" in md
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in md.splitlines()
-            if line.startswith("| future") or line.startswith("| activity")}
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+        for line in md.splitlines()
+        if line.startswith("| future") or line.startswith("| activity")
+    }
     for task in ("future", "activity"):
-        for run in ("base", "lambda0", "gaze"):   # each run: mean [CI], distinct predictions, drop, counts
+        for run in ("base", "lambda0", "gaze"):  # each run: mean [CI], distinct predictions, drop, counts
             assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", rows[(task, run)]), rows[(task, run)]
             assert f"| {N} / {N // 3} / 3 " in rows[(task, run)]
-            assert re.search(r"\| [+-]\d\.\d{3} \[.*\], p = ", rows[(task, run)])   # shuffled-frames drop
+            assert re.search(r"\| [+-]\d\.\d{3} \[.*\], p = ", rows[(task, run)])  # shuffled-frames drop
         for pair in ("gaze − base", "lambda0 − base", "gaze − lambda0"):
             row = rows[(task, pair)]
             assert re.search(r"\| [+-]\d\.\d{3} \[.*\], p [=<] ", row) and "/ pooled" in row
@@ -212,12 +238,14 @@ def test_table1_markdown(evaluated):
     # the paper's numbers only in their own, labelled column group
     paper_header = next(line for line in md.splitlines() if line.startswith("| backbone"))
     assert [c.strip() for c in paper_header.strip("|").split("|") if "paper" in c] == [
-        f"paper Ego4D: {t} {c}" for t in ("future", "activity") for c in ("base", "gaze", "gain")]
+        f"paper Ego4D: {t} {c}" for t in ("future", "activity") for c in ("base", "gaze", "gain")
+    ]
     assert "0.7505" not in "\n".join(rows.values())
     seeds = pd.read_csv(root / "reports/tables/table1_seeds.csv")
     rows_per_seed = ("base", "lambda0", "gaze", "gaze_vs_base", "lambda0_vs_base", "gaze_vs_lambda0")
     assert sorted(set(zip(seeds["seed"], seeds["row"], strict=True))) == sorted(
-        (s, r) for s in SEEDS for r in rows_per_seed)
+        (s, r) for s in SEEDS for r in rows_per_seed
+    )
     runs = pd.read_csv(root / "reports/tables/table1.csv")
     assert {"task", "row", "n", "n_videos", "n_seeds"} <= set(runs.columns)
     assert set(runs.loc[runs["task"] == "future", "row"]) >= {"base", "lambda0", "gaze"}
@@ -228,9 +256,9 @@ def test_table1_markdown(evaluated):
 def test_the_synthetic_world_is_told_by_its_metadata(tmp_path):
     p = gparams.with_overrides(gparams.Params(), data={"root": "world"})
     meta = tmp_path / "world" / p.data.version / "ego4d.json"
-    assert not stage.is_synthetic(p, tmp_path)                          # no metadata: not the synthetic world
+    assert not stage.is_synthetic(p, tmp_path)  # no metadata: not the synthetic world
     meta.parent.mkdir(parents=True)
-    meta.write_text(json.dumps({"version": "v2", "videos": []}))         # a real download's ego4d.json
+    meta.write_text(json.dumps({"version": "v2", "videos": []}))  # a real download's ego4d.json
     assert not stage.is_synthetic(p, tmp_path)
     meta.write_text("{not json")
     assert not stage.is_synthetic(p, tmp_path)
@@ -267,8 +295,9 @@ def test_runs_on_different_windows_are_refused(tmp_path, tok):
 def test_empty_test_split_is_an_error(tmp_path, tok):
     p = gparams.with_overrides(small_params(), train={"tasks": ("future",)})
     with pytest.raises(ValueError, match="yielded no windows"):
-        stage.run(p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC,
-                  synthetic=False)
+        stage.run(
+            p, root=tmp_path, load_model=models(tok), batches=lambda params, task: [], codec=CODEC, synthetic=False
+        )
 
 
 def test_notebook_is_clean_and_parameterised():

@@ -2,6 +2,7 @@
 
 References are independent of the code under test: scipy.stats.bootstrap / permutation_test called
 directly on per-video values, hand enumeration of all 2^V sign flips, and hand arithmetic."""
+
 import itertools
 
 import numpy as np
@@ -30,12 +31,19 @@ def sign_flip_p(per_video_diffs):
 
 # --- mean_ci ----------------------------------------------------------------------------------------------
 
+
 def test_interval_on_equal_videos_matches_scipy_bootstrap_of_the_video_values():
     per_video = np.array([0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.4, 0.8])
     x, g = videos(per_video, 5)
     est = stats.mean_ci(x, g, n_resamples=2000, seed=3)
-    ref = sstats.bootstrap((per_video,), np.mean, n_resamples=2000, method="percentile",
-                           confidence_level=0.95, rng=np.random.default_rng(3))
+    ref = sstats.bootstrap(
+        (per_video,),
+        np.mean,
+        n_resamples=2000,
+        method="percentile",
+        confidence_level=0.95,
+        rng=np.random.default_rng(3),
+    )
     assert est.mean == pytest.approx(per_video.mean())
     assert est.ci_low == pytest.approx(ref.confidence_interval.low)
     assert est.ci_high == pytest.approx(ref.confidence_interval.high)
@@ -49,8 +57,8 @@ def test_estimate_records_windows_and_videos():
 
 
 def test_mean_is_pooled_over_windows_not_over_videos():
-    x, g = videos([0.0, 1.0], [1, 3])          # one window at 0, three at 1
-    assert stats.mean_ci(x, g).mean == pytest.approx(0.75)   # not (0 + 1) / 2
+    x, g = videos([0.0, 1.0], [1, 3])  # one window at 0, three at 1
+    assert stats.mean_ci(x, g).mean == pytest.approx(0.75)  # not (0 + 1) / 2
 
 
 def test_more_windows_per_video_do_not_narrow_the_interval():
@@ -58,7 +66,7 @@ def test_more_windows_per_video_do_not_narrow_the_interval():
     few = stats.mean_ci(*videos(per_video, 2), n_resamples=2000, seed=1)
     many = stats.mean_ci(*videos(per_video, 50), n_resamples=2000, seed=1)
     assert (many.ci_low, many.ci_high) == pytest.approx((few.ci_low, few.ci_high))
-    windows = stats.mean_ci(videos(per_video, 50)[0], n_resamples=2000, seed=1)   # windows as independent
+    windows = stats.mean_ci(videos(per_video, 50)[0], n_resamples=2000, seed=1)  # windows as independent
     assert windows.n_videos == 500
     assert windows.ci_high - windows.ci_low < 0.3 * (many.ci_high - many.ci_low)
 
@@ -102,9 +110,14 @@ def test_nan_is_refused_unless_allowed():
 
 def test_allowed_nan_frames_are_unscored_and_all_nan_videos_drop_out():
     nan = float("nan")
-    frames = np.array([[0.2, nan], [0.4, 0.6],     # video a: 3 scored frames, mean 0.4
-                       [nan, nan],                 # video b: nothing scored
-                       [1.0, nan]])                # video c: 1 scored frame
+    frames = np.array(
+        [
+            [0.2, nan],
+            [0.4, 0.6],  # video a: 3 scored frames, mean 0.4
+            [nan, nan],  # video b: nothing scored
+            [1.0, nan],
+        ]
+    )  # video c: 1 scored frame
     est = stats.mean_ci(frames, ["a", "a", "b", "c"], allow_nan=True)
     assert (est.n, est.n_videos) == (4, 2)
     assert est.mean == pytest.approx((0.2 + 0.4 + 0.6 + 1.0) / 4)
@@ -131,14 +144,15 @@ def test_group_labels_must_cover_every_window():
 
 # --- paired_test --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_videos", [2, 3, 5, 8])
 def test_all_positive_videos_give_the_exact_p_two_over_two_to_the_v(n_videos):
     d = np.linspace(0.05, 0.3, n_videos)
     a, g = videos(0.5 + d, 4)
     b = np.full_like(a, 0.5)
     c = stats.paired_test(a, b, g, n_resamples=1000)
-    assert 2 ** n_videos <= 1000
-    assert c.p_value == pytest.approx(2 / 2 ** n_videos)
+    assert 2**n_videos <= 1000
+    assert c.p_value == pytest.approx(2 / 2**n_videos)
     assert c.n_videos == n_videos and c.n == 4 * n_videos
 
 
@@ -154,12 +168,17 @@ def test_p_matches_hand_enumeration_and_scipy_on_mixed_signs():
     c = stats.paired_test(a, b, g, n_resamples=1000)
     xv = np.array([a[g == v].mean() for v in sorted(set(g))])
     yv = np.array([b[g == v].mean() for v in sorted(set(g))])
-    ref = sstats.permutation_test((xv, yv), lambda u, w, axis=-1: np.mean(u - w, axis=axis),
-                                  permutation_type="samples", vectorized=True, n_resamples=1000,
-                                  alternative="two-sided")
+    ref = sstats.permutation_test(
+        (xv, yv),
+        lambda u, w, axis=-1: np.mean(u - w, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=1000,
+        alternative="two-sided",
+    )
     assert c.p_value == pytest.approx(sign_flip_p(per_video))
     assert c.p_value == pytest.approx(ref.pvalue)
-    assert c.diff == pytest.approx((a - b).mean())      # pooled over windows
+    assert c.diff == pytest.approx((a - b).mean())  # pooled over windows
     assert (c.mean_a, c.mean_b) == pytest.approx((a.mean(), b.mean()))
 
 
@@ -179,8 +198,7 @@ def test_difference_interval_is_the_video_bootstrap_of_the_differences():
     b, g = videos(np.random.default_rng(2).random(8), 6)
     a = b + videos(per_video, 6)[0]
     c = stats.paired_test(a, b, g, n_resamples=2000, seed=4)
-    ref = sstats.bootstrap((per_video,), np.mean, n_resamples=2000, method="percentile",
-                           rng=np.random.default_rng(4))
+    ref = sstats.bootstrap((per_video,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(4))
     assert c.diff == pytest.approx(per_video.mean())
     assert (c.ci_low, c.ci_high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
 
@@ -196,7 +214,7 @@ def test_constant_shift_without_groups_is_significant():
     c = stats.paired_test(x + 0.05, x, n_resamples=1000)
     assert c.diff == pytest.approx(0.05)
     assert (c.ci_low, c.ci_high) == pytest.approx((0.05, 0.05))
-    assert c.p_value == pytest.approx(2 / 1001)        # randomised: (0 + 1) / (1000 + 1), two-sided
+    assert c.p_value == pytest.approx(2 / 1001)  # randomised: (0 + 1) / (1000 + 1), two-sided
     assert stats.paired_test(x, x + 0.05).diff == pytest.approx(-0.05)
 
 
@@ -204,7 +222,7 @@ def test_noise_only_difference_is_not_significant():
     rng = np.random.default_rng(5)
     base = rng.random(80)
     other = base + rng.normal(0, 0.05, 80)
-    other -= (other - base).mean()          # true mean difference exactly 0
+    other -= (other - base).mean()  # true mean difference exactly 0
     c = stats.paired_test(other, base)
     assert c.p_value > 0.5 and c.ci_low < 0 < c.ci_high
 
@@ -222,7 +240,7 @@ def test_empty_runs_give_nan():
 
 def test_paired_test_is_seeded():
     rng = np.random.default_rng(9)
-    a, b, g = rng.random(60), rng.random(60), np.repeat(np.arange(15), 4)   # 2^15 > n_resamples: randomised
+    a, b, g = rng.random(60), rng.random(60), np.repeat(np.arange(15), 4)  # 2^15 > n_resamples: randomised
     assert stats.paired_test(a, b, g, seed=1) == stats.paired_test(a, b, g, seed=1)
     assert stats.paired_test(a, b, g, seed=1).p_value != stats.paired_test(a, b, g, seed=2).p_value
 
@@ -243,6 +261,7 @@ def test_comparison_records_its_test():
 
 
 # --- pooling seeds -------------------------------------------------------------------------------------------
+
 
 def test_seed_mean_is_the_per_window_mean_over_seeds():
     out = stats.seed_mean([[0.0, 0.3, 1.0], [0.6, 0.3, 0.0], [0.3, 0.6, 0.5]])

@@ -1,4 +1,5 @@
 """Paper-shaped tables, the ablation tables built from `dvc exp show --json`, and ablations.mk."""
+
 import json
 import re
 import shutil
@@ -23,9 +24,11 @@ def est(mean, half=0.02):
 
 
 RECORDS = {
-    ("base", "future"): {"n": 30, "semantic": est(0.41)}, ("gaze", "future"): {"n": 30, "semantic": est(0.52)},
+    ("base", "future"): {"n": 30, "semantic": est(0.41)},
+    ("gaze", "future"): {"n": 30, "semantic": est(0.52)},
     ("lambda0", "future"): {"n": 30, "semantic": est(0.43)},
-    ("base", "activity"): {"n": 20, "semantic": est(0.60)}, ("gaze", "activity"): {"n": 20, "semantic": est(0.61)},
+    ("base", "activity"): {"n": 20, "semantic": est(0.60)},
+    ("gaze", "activity"): {"n": 20, "semantic": est(0.61)},
     ("lambda0", "activity"): {"n": 20, "semantic": est(0.59)},
 }
 COMPARISONS = {

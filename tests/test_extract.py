@@ -1,4 +1,5 @@
 """Stage extract and windows.py: tables as in layout.py, keyframes, windows, video-level split, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def extracted(tiny_world, tmp_path_factory):
 
 
 def tables(work: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(work / layout.EXTRACT_DIR / f"{name}.parquet")
-            for name in ("videos", "gaze_frames", "keyframes", "windows")}
+    return {
+        name: pd.read_parquet(work / layout.EXTRACT_DIR / f"{name}.parquet")
+        for name in ("videos", "gaze_frames", "keyframes", "windows")
+    }
 
 
 def test_tables_follow_the_layout(extracted):
@@ -37,8 +40,12 @@ def test_tables_follow_the_layout(extracted):
     assert list(t["videos"].columns) == "uid fps width height num_frames duration_s split video_path gaze_path".split()
     assert list(t["gaze_frames"].columns) == "uid frame t x y confidence label valid".split()
     assert list(t["keyframes"].columns) == "keyframe_id uid frame t split path".split()
-    assert list(t["windows"].columns) == ("window_id task uid split obs_frames obs_keyframe_ids target_frames "
-                                          "target_keyframe_ids t_start t_end").split()
+    assert (
+        list(t["windows"].columns)
+        == (
+            "window_id task uid split obs_frames obs_keyframe_ids target_frames target_keyframe_ids t_start t_end"
+        ).split()
+    )
     assert len(t["videos"]) == 3 and (t["videos"].num_frames == 240).all()
     gf = t["gaze_frames"]
     assert len(gf) == 3 * 240 and set(gf.label) <= set(layout.GAZE_LABELS)
@@ -140,13 +147,13 @@ def test_video_shorter_than_its_metadata_is_skipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = params.with_overrides(params.from_dict({}), data={"root": str(tmp_path / "root")})
     report = extract.run(p)
-    assert [(s["uid"], "shorter than its metadata" in s["reason"]) for s in report["skipped_videos"]] == \
-        [("bbb", True)]
+    assert [(s["uid"], "shorter than its metadata" in s["reason"]) for s in report["skipped_videos"]] == [("bbb", True)]
     assert set(tables(tmp_path)["keyframes"].uid) == {"aaa", "ccc", "ddd"}
 
 
 def test_keyframe_writer_stops_clearly_when_decoding_ends_early(tmp_path):
     from ego4d_fixtures import write_video
+
     video = write_video(tmp_path / "v.mp4", 40)
     with pytest.raises(ego4d.VideoFileError, match=r"v.mp4: decoding stopped after 40 frames; keyframe 60"):
         extract.write_keyframes(video, [0, 30, 60], "v", 32, 32, root=tmp_path / "out")
@@ -166,17 +173,22 @@ def test_no_usable_video_is_an_error(tmp_path, monkeypatch):
 def test_explicit_split_uids(tmp_path, monkeypatch):
     make_root(tmp_path / "root", ["aaa", "bbb", "ccc"], frames=65)
     monkeypatch.chdir(tmp_path)
-    p = params.with_overrides(params.from_dict({}), data={"root": str(tmp_path / "root")},
-                              extract={"split_uids": {"train": ["aaa"], "test": ["bbb", "zzz"]}})
+    p = params.with_overrides(
+        params.from_dict({}),
+        data={"root": str(tmp_path / "root")},
+        extract={"split_uids": {"train": ["aaa"], "test": ["bbb", "zzz"]}},
+    )
     report = extract.run(p)
     videos = tables(tmp_path)["videos"]
     assert dict(zip(videos.uid, videos.split, strict=False)) == {"aaa": "train", "bbb": "test"}
-    assert [(s["uid"], s["reason"]) for s in report["skipped_videos"]] == \
-        [("ccc", "not listed in params.extract.split_uids")]
+    assert [(s["uid"], s["reason"]) for s in report["skipped_videos"]] == [
+        ("ccc", "not listed in params.extract.split_uids")
+    ]
     assert not (tmp_path / "data/extract/frames/ccc").exists()
     # no val video: allowed, but said loudly in the report
-    assert any(n.startswith("WARNING:") and "the val split is empty" in n and "2 usable video(s)" in n
-               for n in report["notes"])
+    assert any(
+        n.startswith("WARNING:") and "the val split is empty" in n and "2 usable video(s)" in n for n in report["notes"]
+    )
 
 
 def test_figures(extracted, monkeypatch):
@@ -190,6 +202,7 @@ def test_figures(extracted, monkeypatch):
 
 
 # --- windows.py units ---------------------------------------------------------------------------------
+
 
 def test_keyframe_indices():
     assert list(windows.keyframe_indices(95, 30, 1)) == [0, 30, 60, 90]
@@ -236,14 +249,16 @@ def test_the_default_world_has_enough_test_videos_and_train_windows():
 
     p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
     sp, ep = p.sample, p.extract
-    assert p.data.root == sp.root                     # the default pipeline reads the world it samples
+    assert p.data.root == sp.root  # the default pipeline reads the world it samples
     uids = [synthetic.video_uid(sp.seed, i) for i in range(sp.videos)]
     assert synthetic.plan_video(sp, 0).num_frames == int(round(sp.seconds * sp.fps))
     split, unassigned = windows.split_videos(uids, ep.split_fractions, ep.split_seed, ep.split_uids)
     assert not unassigned and windows.check_split(split, ep.split_fractions) == []
     assert sum(s == "test" for s in split.values()) >= 8
-    keyframes = pd.concat([windows.keyframes_for_video(u, int(round(sp.seconds * sp.fps)), sp.fps, ep.keyframe_fps)
-                           for u in uids], ignore_index=True)
+    keyframes = pd.concat(
+        [windows.keyframes_for_video(u, int(round(sp.seconds * sp.fps)), sp.fps, ep.keyframe_fps) for u in uids],
+        ignore_index=True,
+    )
     table, _ = windows.build_windows(keyframes, ep, split)
     train = table[table["split"] == "train"].groupby("task").size()
     assert set(train.index) == set(layout.TASKS)
@@ -264,6 +279,7 @@ def test_split_errors_and_explicit_lists():
 
 # --- nothing lost, nothing silent (issue 15, items 4, 7, 8) -------------------------------------------
 
+
 def _root_params(root: Path) -> params.Params:
     return params.with_overrides(params.from_dict({}), data={"root": str(root)})
 
@@ -278,7 +294,7 @@ def _good_run(tmp_path: Path, monkeypatch) -> pd.DataFrame:
 def _intact(tmp_path: Path, keyframes: pd.DataFrame) -> None:
     again = tables(tmp_path)["keyframes"]
     pd.testing.assert_frame_equal(again, keyframes)
-    assert all((tmp_path / p).is_file() for p in again.path)   # every JPEG the table names is there
+    assert all((tmp_path / p).is_file() for p in again.path)  # every JPEG the table names is there
 
 
 def test_a_run_where_every_video_is_bad_keeps_the_last_good_output(tmp_path, monkeypatch):
@@ -289,15 +305,18 @@ def test_a_run_where_every_video_is_bad_keeps_the_last_good_output(tmp_path, mon
     with pytest.raises(ego4d.Ego4DError, match="no usable video"):
         extract.run(_root_params(tmp_path / "bad"))
     _intact(tmp_path, keyframes)
-    assert not list((tmp_path / "data").glob(".extract*"))   # no staging directory left behind
+    assert not list((tmp_path / "data").glob(".extract*"))  # no staging directory left behind
 
 
 def test_a_split_without_test_videos_is_an_error_naming_fractions_and_count(tmp_path, monkeypatch):
     keyframes = _good_run(tmp_path, monkeypatch)
     make_root(tmp_path / "two", ["aaa", "bbb"])
-    with pytest.raises(windows.SplitError, match=r"split_fractions \{'train': 0.6, 'val': 0.2, 'test': 0.2\} "
-                                                 r"split 2 usable video\(s\) into train 1 / val 1 / test 0: "
-                                                 r"the test split is empty"):
+    with pytest.raises(
+        windows.SplitError,
+        match=r"split_fractions \{'train': 0.6, 'val': 0.2, 'test': 0.2\} "
+        r"split 2 usable video\(s\) into train 1 / val 1 / test 0: "
+        r"the test split is empty",
+    ):
         extract.run(_root_params(tmp_path / "two"))
     _intact(tmp_path, keyframes)
     with pytest.raises(windows.SplitError, match="the train and test splits are empty"):
@@ -309,9 +328,9 @@ def test_a_video_without_in_frame_gaze_and_a_cut_csv_get_notes(tmp_path, monkeyp
 
     vdir = make_root(tmp_path / "root", ["aaa", "bbb", "ccc"])
     t = np.arange(0, 65 / 30, 0.005)
-    write_gaze(vdir / "gaze" / "aaa.csv", gaze_table(t, nx=np.full(len(t), 1.5)))   # always right of the frame
+    write_gaze(vdir / "gaze" / "aaa.csv", gaze_table(t, nx=np.full(len(t), 1.5)))  # always right of the frame
     text = (vdir / "gaze" / "bbb.csv").read_text()
-    (vdir / "gaze" / "bbb.csv").write_text(text[:-25])                              # cut inside the last row
+    (vdir / "gaze" / "bbb.csv").write_text(text[:-25])  # cut inside the last row
     monkeypatch.chdir(tmp_path)
     report = extract.run(_root_params(tmp_path / "root"))
     assert any(n.startswith("aaa: no frame has in-frame gaze") for n in report["notes"])

@@ -1,4 +1,5 @@
 """Flow backends, the forward/backward occlusion test and flow aggregation on a translated scene."""
+
 import numpy as np
 import pytest
 
@@ -23,9 +24,9 @@ def test_backends_recover_the_translation(name, scale, gap):
     fw, bw = b.flow_pair(b.prepare(FRAMES[10 - gap], scale), b.prepare(FRAMES[10], scale), backward=True)
     h, w = fw.shape[:2]
     assert (w, h) == (round(WIDTH * scale), round(HEIGHT * scale))
-    inner = fw[h // 4: -h // 4, w // 4: -w // 4] / scale
+    inner = fw[h // 4 : -h // 4, w // 4 : -w // 4] / scale
     np.testing.assert_allclose(np.median(inner.reshape(-1, 2), axis=0), np.array(VELOCITY) * gap, atol=0.5)
-    back = bw[h // 4: -h // 4, w // 4: -w // 4] / scale
+    back = bw[h // 4 : -h // 4, w // 4 : -w // 4] / scale
     np.testing.assert_allclose(np.median(back.reshape(-1, 2), axis=0), -np.array(VELOCITY) * gap, atol=0.5)
 
 
@@ -38,7 +39,7 @@ def test_unknown_backend_and_bad_scale():
 
 def test_sample_flow_is_bilinear():
     rows, cols = np.mgrid[0:5, 0:7].astype(np.float32)
-    flow = np.stack([cols * 2.0, rows * 3.0], axis=-1)      # linear field: exact under bilinear
+    flow = np.stack([cols * 2.0, rows * 3.0], axis=-1)  # linear field: exact under bilinear
     out = sample_flow(flow, np.array([1.5, 6.0]), np.array([2.25, 4.0]))
     np.testing.assert_allclose(out, [[3.0, 6.75], [12.0, 12.0]])
 
@@ -51,7 +52,7 @@ def test_consistency_on_constant_flows():
     # only the columns whose p_hat leaves the frame (x + 3 > w - 1) are inconsistent
     assert good.fraction == pytest.approx(3 / w)
     assert not good.occluded(0.6)
-    bad = consistency(fw, fw.copy(), eps=1.0)                 # |3 + 3| = 6 > 1 everywhere
+    bad = consistency(fw, fw.copy(), eps=1.0)  # |3 + 3| = 6 > 1 everywhere
     assert bad.fraction == 1.0 and bad.occluded(0.6)
     with pytest.raises(ValueError):
         consistency(fw, fw[:, :5], eps=1.0)
@@ -119,11 +120,11 @@ def test_invalid_gaze_frames_cost_no_flow_and_never_enter():
 
 
 def test_points_moved_out_of_frame_and_missing_frames_are_dropped():
-    tr = track(x0=WIDTH - 2.0 - VELOCITY[0] * 12, y0=30.0)    # at the keyframe the point is at x = W - 2
-    tr.x[6] = WIDTH - 1.0                                      # frame 6's point moves +12 px: out of frame
+    tr = track(x0=WIDTH - 2.0 - VELOCITY[0] * 12, y0=30.0)  # at the keyframe the point is at x = W - 2
+    tr.x[6] = WIDTH - 1.0  # frame 6's point moves +12 px: out of frame
     agg = Aggregator(make_backend("dis"), 1.0, 20, 0.6, False)
     frames = prepared(agg, FRAMES, window_frames(12, 6))
-    del frames[9]                                              # the video never delivered frame 9
+    del frames[9]  # the video never delivered frame 9
     out = agg.aggregate(tr, 12, 6, frames)
     status = dict(zip(out.frames, out.status, strict=False))
     assert status[6] == A.MOVED_OUT and status[9] == A.FRAME_MISSING
@@ -147,11 +148,12 @@ def test_gaze_track_is_indexed_by_frame_not_row_order():
     assert tr.point(3) == (30.0, 3.5) and tr.point(0) == (0.0, 0.5)
     assert tr.point(6) is None and tr.point(-1) is None
     tr2 = GazeTrack(np.array([0]), np.array([150.0]), np.array([1.0]), np.array([True]), 100, 50)
-    assert tr2.point(0) is None                                  # outside the frame never enters
+    assert tr2.point(0) is None  # outside the frame never enters
 
 
 def test_raft_needs_local_weights(tmp_path, monkeypatch):
     import torch
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(FlowBackendError, match="needs local RAFT weights"):
         make_backend("raft")
@@ -169,10 +171,10 @@ def test_raft_runs_from_a_local_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     path = tmp_path / "raft_small.pth"
-    torch.save(raft_small(weights=None).state_dict(), path)   # random weights: checks the plumbing only
+    torch.save(raft_small(weights=None).state_dict(), path)  # random weights: checks the plumbing only
     assert make_backend("raft_small", raft_weights=path).weights_path == path
-    b = RaftFlow("raft_small", path, num_flow_updates=2)         # fewer refinement steps: test speed
-    a, c = b.prepare(FRAMES[0], 0.25), b.prepare(FRAMES[1], 0.25)   # 40 x 28: not a multiple of 8
+    b = RaftFlow("raft_small", path, num_flow_updates=2)  # fewer refinement steps: test speed
+    a, c = b.prepare(FRAMES[0], 0.25), b.prepare(FRAMES[1], 0.25)  # 40 x 28: not a multiple of 8
     fw, bw = b.flow_pair(a, c, backward=True)
     assert fw.shape == bw.shape == (28, 40, 2) and fw.dtype == np.float32
     fw_only, none = b.flow_pair(a, c, backward=False)

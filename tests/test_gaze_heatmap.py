@@ -1,4 +1,5 @@
 """Gaussian heatmaps, the shared resize/crop and patch targets (pitfalls 1 and 7 of the reference)."""
+
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ def test_single_point_sums_to_one_and_peaks_at_the_point():
     assert heat.shape == (64, 96) and heat.dtype == np.float32
     assert heat.sum() == pytest.approx(1.0, abs=1e-5)
     row, col = np.unravel_index(heat.argmax(), heat.shape)
-    assert (row, col) == (20, 70)          # rows are y, columns are x (pitfall 7: no swapped axes)
+    assert (row, col) == (20, 70)  # rows are y, columns are x (pitfall 7: no swapped axes)
 
 
 def test_vectorised_sum_equals_per_point_loop():
@@ -32,7 +33,7 @@ def test_no_points_or_points_outside_are_refused():
         gaussian_heatmap(np.array([[96.0, 10.0]]), 64, 96, 5)
     with pytest.raises(ValueError, match="outside"):
         gaussian_heatmap(np.array([[np.nan, 10.0]]), 64, 96, 5)
-    tiny = single_point_heatmap(10.0, 10.0, 32, 32, sigma=1e-4)   # underflow falls back to one pixel
+    tiny = single_point_heatmap(10.0, 10.0, 32, 32, sigma=1e-4)  # underflow falls back to one pixel
     assert tiny.sum() == pytest.approx(1.0) and tiny[10, 10] == pytest.approx(1.0)
 
 
@@ -41,10 +42,10 @@ def test_crop_geometry_non_square():
     assert (g.resized_width, g.resized_height, g.left, g.top) == (91, 64, 13, 0)
     img = np.zeros((112, 160), np.float32)
     assert g.apply(img).shape == (64, 64)
-    cx, cy = g.to_crop(80.0, 56.0)           # frame centre -> crop centre
+    cx, cy = g.to_crop(80.0, 56.0)  # frame centre -> crop centre
     assert abs(cx - 32) < 0.6 and abs(cy - 32) < 1e-9
     with pytest.raises(ValueError, match="rows x cols"):
-        g.apply(np.zeros((160, 112), np.float32))   # transposed input is refused
+        g.apply(np.zeros((160, 112), np.float32))  # transposed input is refused
     tall = CropGeometry.for_frame(width=100, height=200, size=50)
     assert (tall.resized_width, tall.resized_height, tall.left, tall.top) == (50, 100, 0, 25)
 
@@ -61,23 +62,27 @@ def test_blob_in_cell_r_c_puts_most_mass_in_r_c(width, height):
         x = (cx + g.left) * width / g.resized_width
         y = (cy + g.top) * height / g.resized_height
         heat = single_point_heatmap(x, y, height, width, sigma=3.0)
-        for pt in (patch_target(heat, g, grid, eps=1e-6),                                   # reference path
-                   patch_target_from_points(np.array([[x, y]]), g, 3.0, grid, eps=1e-6)):  # the stage's path
+        for pt in (
+            patch_target(heat, g, grid, eps=1e-6),  # reference path
+            patch_target_from_points(np.array([[x, y]]), g, 3.0, grid, eps=1e-6),
+        ):  # the stage's path
             assert pt.valid and pt.target.shape == (grid, grid) and pt.target.dtype == np.float32
             assert pt.target.sum() == pytest.approx(1.0, abs=1e-5)
             assert np.unravel_index(pt.target.argmax(), pt.target.shape) == (r, c)
-            assert pt.target[r, c] > 0.5           # a blob, not 16 scattered non-zeros
+            assert pt.target[r, c] > 0.5  # a blob, not 16 scattered non-zeros
 
 
-@pytest.mark.parametrize("width,height,size,grid", [(160, 112, 64, 8), (112, 160, 64, 8), (1088, 1080, 224, 16),
-                                                    (256, 256, 64, 8), (100, 80, 64, 8)])
+@pytest.mark.parametrize(
+    "width,height,size,grid",
+    [(160, 112, 64, 8), (112, 160, 64, 8), (1088, 1080, 224, 16), (256, 256, 64, 8), (100, 80, 64, 8)],
+)
 def test_separable_crop_equals_cropping_the_full_heatmap(width, height, size, grid):
     """The stage builds targets from the separable factors; it must equal the literal resize + crop."""
     g = CropGeometry.for_frame(width, height, size)
     rng = np.random.default_rng(width + height)
     for k in (1, 3, 7):
         pts = rng.uniform([0, 0], [width, height], size=(k, 2))
-        pts[0] = [width - 0.5, 1.0]                     # one near a corner, partly cropped away
+        pts[0] = [width - 0.5, 1.0]  # one near a corner, partly cropped away
         sigma = max(2.0, width / 50)
         ref = patch_target(gaussian_heatmap(pts, height, width, sigma), g, grid, eps=1e-6)
         fast = patch_target_from_points(pts, g, sigma, grid, eps=1e-6)
@@ -107,8 +112,8 @@ def test_eps_keeps_every_cell_positive_and_sum_one():
 
 
 def test_gaze_outside_the_crop_is_invalid_not_a_fake_target():
-    g = CropGeometry.for_frame(width=160, height=112, size=64)   # crops 13/91 of the width each side
-    heat = single_point_heatmap(2.0, 56.0, 112, 160, sigma=3.0)   # far left, cropped away
+    g = CropGeometry.for_frame(width=160, height=112, size=64)  # crops 13/91 of the width each side
+    heat = single_point_heatmap(2.0, 56.0, 112, 160, sigma=3.0)  # far left, cropped away
     for pt in (patch_target(heat, g, 8, eps=1e-6), patch_target_from_points(np.array([[2.0, 56.0]]), g, 3.0, 8, 1e-6)):
         assert not pt.valid and pt.visible_mass < 0.05
         assert not pt.target.any() and not pt.heatmap.any()

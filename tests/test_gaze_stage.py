@@ -1,4 +1,5 @@
 """The heatmaps stage end to end on a generated three-video world (see gaze_fixtures.py)."""
+
 import json
 from pathlib import Path
 
@@ -23,8 +24,14 @@ def params(**heatmaps):
     # not rescaled). The upside-down frame of vid_b is inconsistent on ~0.5 of its pixels and clean frames on
     # <= 0.15 here (DIS on this small scene; test_gaze_flow checks eta = 0.6 itself), so eta 0.35 separates
     # them with margin both ways.
-    base = {"eps_px": 2, "eta": 0.35, "flow_scale": 1.0, "heatmap_size": 16, "shard_max_samples": 2,
-            "reference_width": WIDTH}
+    base = {
+        "eps_px": 2,
+        "eta": 0.35,
+        "flow_scale": 1.0,
+        "heatmap_size": 16,
+        "shard_max_samples": 2,
+        "reference_width": WIDTH,
+    }
     return P.with_overrides(P.from_dict({}), heatmaps={**base, **heatmaps})
 
 
@@ -50,7 +57,7 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
     assert set(samples) == set(world["windows"]) - {DROPPED}
     gaze = pd.read_parquet(layout.EXTRACT_DIR / "gaze_frames.parquet").set_index(["uid", "frame"])
     kf = pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")
-    size, patch = vision_geometry("tiny")           # the stage crops to the model preset's geometry
+    size, patch = vision_geometry("tiny")  # the stage crops to the model preset's geometry
     grid = size // patch
     geom = CropGeometry.for_frame(WIDTH, HEIGHT, size)
     for wid, s in samples.items():
@@ -74,8 +81,12 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
             errors = [np.abs(s["frames"][j] - expected).mean() for j in range(t)]
             assert int(np.argmin(errors)) == i and errors[i] < 6
     assert report["occluded_frames_dropped"] == 1
-    assert report["gaze_frames"]["test"] == {"frames": 90, "valid": 88, "invalid": 2,
-                                             "by_label": {"fixation": 88, "untracked": 2}}
+    assert report["gaze_frames"]["test"] == {
+        "frames": 90,
+        "valid": 88,
+        "invalid": 2,
+        "by_label": {"fixation": 88, "untracked": 2},
+    }
     assert report["windows_written"]["activity"]["train"]["windows"] == 1
     assert report["windows_written"]["future"]["val"] == {"windows": 1, "frames_without_gaze": 0, "shards": 1}
     assert report["keyframes"]["val"] == {"computed": 3, "valid": 3}
@@ -101,11 +112,11 @@ def test_single_point_mode_reads_no_video(world):
     report = stage.run(params(aggregate=False))
     table = pd.read_parquet(stage.KEYFRAMES_TABLE).set_index("keyframe_id")
     assert (table.loc[table["valid"], "n_points"] == 1).all()
-    assert not table.loc["vid_c_0000070", "valid"]        # its own gaze is untracked
+    assert not table.loc["vid_c_0000070", "valid"]  # its own gaze is untracked
     assert report["keyframes"]["test"] == {"computed": 3, "no_valid_gaze": 1, "valid": 2}
     s = next(s for s in iter_samples(layout.shard_files("future", "test")))
     assert s["valid"].tolist() == [True, True, False]
-    assert not s["target"][2].any() and not s["heatmap"][2].any()      # no uniform fake target
+    assert not s["target"][2].any() and not s["heatmap"][2].any()  # no uniform fake target
     assert report["windows_written"]["future"]["test"]["frames_without_gaze"] == 1
 
 
@@ -128,7 +139,7 @@ def test_missing_video_is_a_clear_error(world):
 def test_short_video_is_a_counted_skip(world):
     write_video(Path("data/sample/videos/vid_c.mp4"), panning_frames(50, seed=12))
     report = stage.run(params())
-    assert report["windows_skipped"] == {"video_frames_short": 2}      # the two windows observing frame 70
+    assert report["windows_skipped"] == {"video_frames_short": 2}  # the two windows observing frame 70
     assert report["keyframes"]["test"]["video_frames_short"] == 1
     written = {s["window_id"] for s in iter_samples(layout.shard_files("activity", "test"))}
     assert written == {"activity_vid_c_0000010"}
@@ -136,9 +147,9 @@ def test_short_video_is_a_counted_skip(world):
 
 def test_corrupt_keyframe_jpeg_is_a_counted_skip(world):
     path = Path("data/extract/keyframes/vid_a/0000010.jpg")
-    path.write_bytes(path.read_bytes()[:300])                      # truncated
+    path.write_bytes(path.read_bytes()[:300])  # truncated
     report = stage.run(params())
-    assert report["windows_skipped"] == {"keyframe_image_unreadable": 2}   # future + one activity window
+    assert report["windows_skipped"] == {"keyframe_image_unreadable": 2}  # future + one activity window
     assert "0000010.jpg" in report["skipped_examples"][0]
     # activity_vid_a_0000040 was dropped by annotation, so vid_a leaves no activity window at all
     assert report["windows_written"]["activity"]["train"] == {"windows": 0, "frames_without_gaze": 0, "shards": 0}
@@ -153,7 +164,8 @@ def test_bad_tables_and_params_are_named(world):
     with pytest.raises(stage.HeatmapInputError, match="targets.parquet: input table not found"):
         stage.run(params())
     pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").drop(columns=["path"]).to_parquet(
-        layout.EXTRACT_DIR / "keyframes.parquet")
+        layout.EXTRACT_DIR / "keyframes.parquet"
+    )
     with pytest.raises(stage.HeatmapInputError, match=r"keyframes.parquet: missing column\(s\) \['path'\]"):
         stage.run(params())
 
@@ -177,6 +189,7 @@ def test_previous_frame_count_matches_the_paper():
 
 
 # --- issue 15: windows without gaze counted (8), nothing lost on failure (4), results-only metrics (12) ---
+
 
 def test_windows_without_any_valid_gaze_frame_are_written_and_counted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -203,12 +216,12 @@ def test_a_failed_run_keeps_the_last_good_shards(world):
 def test_the_metrics_file_holds_results_only(world):
     report = stage.run(params())
     first = Path(stage.REPORT_PATH).read_text()
-    assert "timings_s" in report and "realtime_factor" in report            # the notebook still shows them
+    assert "timings_s" in report and "realtime_factor" in report  # the notebook still shows them
     saved = json.loads(first)
     assert not {"timings_s", "realtime_factor", "video_seconds"} & set(saved)
     assert set(json.loads(Path(stage.TIMINGS_PATH).read_text())) == {"timings_s", "realtime_factor", "video_seconds"}
     stage.run(params())
-    assert Path(stage.REPORT_PATH).read_text() == first                      # `dvc metrics diff`: no noise
+    assert Path(stage.REPORT_PATH).read_text() == first  # `dvc metrics diff`: no noise
 
 
 def test_pixel_params_are_given_at_the_reference_width_and_scale_with_the_video():
@@ -225,6 +238,7 @@ def test_the_stage_draws_the_gaze_blob_at_the_videos_scale(world):
     peak = {}
     for ref in (WIDTH, 2 * WIDTH):
         stage.run(params(reference_width=ref, sigma_px=20))
-        peak[ref] = np.mean([s["target"][v].max(axis=(1, 2)).mean() for s in all_samples().values()
-                             for v in [s["valid"]] if v.any()])
+        peak[ref] = np.mean(
+            [s["target"][v].max(axis=(1, 2)).mean() for s in all_samples().values() for v in [s["valid"]] if v.any()]
+        )
     assert peak[2 * WIDTH] > 2 * peak[WIDTH]

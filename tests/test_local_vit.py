@@ -1,4 +1,5 @@
 """The tiny preset's vision encoder: open_clip's ViT with attention kept to each patch's neighbourhood."""
+
 import dataclasses
 
 import pytest
@@ -11,17 +12,18 @@ from gazevlm.models.local_vit import LocalVisionTransformer, local_attention_mas
 
 def vit(cls, **kw):
     torch.manual_seed(0)
-    return cls(image_size=64, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=32,
-               output_tokens=True, **kw).eval()
+    return cls(
+        image_size=64, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=32, output_tokens=True, **kw
+    ).eval()
 
 
 def test_mask_allows_the_window_and_the_class_token_sees_everything():
     m = local_attention_mask(4, 3)
-    assert m.shape == (17, 17) and (m[0] == 0).all()          # class token row: every token
-    assert torch.isinf(m[1:, 0]).all()                          # patches do not read the class token
-    allowed = (m[1:, 1:] == 0)
-    assert allowed[0].nonzero().flatten().tolist() == [0, 1, 4, 5]           # corner (0, 0): 2 x 2 cells
-    assert allowed[5].sum() == 9 and not allowed[5, 15]                        # (1, 1): 3 x 3, not (3, 3)
+    assert m.shape == (17, 17) and (m[0] == 0).all()  # class token row: every token
+    assert torch.isinf(m[1:, 0]).all()  # patches do not read the class token
+    allowed = m[1:, 1:] == 0
+    assert allowed[0].nonzero().flatten().tolist() == [0, 1, 4, 5]  # corner (0, 0): 2 x 2 cells
+    assert allowed[5].sum() == 9 and not allowed[5, 15]  # (1, 1): 3 x 3, not (3, 3)
     assert torch.equal(allowed, allowed.T)
     with pytest.raises(ValueError, match="odd"):
         local_attention_mask(4, 2)
@@ -36,7 +38,7 @@ def test_it_is_open_clips_vit_run_under_the_mask():
         want = (pooled @ plain.proj, tokens)
     for got, w in zip(local(x), want, strict=False):
         torch.testing.assert_close(got, w)
-    assert local.state_dict().keys() == plain.state_dict().keys()   # same weights file (mask not saved)
+    assert local.state_dict().keys() == plain.state_dict().keys()  # same weights file (mask not saved)
 
 
 def test_a_patch_token_does_not_see_beyond_its_receptive_field():
@@ -44,9 +46,9 @@ def test_a_patch_token_does_not_see_beyond_its_receptive_field():
     model = vit(LocalVisionTransformer, window=3)
     x = torch.rand(1, 3, 64, 64)
     far = x.clone()
-    far[..., 48:, 48:] = torch.rand(1, 3, 16, 16)      # patches (6..7, 6..7), 6 cells from patch (0, 0)
+    far[..., 48:, 48:] = torch.rand(1, 3, 16, 16)  # patches (6..7, 6..7), 6 cells from patch (0, 0)
     near = x.clone()
-    near[..., 16:24, 16:24] = torch.rand(1, 3, 8, 8)   # patch (2, 2): 2 cells from patch (0, 0)
+    near[..., 16:24, 16:24] = torch.rand(1, 3, 8, 8)  # patch (2, 2): 2 cells from patch (0, 0)
     tokens = model(x)[1][0]
     assert torch.equal(model(far)[1][0, 0], tokens[0])
     assert not torch.allclose(model(near)[1][0, 0], tokens[0])

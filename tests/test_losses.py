@@ -1,4 +1,5 @@
 """gaze_kl against scipy on random distributions, masks, eps edge cases and gradients."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ def _dirichlet(seed: int, alpha: float = 0.5) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.full(P, alpha), size=(B, T))
 
 
-def _reference(att: np.ndarray, gaze: np.ndarray, valid: np.ndarray, direction: str, reduction: str,
-               eps: float) -> float:
+def _reference(
+    att: np.ndarray, gaze: np.ndarray, valid: np.ndarray, direction: str, reduction: str, eps: float
+) -> float:
     """Independent formula: scipy's entropy (which renormalises) on eps-clamped rows, mean over valid."""
     kls = []
     for b in range(B):
@@ -37,8 +39,13 @@ def test_matches_scipy_with_masked_frames(direction, reduction):
     att, gaze = _dirichlet(0), _dirichlet(1)
     valid = np.random.default_rng(2).random((B, T)) > 0.3
     gaze_masked = np.where(valid[..., None], gaze, np.nan)  # invalid rows may hold anything
-    got = gaze_kl(torch.tensor(att, dtype=torch.float32), torch.tensor(gaze_masked, dtype=torch.float32),
-                  torch.tensor(valid), direction=direction, reduction=reduction)
+    got = gaze_kl(
+        torch.tensor(att, dtype=torch.float32),
+        torch.tensor(gaze_masked, dtype=torch.float32),
+        torch.tensor(valid),
+        direction=direction,
+        reduction=reduction,
+    )
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(_reference(att, gaze, valid, direction, reduction, 1e-8), rel=1e-5)
 
@@ -53,11 +60,11 @@ def test_uses_rel_entr_definition_and_accepts_a_patch_grid():
 
 def test_zeros_in_target_or_attention_stay_finite_and_match_the_clamped_formula():
     att, gaze = _dirichlet(5), _dirichlet(6)
-    att[0, 0, :3] = 0.0          # attention underflow where gaze has mass
-    gaze[1, :, 5:] = 0.0         # gaze concentrated on a few patches
+    att[0, 0, :3] = 0.0  # attention underflow where gaze has mass
+    gaze[1, :, 5:] = 0.0  # gaze concentrated on a few patches
     gaze[1] /= gaze[1].sum(-1, keepdims=True)
     att[2, 1] = 0.0
-    att[2, 1, 7] = 1.0           # one-hot attention
+    att[2, 1, 7] = 1.0  # one-hot attention
     valid = np.ones((B, T), dtype=bool)
     for direction in ("gaze_to_attention", "attention_to_gaze"):
         for eps in (1e-8, 1e-6):
@@ -99,15 +106,21 @@ def test_half_precision_attention_is_computed_in_float32():
     assert out.dtype == torch.float32
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"direction": "both"}, "kl_direction"),
-    ({"reduction": "batchmean"}, "kl_reduction"),
-    ({"target": torch.ones(B, T, 3, 3)}, "does not match attention"),
-    ({"valid": torch.ones(B, T)}, "bool mask"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"direction": "both"}, "kl_direction"),
+        ({"reduction": "batchmean"}, "kl_reduction"),
+        ({"target": torch.ones(B, T, 3, 3)}, "does not match attention"),
+        ({"valid": torch.ones(B, T)}, "bool mask"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
-    args = {"attention": torch.full((B, T, P), 1 / P), "target": torch.full((B, T, P), 1 / P),
-            "valid": torch.ones(B, T, dtype=torch.bool)}
+    args = {
+        "attention": torch.full((B, T, P), 1 / P),
+        "target": torch.full((B, T, P), 1 / P),
+        "valid": torch.ones(B, T, dtype=torch.bool),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         gaze_kl(**args)
@@ -117,9 +130,11 @@ def test_check_target_rejects_bad_valid_rows_only():
     valid = torch.tensor([[True, False]])
     good = torch.tensor([[[0.5, 0.5], [float("nan"), -1.0]]])
     check_target(good, valid)
-    for bad, match in ((torch.tensor([[[float("inf"), 0.5], [0.0, 0.0]]]), "non-finite"),
-                       (torch.tensor([[[-0.5, 1.5], [0.0, 0.0]]]), "negative"),
-                       (torch.tensor([[[0.0, 0.0], [0.5, 0.5]]]), "no gaze mass")):
+    for bad, match in (
+        (torch.tensor([[[float("inf"), 0.5], [0.0, 0.0]]]), "non-finite"),
+        (torch.tensor([[[-0.5, 1.5], [0.0, 0.0]]]), "negative"),
+        (torch.tensor([[[0.0, 0.0], [0.5, 0.5]]]), "no gaze mass"),
+    ):
         with pytest.raises(ValueError, match=match):
             check_target(bad, valid)
 
@@ -138,7 +153,7 @@ def test_a_window_without_valid_gaze_is_out_of_the_denominator():
     att = torch.softmax(torch.randn(3, 4, 9), -1).requires_grad_(True)
     target = torch.softmax(torch.randn(3, 4, 9), -1)
     valid = torch.tensor([[True, True, False, True], [False] * 4, [True, False, True, True]])
-    target[1] = float("nan")                       # whatever an invalid window carries
+    target[1] = float("nan")  # whatever an invalid window carries
     kl = gaze_kl(att, target, valid)
     keep = [0, 2]
     ref = gaze_kl(att[keep].detach(), target[keep], valid[keep])

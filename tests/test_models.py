@@ -1,4 +1,5 @@
 """GazeVLM on the tiny preset: interface, gaze-free signatures, parity with open_flamingo, block variants."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,15 +72,17 @@ def _stock_flamingo(model):
     tok = tokenizer()
     ids = special_token_ids(tok)
     vision = build_vision_encoder(preset)
-    lm = adapt_language_model(build_language_model(preset, len(tok), {k: ids[k] for k in (
-        "pad_token_id", "eos_token_id", "bos_token_id")}))
+    lm = adapt_language_model(
+        build_language_model(preset, len(tok), {k: ids[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id")})
+    )
     vis_dim = model.config["vision_dim"]
     stock = Flamingo(vision, lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim=vis_dim)
     stock.perceiver = PerceiverResampler(dim=vis_dim, max_num_frames=preset.max_frames, **preset.perceiver)
     from open_flamingo.src.helpers import GatedCrossAttentionBlock
 
     lm.gated_cross_attn_layers = torch.nn.ModuleList(
-        GatedCrossAttentionBlock(dim=stock.lang_dim, dim_visual=vis_dim, **preset.xattn) for _ in lm.old_decoder_blocks)
+        GatedCrossAttentionBlock(dim=stock.lang_dim, dim_visual=vis_dim, **preset.xattn) for _ in lm.old_decoder_blocks
+    )
     lm.init_flamingo_layers(False)
     stock.load_state_dict(model.backbone.state_dict(), strict=True)
     return stock.eval()
@@ -96,10 +99,15 @@ def test_parity_with_open_flamingo_single_frame():
     torch.testing.assert_close(ours.loss, ref.loss, rtol=0, atol=0)
     p = prompt(3, t=1)
     gen = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=5)
-    ref_gen = stock.generate(vision_x, p["input_ids"], attention_mask=p["attention_mask"], max_new_tokens=5,
-                             pad_token_id=tokenizer().pad_token_id,
-                             suppress_tokens=[stock.media_token_id])  # as GazeVLM.generate: never <image>
-    assert torch.equal(gen, ref_gen[:, p["input_ids"].shape[1]:])
+    ref_gen = stock.generate(
+        vision_x,
+        p["input_ids"],
+        attention_mask=p["attention_mask"],
+        max_new_tokens=5,
+        pad_token_id=tokenizer().pad_token_id,
+        suppress_tokens=[stock.media_token_id],
+    )  # as GazeVLM.generate: never <image>
+    assert torch.equal(gen, ref_gen[:, p["input_ids"].shape[1] :])
 
 
 def test_parity_with_open_flamingo_components_multi_frame():
@@ -186,7 +194,7 @@ def test_efficient_attention_equals_standard_multi_head_attention():
     new_q, attn = layer(q, x)
     heads = lambda t: t.view(6, -1, 4, 8).transpose(1, 2)  # noqa: E731
     qq, k, v = heads(layer.to_q(layer.norm_query(q))[:, None]), heads(layer.to_k(x)), heads(layer.to_v(x))
-    ref_attn = (qq @ k.transpose(-1, -2) * 8 ** -0.5).softmax(-1)
+    ref_attn = (qq @ k.transpose(-1, -2) * 8**-0.5).softmax(-1)
     ref_q = q + layer.to_out((ref_attn @ v).reshape(6, 32))
     ref_q = ref_q + layer.ff(ref_q)
     torch.testing.assert_close(attn, ref_attn.squeeze(2))
@@ -208,10 +216,16 @@ def test_backbones_train_end_to_end(backbone, block_output):
     torch.testing.assert_close(out.perceiver_attention.sum(-1), torch.ones(2, 3))
 
 
-@pytest.mark.parametrize("backbone,block_output,tokens", [
-    ("openflamingo_noperceiver", "pooled", 3 * 65), ("openflamingo_noperceiver", "reweighted", 3 * 64),
-    ("openflamingo_noperceiver", "pooled_lm", 3 * 64 + 3), ("openflamingo", "pooled_lm", 16 + 3),
-    ("openflamingo", "pooled", 16)])
+@pytest.mark.parametrize(
+    "backbone,block_output,tokens",
+    [
+        ("openflamingo_noperceiver", "pooled", 3 * 65),
+        ("openflamingo_noperceiver", "reweighted", 3 * 64),
+        ("openflamingo_noperceiver", "pooled_lm", 3 * 64 + 3),
+        ("openflamingo", "pooled_lm", 16 + 3),
+        ("openflamingo", "pooled", 16),
+    ],
+)
 def test_visual_tokens_reaching_cross_attention(backbone, block_output, tokens):
     """no Perceiver: every patch token of every frame (+ pooled tokens); Perceiver: its 16 latents."""
     model = build("gaze", backbone=backbone, block_output=block_output)
@@ -244,21 +258,24 @@ def test_generate_returns_the_continuation_of_a_manual_greedy_decode():
         logits = model(pixels, ids, mask).logits[:, -1]
         logits[:, model.backbone.media_token_id] = -torch.inf  # generate never emits <image>
         nxt = logits.argmax(-1)
-        done = (ids[:, p["input_ids"].shape[1]:] == eoc).any(-1) if step else torch.zeros(2, dtype=torch.bool)
+        done = (ids[:, p["input_ids"].shape[1] :] == eoc).any(-1) if step else torch.zeros(2, dtype=torch.bool)
         nxt = torch.where(done, torch.full_like(nxt, model.pad_token_id), nxt)
         ids, mask = torch.cat([ids, nxt[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    assert torch.equal(gen, ids[:, p["input_ids"].shape[1]:])
+    assert torch.equal(gen, ids[:, p["input_ids"].shape[1] :])
     beams = model.generate(pixels, p["input_ids"], p["attention_mask"], max_new_tokens=4, num_beams=2)
     assert beams.shape[0] == 2 and beams.shape[1] <= 4
     # a forward after generate sees no stale cached media
     assert not model.backbone.lang_encoder._use_cached_vision_x
 
 
-@pytest.mark.parametrize("bad,match", [
-    (lambda px: px[:, :, :, :32, :32], "pixels must be"),
-    (lambda px: px * 255, r"\[0, 1\]"),
-    (lambda px: px[0], "pixels must be"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda px: px[:, :, :, :32, :32], "pixels must be"),
+        (lambda px: px * 255, r"\[0, 1\]"),
+        (lambda px: px[0], "pixels must be"),
+    ],
+)
 def test_bad_pixels_are_rejected(bad, match):
     model = build("gaze")
     pixels, enc = batch(model)
@@ -331,6 +348,7 @@ def test_unknown_backbone_and_preset_are_named():
 
 # --- the tiny preset's pretrained vision encoder (params.model.vision_weights, gazevlm.pretrain) ---------
 
+
 def _save_tower(path, preset, seed: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import save_file
 
@@ -364,8 +382,11 @@ def test_vision_weights_of_another_shape_or_damaged_are_named(tmp_path):
     _save_tower(wide, dataclasses.replace(tiny, vision={**tiny.vision, "width": 2 * tiny.vision["width"]}), seed=1)
     encoder = build_vision_encoder(tiny)
     before = {k: v.clone() for k, v in encoder.visual.state_dict().items()}
-    with pytest.raises(ValueError, match=re.escape(str(wide)) + r": vision weights do not fit preset 'tiny'.*"
-                                         r"conv1\.weight.*rerun the pretrain stage"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(wide)) + r": vision weights do not fit preset 'tiny'.*"
+        r"conv1\.weight.*rerun the pretrain stage",
+    ):
         load_vision_weights(encoder, tiny, wide)
     assert all(torch.equal(v, before[k]) for k, v in encoder.visual.state_dict().items())  # nothing half-loaded
     damaged = tmp_path / "damaged.safetensors"
@@ -387,7 +408,11 @@ def test_presets_without_a_pretrainable_tower_ignore_vision_weights(tmp_path):
 
 def test_cross_attention_gates_start_at_the_presets_value():
     model = build("base", open_gates=False)
-    gates = [g for layer in model.backbone.lang_encoder.gated_cross_attn_layers if layer is not None
-             for g in (layer.attn_gate, layer.ff_gate)]
+    gates = [
+        g
+        for layer in model.backbone.lang_encoder.gated_cross_attn_layers
+        if layer is not None
+        for g in (layer.attn_gate, layer.ff_gate)
+    ]
     assert gates and all(float(g.detach()) == get_preset("tiny").xattn_gate_init == 1.0 for g in gates)
     assert PRESETS["paper"].xattn_gate_init == 0.0  # open_flamingo's: the pretrained LM starts unchanged

@@ -1,4 +1,5 @@
 """open_flamingo 2.0.1 on transformers 5.23: the compatibility layer, per supported LM family."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,14 @@ LM_SHAPE = {"hidden": 64, "layers": 2, "heads": 4, "ffn": 128, "max_positions": 
 
 def _lm(family: str):
     ids = special_token_ids(tokenizer())
-    return tiny_language_model(family, vocab_size=len(tokenizer()), **LM_SHAPE, pad_token_id=ids["pad_token_id"],
-                               eos_token_id=ids["eos_token_id"], bos_token_id=ids["bos_token_id"])
+    return tiny_language_model(
+        family,
+        vocab_size=len(tokenizer()),
+        **LM_SHAPE,
+        pad_token_id=ids["pad_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        bos_token_id=ids["bos_token_id"],
+    )
 
 
 @pytest.mark.parametrize("family", SUPPORTED_LM_FAMILIES)
@@ -33,10 +40,17 @@ def test_family_forward_and_cached_generation_match_full_recomputation(family):
     start = p["input_ids"].shape[1]
     # Flamingo.generate (KV cache, media cached after the first step) vs one full forward per token; <image>
     # suppressed as GazeVLM.generate does (a generated one means another media chunk: cached and full differ)
-    res = model.backbone.generate(model._vision_x(pixels, None), p["input_ids"], attention_mask=p["attention_mask"],
-                                  max_new_tokens=4, min_new_tokens=4, output_logits=True,
-                                  return_dict_in_generate=True, pad_token_id=model.pad_token_id,
-                                  suppress_tokens=[model.backbone.media_token_id])
+    res = model.backbone.generate(
+        model._vision_x(pixels, None),
+        p["input_ids"],
+        attention_mask=p["attention_mask"],
+        max_new_tokens=4,
+        min_new_tokens=4,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=model.pad_token_id,
+        suppress_tokens=[model.backbone.media_token_id],
+    )
     assert (res.sequences[:, start:] != model.backbone.media_token_id).all()
     assert len(res.logits) == 4
     for i, step_logits in enumerate(res.logits):
@@ -59,8 +73,9 @@ def test_stock_mixin_breaks_generate_on_transformers_5_which_is_why_compat_exist
     lm.set_decoder_layers_attr_name("model.decoder.layers")
     preset = tiny_preset()
     size = preset.geometry[0]
-    stock = Flamingo(build_vision_encoder(preset), lm, ids["eoc_token_id"], ids["media_token_id"],
-                     vis_dim=preset.vision["width"])
+    stock = Flamingo(
+        build_vision_encoder(preset), lm, ids["eoc_token_id"], ids["media_token_id"], vis_dim=preset.vision["width"]
+    )
     p = prompt(1, t=1)
     vision_x = torch.zeros(1, 1, 1, 3, size, size)
     with pytest.raises(TypeError, match="attention_mask"):

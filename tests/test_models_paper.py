@@ -3,6 +3,7 @@
 The weights directory is laid out exactly as a user's copy of timm/vit_large_patch14_clip_224.openai and
 facebook/opt-1.3b would be; only widths and depths are smaller, so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import pytest

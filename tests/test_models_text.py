@@ -1,4 +1,5 @@
 """The word-level tokenizer and the OpenFlamingo-style prompts."""
+
 from __future__ import annotations
 
 import pytest
@@ -56,8 +57,8 @@ def test_train_encoding_masks_prompt_and_padding():
     assert (labels[:, :prompt_len] == IGNORE_INDEX).all()
     eoc = tok.convert_tokens_to_ids(EOC)
     assert tok.convert_ids_to_tokens(labels[0, prompt_len:].tolist()) == ["pick", "up", "the", "red", "cup", EOC]
-    assert mask[1].sum() == prompt_len + 4 and (labels[1, prompt_len + 4:] == IGNORE_INDEX).all()
-    assert (ids[1, prompt_len + 4:] == tok.pad_token_id).all() and ids[1, prompt_len + 3] == eoc
+    assert mask[1].sum() == prompt_len + 4 and (labels[1, prompt_len + 4 :] == IGNORE_INDEX).all()
+    assert (ids[1, prompt_len + 4 :] == tok.pad_token_id).all() and ids[1, prompt_len + 3] == eoc
     short = encode_train(tok, ["pick up the red cup"], "future", 5, max_target_tokens=2)
     assert short["labels"][0, -1] == eoc and (short["labels"][0] != IGNORE_INDEX).sum() == 3
 
@@ -68,8 +69,10 @@ def test_train_encoder_tokenises_each_text_once_with_encode_trains_tensors():
 
     tok = tokenizer()
     encoder = TrainEncoder(tok, "future")
-    batches = [["pick up the red cup", "open the bottle"],
-               ["open the bottle", "put down the cup", "pick up the red cup"]]
+    batches = [
+        ["pick up the red cup", "open the bottle"],
+        ["open the bottle", "put down the cup", "pick up the red cup"],
+    ]
     for texts in batches + batches:
         got, expected = encoder(texts, 5), encode_train(tok, texts, "future", 5)
         assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)

@@ -53,6 +53,7 @@ def test_overrides_keep_other_keys():
 
 # --- types, ranges and choices: checked here, once, when params.yaml is read (issue 15, item 1) --------
 
+
 def _dvc_written(tmp_path: Path, *overrides: str) -> Path:
     """The committed params.yaml after DVC's own `exp run -S` writer applied `overrides` to it."""
     from dvc.utils.hydra import apply_overrides
@@ -68,8 +69,8 @@ def test_dvc_set_param_lr_is_read_as_a_number(tmp_path):
     import yaml
 
     path = _dvc_written(tmp_path, "train.lr=7e-5", "train.batch_size=32", "runs.base.block=false")
-    assert "lr: 7e-05" in path.read_text()                       # what DVC writes ...
-    assert yaml.safe_load(path.read_text())["train"]["lr"] == "7e-05"   # ... and YAML 1.1 reads as a string
+    assert "lr: 7e-05" in path.read_text()  # what DVC writes ...
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "7e-05"  # ... and YAML 1.1 reads as a string
     p = params.load(path)
     assert isinstance(p.train.lr, float) and p.train.lr == 7e-5
     assert p.train.batch_size == 32 and p.run("base").block is False
@@ -85,24 +86,27 @@ def test_train_cli_set_override_is_coerced_too():
     assert p.train.lr == 7e-5 and isinstance(p.train.lr, float) and p.train.epochs == 2
 
 
-@pytest.mark.parametrize("yaml_text,key,allowed", [
-    ("train:\n  batch_size: sixteen\n", "train.batch_size = 'sixteen'", "expected an integer"),
-    ("train:\n  lr: abc\n", "train.lr = 'abc'", "expected a number"),
-    ("train:\n  epochs: 2.5\n", "train.epochs = 2.5", "expected an integer"),
-    ("runs:\n  gaze: {block: true, lambda: -100}\n", "runs.gaze.lambda = -100", "must be >= 0"),
-    ("runs:\n  base: {block: \"false\", lambda: 0}\n", "runs.base.block = 'false'", "expected true or false"),
-    ("runs:\n  odd: {block: false, lambda: 1}\n", "runs.odd.lambda = 1", "needs block: true"),
-    ("train:\n  schedule: linear\n", "train.schedule = 'linear'", r"expected one of \['constant', 'cosine'\]"),
-    ("train:\n  tasks: [future, futur]\n", "train.tasks", "distinct tasks from"),
-    ("model:\n  query: frames\n", "model.query = 'frames'", "expected one of"),
-    ("heatmaps:\n  eta: 1.5\n", "heatmaps.eta = 1.5", r"must be in \[0, 1\]"),
-    ("heatmaps:\n  sigma_px: .nan\n", "heatmaps.sigma_px = nan", "finite"),
-    ("annotate:\n  llm: {timeout_s: 0}\n", "annotate.llm.timeout_s = 0", "must be > 0"),
-    ("annotate:\n  source: gpt\n", "annotate.source = 'gpt'", "expected one of"),
-    ("extract:\n  split_fractions: {train: 0.5, val: 0.2}\n", "extract.split_fractions", "sum to 1"),
-    ("data:\n  root: 3\n", "data.root = 3", "expected a string"),
-    ("train: 3\n", "train = 3", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "yaml_text,key,allowed",
+    [
+        ("train:\n  batch_size: sixteen\n", "train.batch_size = 'sixteen'", "expected an integer"),
+        ("train:\n  lr: abc\n", "train.lr = 'abc'", "expected a number"),
+        ("train:\n  epochs: 2.5\n", "train.epochs = 2.5", "expected an integer"),
+        ("runs:\n  gaze: {block: true, lambda: -100}\n", "runs.gaze.lambda = -100", "must be >= 0"),
+        ('runs:\n  base: {block: "false", lambda: 0}\n', "runs.base.block = 'false'", "expected true or false"),
+        ("runs:\n  odd: {block: false, lambda: 1}\n", "runs.odd.lambda = 1", "needs block: true"),
+        ("train:\n  schedule: linear\n", "train.schedule = 'linear'", r"expected one of \['constant', 'cosine'\]"),
+        ("train:\n  tasks: [future, futur]\n", "train.tasks", "distinct tasks from"),
+        ("model:\n  query: frames\n", "model.query = 'frames'", "expected one of"),
+        ("heatmaps:\n  eta: 1.5\n", "heatmaps.eta = 1.5", r"must be in \[0, 1\]"),
+        ("heatmaps:\n  sigma_px: .nan\n", "heatmaps.sigma_px = nan", "finite"),
+        ("annotate:\n  llm: {timeout_s: 0}\n", "annotate.llm.timeout_s = 0", "must be > 0"),
+        ("annotate:\n  source: gpt\n", "annotate.source = 'gpt'", "expected one of"),
+        ("extract:\n  split_fractions: {train: 0.5, val: 0.2}\n", "extract.split_fractions", "sum to 1"),
+        ("data:\n  root: 3\n", "data.root = 3", "expected a string"),
+        ("train: 3\n", "train = 3", "expected a mapping"),
+    ],
+)
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, yaml_text, key, allowed):
     f = tmp_path / "params.yaml"
     f.write_text(yaml_text)
@@ -111,8 +115,9 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, yaml_te
 
 
 def test_numeric_strings_are_coerced_and_the_rest_is_not():
-    p = params.from_dict({"train": {"lr": "1e-3", "batch_size": "8", "epochs": 3.0},
-                          "heatmaps": {"sigma_px": 50, "raft_weights": None}})
+    p = params.from_dict(
+        {"train": {"lr": "1e-3", "batch_size": "8", "epochs": 3.0}, "heatmaps": {"sigma_px": 50, "raft_weights": None}}
+    )
     assert p.train.lr == 1e-3 and p.train.batch_size == 8 and isinstance(p.train.epochs, int)
     assert p.heatmaps.sigma_px == 50.0 and isinstance(p.heatmaps.sigma_px, float)
     with pytest.raises(params.ParamsError, match="expected a number"):
@@ -137,7 +142,10 @@ def test_choice_lists_agree_with_the_modules_that_use_them():
 
     assert params.BACKBONES == presets.BACKBONES
     assert (params.QUERIES, params.BLOCK_OUTPUTS, params.HEAD_REDUCTIONS) == (
-        gaze_block.QUERIES, gaze_block.OUTPUTS, gaze_block.HEAD_REDUCTIONS)
+        gaze_block.QUERIES,
+        gaze_block.OUTPUTS,
+        gaze_block.HEAD_REDUCTIONS,
+    )
     assert (params.KL_DIRECTIONS, params.KL_REDUCTIONS) == (losses.DIRECTIONS, losses.REDUCTIONS)
     assert params.FLOW_BACKENDS == flow.FLOW_BACKENDS
     assert (params.TASKS, params.SPLITS) == (layout.TASKS, layout.SPLITS)

@@ -1,5 +1,6 @@
 """The DVC pipeline's shape: every stage runs an existing, output-free notebook through papermill and
 declares params that exist in params.yaml."""
+
 import json
 import re
 from pathlib import Path
@@ -56,7 +57,8 @@ def test_notebooks_are_committed_without_outputs(notebook):
     nb = json.loads(notebook.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
-        f"{notebook.name}: strip outputs before committing")
+        f"{notebook.name}: strip outputs before committing"
+    )
 
 
 @pytest.mark.parametrize("notebook", STAGE_NOTEBOOKS, ids=lambda p: p.name)
@@ -65,7 +67,8 @@ def test_stage_notebooks_have_a_parameters_cell(notebook):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code, notebook
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
-        f"{notebook.name}: strip outputs before committing")
+        f"{notebook.name}: strip outputs before committing"
+    )
     params_cells = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params_cells) == 1 and "params_file" in "".join(params_cells[0]["source"])
     text = "".join("".join(c["source"]) for c in code)
@@ -80,11 +83,16 @@ OTHER_YAML = {
 
 def test_params_yaml_is_read_only_by_params_module():
     reads_a_yaml_file = re.compile(r"safe_load\([^)]*(open\(|read_text)")
-    offenders = [p for p in (ROOT / "src").rglob("*.py")
-                 if reads_a_yaml_file.search(p.read_text()) and "params.yaml" in p.read_text()
-                 and p.name != "params.py" and p.name not in OTHER_YAML]
+    offenders = [
+        p
+        for p in (ROOT / "src").rglob("*.py")
+        if reads_a_yaml_file.search(p.read_text())
+        and "params.yaml" in p.read_text()
+        and p.name != "params.py"
+        and p.name not in OTHER_YAML
+    ]
     assert not offenders
-    for name in OTHER_YAML:   # what the exemption allows: only dvc.lock is read there
+    for name in OTHER_YAML:  # what the exemption allows: only dvc.lock is read there
         text = next((ROOT / "src").rglob(name)).read_text()
         assert re.findall(r"safe_load\((\w+)\.read_text", text) == ["path"] and 'LOCK_FILE = "dvc.lock"' in text
 
@@ -103,10 +111,10 @@ def test_every_run_trains_with_every_seed_as_a_stage_of_the_dvc_matrix(tmp_path)
 
     p = gparams.load(ROOT / "params.yaml")
     assert {"base", "lambda0", "gaze"} <= set(p.runs) and len(p.train.seeds) >= 3
-    for name in ("dvc.yaml", "params.yaml"):   # a scratch repository: the project's own stays untouched
+    for name in ("dvc.yaml", "params.yaml"):  # a scratch repository: the project's own stays untouched
         shutil.copy(ROOT / name, tmp_path / name)
     Repo.init(str(tmp_path), no_scm=True).close()
-    with contextlib.chdir(tmp_path), Repo(str(tmp_path)) as repo:   # addressing relative to the cwd
+    with contextlib.chdir(tmp_path), Repo(str(tmp_path)) as repo:  # addressing relative to the cwd
         stages = {s.addressing: s for s in repo.index.stages if s.addressing.startswith("train@")}
     expected = {f"train@{r}-{s}": (r, s) for r in p.runs for s in p.train.seeds}
     assert set(stages) == set(expected)
@@ -115,5 +123,5 @@ def test_every_run_trains_with_every_seed_as_a_stage_of_the_dvc_matrix(tmp_path)
         assert f"-p run {run} -p seed {seed}" in cmd, cmd
         outs = {str(o.def_path) for o in stages[name].outs}
         assert f"models/{run}/seed{seed}" in outs and f"reports/train/{run}/seed{seed}.json" in outs
-    for stage in ("evaluate", "attention", "hallucination"):   # the pooling stages rerun when seeds change
+    for stage in ("evaluate", "attention", "hallucination"):  # the pooling stages rerun when seeds change
         assert "train.seeds" in DVC["stages"][stage]["params"], stage

@@ -1,5 +1,6 @@
 """The pretrain stage: the tiny vision encoder learns from TRAIN keyframes and captions only, its weights
 load into the model, the run is reproducible, and real presets / a disabled stage train nothing."""
+
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gazevlm.models import load_vision_weights, presets
 from gazevlm.shards import ShardSetWriter, encode_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-COLOURS = {"red": (0, 0, 220), "blue": (220, 0, 0)}   # BGR for cv2
+COLOURS = {"red": (0, 0, 220), "blue": (220, 0, 0)}  # BGR for cv2
 FRAMES = 3
 
 
@@ -27,7 +28,7 @@ def frame(colour: str, seed: int) -> bytes:
     size = vision_geometry("tiny")[0]
     img = np.full((size, size, 3), 90, np.uint8)
     r, c = rng.integers(0, size - 32, 2)
-    img[r:r + 32, c:c + 32] = COLOURS[colour]
+    img[r : r + 32, c : c + 32] = COLOURS[colour]
     return cv2.imencode(".jpg", img)[1].tobytes()
 
 
@@ -40,16 +41,33 @@ def write_world(root: Path, n_train: int = 16, val_caption: str = "the camera we
         writer = ShardSetWriter(layout.shard_pattern("activity", split, root / layout.SHARDS_DIR), 8)
         for w in range(n):
             colour = ("red", "blue")[w % 2]
-            text = val_caption if split == "val" else \
-                f"the camera wearer picks up the {colour} {'cup' if colour == 'red' else 'bowl'}"
+            text = (
+                val_caption
+                if split == "val"
+                else f"the camera wearer picks up the {colour} {'cup' if colour == 'red' else 'bowl'}"
+            )
             kids = [f"{split}{w}_{t}" for t in range(FRAMES)]
             captions += [{"keyframe_id": k, "caption": text} for k in kids]
-            meta = {"window_id": f"activity_{split}{w}_{w:07d}", "uid": f"{split}-vid{w // 4}", "task": "activity",
-                    "split": split, "frames": list(range(FRAMES)), "timestamps": [float(t) for t in range(FRAMES)],
-                    "keyframe_ids": kids, "target_text": text}
-            writer.write(encode_sample(meta["window_id"], [frame(colour, 10 * w + t) for t in range(FRAMES)],
-                                       np.full((FRAMES, grid, grid), 1.0 / grid ** 2, np.float32),
-                                       np.ones(FRAMES, bool), np.zeros((FRAMES, 8, 8), np.float16), meta))
+            meta = {
+                "window_id": f"activity_{split}{w}_{w:07d}",
+                "uid": f"{split}-vid{w // 4}",
+                "task": "activity",
+                "split": split,
+                "frames": list(range(FRAMES)),
+                "timestamps": [float(t) for t in range(FRAMES)],
+                "keyframe_ids": kids,
+                "target_text": text,
+            }
+            writer.write(
+                encode_sample(
+                    meta["window_id"],
+                    [frame(colour, 10 * w + t) for t in range(FRAMES)],
+                    np.full((FRAMES, grid, grid), 1.0 / grid**2, np.float32),
+                    np.ones(FRAMES, bool),
+                    np.zeros((FRAMES, 8, 8), np.float16),
+                    meta,
+                )
+            )
         writer.close()
     (root / layout.ANNOTATE_DIR).mkdir(parents=True, exist_ok=True)
     pd.DataFrame(captions).to_parquet(root / layout.ANNOTATE_DIR / "captions.parquet")
@@ -68,9 +86,10 @@ def pretrained(tmp_path_factory):
 
 def test_only_train_keyframes_with_captions_are_used(pretrained):
     root, _ = pretrained
-    data = pretrain.train_keyframes(shards_root=root / layout.SHARDS_DIR,
-                                    captions_path=root / layout.ANNOTATE_DIR / "captions.parquet")
-    assert len(data.captions) == 16 * FRAMES           # every train keyframe once, no val one
+    data = pretrain.train_keyframes(
+        shards_root=root / layout.SHARDS_DIR, captions_path=root / layout.ANNOTATE_DIR / "captions.parquet"
+    )
+    assert len(data.captions) == 16 * FRAMES  # every train keyframe once, no val one
     assert not any("green bottle" in c for c in data.captions)
     assert set(data.uids) == {f"train-vid{i}" for i in range(4)}
     assert data.frames.dtype == torch.uint8 and data.frames.shape[1:] == (3, 128, 128)
@@ -115,7 +134,8 @@ def test_disabled_or_real_preset_trains_nothing(tmp_path):
 def test_no_captioned_train_keyframe_is_an_error_naming_the_shards(tmp_path):
     write_world(tmp_path)
     pd.DataFrame({"keyframe_id": ["nothing"], "caption": ["x"]}).to_parquet(
-        tmp_path / layout.ANNOTATE_DIR / "captions.parquet")
+        tmp_path / layout.ANNOTATE_DIR / "captions.parquet"
+    )
     with pytest.raises(ValueError, match="no captioned train keyframe"):
         pretrain.run(small(), root=tmp_path)
     assert not (tmp_path / pretrain.ENCODER_DIR / pretrain.WEIGHTS_FILE).exists()

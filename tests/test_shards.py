@@ -1,4 +1,5 @@
 """WebDataset shards: round trip, model-ready batches, per-rank/per-worker split, determinism."""
+
 import io
 import tarfile
 
@@ -70,37 +71,47 @@ def test_evaluation_reader_yields_no_gaze_at_all(tmp_path):
         assert set(batch) == {"pixels", "text", "window_id", "meta"}
 
 
-@pytest.mark.parametrize("n,per_shard", [(11, 2), (9, 20)])   # 6 shards, and 1 shard for 2 ranks
+@pytest.mark.parametrize("n,per_shard", [(11, 2), (9, 20)])  # 6 shards, and 1 shard for 2 ranks
 def test_two_ranks_see_disjoint_and_complete_data(tmp_path, n, per_shard):
     files = dummy_shards(tmp_path, n=n, per_shard=per_shard)
-    seen = [ids_of(make_loader(files, batch_size=3, with_gaze=True, rank=r, world_size=2, seed=1, epoch=0,
-                               shuffle_buffer=4)) for r in range(2)]
+    seen = [
+        ids_of(
+            make_loader(files, batch_size=3, with_gaze=True, rank=r, world_size=2, seed=1, epoch=0, shuffle_buffer=4)
+        )
+        for r in range(2)
+    ]
     assert seen[0] and seen[1]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == [f"w{i:04d}" for i in range(n)]
-    assert len(seen[0]) + len(seen[1]) == n                     # nothing twice within a rank either
+    assert len(seen[0]) + len(seen[1]) == n  # nothing twice within a rank either
 
 
 @pytest.mark.slow  # DataLoader worker processes
 def test_two_ranks_times_two_workers(tmp_path):
-    files = dummy_shards(tmp_path, n=13, per_shard=2)           # 7 shards over 4 slots
-    seen = [ids_of(make_loader(files, batch_size=2, with_gaze=False, rank=r, world_size=2, num_workers=2, seed=3))
-            for r in range(2)]
+    files = dummy_shards(tmp_path, n=13, per_shard=2)  # 7 shards over 4 slots
+    seen = [
+        ids_of(make_loader(files, batch_size=2, with_gaze=False, rank=r, world_size=2, num_workers=2, seed=3))
+        for r in range(2)
+    ]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == [f"w{i:04d}" for i in range(13)]
 
 
 def test_sample_split_mode_balances_ranks(tmp_path):
-    files = dummy_shards(tmp_path, n=12, per_shard=8)           # 2 shards of 8 and 4 samples
-    sizes = [len(ids_of(make_loader(files, batch_size=1, with_gaze=False, rank=r, world_size=2,
-                                    split_mode="samples"))) for r in range(2)]
+    files = dummy_shards(tmp_path, n=12, per_shard=8)  # 2 shards of 8 and 4 samples
+    sizes = [
+        len(ids_of(make_loader(files, batch_size=1, with_gaze=False, rank=r, world_size=2, split_mode="samples")))
+        for r in range(2)
+    ]
     assert sizes == [6, 6]
 
 
 def test_shuffle_is_deterministic_given_seed_and_epoch(tmp_path):
     files = dummy_shards(tmp_path, n=20, per_shard=4)
+
     def order(seed, epoch):
         return ids_of(make_loader(files, batch_size=4, with_gaze=False, seed=seed, epoch=epoch, shuffle_buffer=8))
+
     a = order(0, 0)
     assert a == order(0, 0)
     assert sorted(a) == [f"w{i:04d}" for i in range(20)]
@@ -117,9 +128,12 @@ def test_assign_shards_is_a_partition():
         assert set(whole) | set(plans[0].shared) == set(files) and not set(whole) & set(plans[0].shared)
         assert all(p.shared == plans[0].shared and (p.stride, p.offset) == (3, s) for s, p in enumerate(plans))
     auto = assign_shards(files, 0, 3, shuffle=True, seed=5, epoch=2)
-    assert len(auto.whole) == 3 and len(auto.shared) == 1           # 9 dealt whole, 1 shared
-    assert assign_shards(files, 1, 3, shuffle=False, seed=0, epoch=0, mode="shards").whole == ["s1.tar", "s4.tar",
-                                                                                               "s7.tar"]
+    assert len(auto.whole) == 3 and len(auto.shared) == 1  # 9 dealt whole, 1 shared
+    assert assign_shards(files, 1, 3, shuffle=False, seed=0, epoch=0, mode="shards").whole == [
+        "s1.tar",
+        "s4.tar",
+        "s7.tar",
+    ]
     few = assign_shards(files[:2], 2, 3, shuffle=False, seed=0, epoch=0)
     assert few.whole == [] and few.shared == files[:2]
     with pytest.raises(ValueError):
@@ -129,9 +143,8 @@ def test_assign_shards_is_a_partition():
 
 
 def test_auto_split_balances_ranks_with_an_odd_shard_count(tmp_path):
-    files = dummy_shards(tmp_path, n=12, per_shard=4)               # 3 shards of 4 for 2 ranks
-    seen = [ids_of(make_loader(files, batch_size=1, with_gaze=False, rank=r, world_size=2, seed=7))
-            for r in range(2)]
+    files = dummy_shards(tmp_path, n=12, per_shard=4)  # 3 shards of 4 for 2 ranks
+    seen = [ids_of(make_loader(files, batch_size=1, with_gaze=False, rank=r, world_size=2, seed=7)) for r in range(2)]
     assert [len(s) for s in seen] == [6, 6]
     assert sorted(seen[0] + seen[1]) == [f"w{i:04d}" for i in range(12)]
 
@@ -144,8 +157,14 @@ def test_even_shard_size():
 
 def test_incomplete_sample_is_a_clear_error(tmp_path):
     path = tmp_path / "bad-000000.tar"
-    sample = encode_sample("w0", [b"\xff\xd8junk"], np.zeros((1, 2, 2), np.float32), np.array([True]),
-                           np.zeros((1, 4, 4), np.float16), {"frames": [0, 30], "target_text": "x"})
+    sample = encode_sample(
+        "w0",
+        [b"\xff\xd8junk"],
+        np.zeros((1, 2, 2), np.float32),
+        np.array([True]),
+        np.zeros((1, 4, 4), np.float16),
+        {"frames": [0, 30], "target_text": "x"},
+    )
     with tarfile.open(path, "w") as tar:
         for k, v in sample.items():
             if k != "__key__":
@@ -162,7 +181,7 @@ def test_writer_refuses_inconsistent_samples(tmp_path):
     with pytest.raises(ValueError, match="contains '.'"):
         encode_sample("w.1", [b"a"], np.zeros((1, 2, 2)), np.zeros(1, bool), np.zeros((1, 4, 4)), {})
     w = ShardSetWriter(str(tmp_path / "x-%06d.tar"), 4)
-    assert w.close() == [] and not list(tmp_path.iterdir())    # no empty shard for an empty split
+    assert w.close() == [] and not list(tmp_path.iterdir())  # no empty shard for an empty split
 
 
 def test_pooled_writer_mixes_and_writes_everything_once(tmp_path):
@@ -171,14 +190,20 @@ def test_pooled_writer_mixes_and_writes_everything_once(tmp_path):
     from gazevlm.shards import PooledWriter
 
     def run(seed):
-        w = PooledWriter(ShardSetWriter(str(tmp_path / f"s{seed}-%06d.tar"), 100), pool=3, rng=random.Random(seed),
-                         encode=lambda i: encode_sample(f"w{i:02d}", [b"x"], np.zeros((1, 2, 2)), np.ones(1, bool),
-                                                        np.zeros((1, 2, 2)), {"frames": [i]}))
+        w = PooledWriter(
+            ShardSetWriter(str(tmp_path / f"s{seed}-%06d.tar"), 100),
+            pool=3,
+            rng=random.Random(seed),
+            encode=lambda i: encode_sample(
+                f"w{i:02d}", [b"x"], np.zeros((1, 2, 2)), np.ones(1, bool), np.zeros((1, 2, 2)), {"frames": [i]}
+            ),
+        )
         for i in range(10):
             w.add(i)
         files = w.close()
         with tarfile.open(files[0]) as tar:
             return [m.name.split(".")[0] for m in tar.getmembers() if m.name.endswith(".json")]
+
     order = run(0)
     assert sorted(order) == [f"w{i:02d}" for i in range(10)] and order != sorted(order)
     assert run(0) == order
@@ -200,6 +225,7 @@ def test_model_batches_do_not_decode_the_analysis_heatmap(tmp_path):
 
 
 # --- completeness: a per-split manifest, checked by every reader (issue 15, item 2) -----------------
+
 
 def _split(tmp_path, n=9, per_shard=3):
     """A (future, train) split of n windows under tmp_path/future, in shards of per_shard."""
@@ -226,7 +252,10 @@ def test_writer_records_counts_sizes_and_checksums(tmp_path):
     manifest = json.loads((tmp_path / "future" / "train.manifest.json").read_text())
     assert manifest["samples"] == 7
     assert {k: v["samples"] for k, v in manifest["shards"].items()} == {
-        "train-000000.tar": 3, "train-000001.tar": 3, "train-000002.tar": 1}
+        "train-000000.tar": 3,
+        "train-000001.tar": 3,
+        "train-000002.tar": 1,
+    }
     for f in files:
         entry = manifest["shards"][Path(f).name]
         assert entry["bytes"] == Path(f).stat().st_size
@@ -238,14 +267,16 @@ def test_a_shard_cut_at_a_member_boundary_fails_naming_it(tmp_path):
 
     files = _split(tmp_path)
     _cut_at_member_boundary(files[1], keep_samples=1)
-    with tarfile.open(files[1]) as tar:     # tarfile reads the cut shard as a valid, shorter tar
+    with tarfile.open(files[1]) as tar:  # tarfile reads the cut shard as a valid, shorter tar
         assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 1
-    for read in (lambda: list(make_loader(("future", "train"), batch_size=2, with_gaze=True, root=tmp_path)),
-                 lambda: list(make_loader(files, batch_size=2, with_gaze=True)),
-                 lambda: list(iter_samples(("future", "train"), root=tmp_path)),
-                 lambda: count_samples(files),
-                 lambda: ShardSource("future", tmp_path).num_samples("train"),
-                 lambda: MemorySource("future", tmp_path).num_samples("train")):   # one rank: the default
+    for read in (
+        lambda: list(make_loader(("future", "train"), batch_size=2, with_gaze=True, root=tmp_path)),
+        lambda: list(make_loader(files, batch_size=2, with_gaze=True)),
+        lambda: list(iter_samples(("future", "train"), root=tmp_path)),
+        lambda: count_samples(files),
+        lambda: ShardSource("future", tmp_path).num_samples("train"),
+        lambda: MemorySource("future", tmp_path).num_samples("train"),
+    ):  # one rank: the default
         with pytest.raises(ShardError, match=r"train-000001\.tar: .*truncated"):
             read()
 
@@ -264,6 +295,7 @@ def test_the_stream_checks_counts_when_the_size_cannot_tell(tmp_path):
         list(make_loader(("future", "train"), batch_size=2, with_gaze=True, shuffle=False, root=tmp_path))
     with pytest.raises(ShardError, match=r"train-000002\.tar: sha256 differs"):
         from gazevlm.shards import verify_split
+
         verify_split("future", "train", tmp_path)
 
 
@@ -285,8 +317,14 @@ def test_missing_extra_and_unlisted_shards_are_named(tmp_path):
 
 def _sample_with(tmp_path, **members):
     path = tmp_path / "bad-000000.tar"
-    sample = encode_sample("w0", [b"\xff\xd8junk"], np.zeros((1, 2, 2), np.float32), np.array([True]),
-                           np.zeros((1, 4, 4), np.float16), {"frames": [0], "target_text": "x"})
+    sample = encode_sample(
+        "w0",
+        [b"\xff\xd8junk"],
+        np.zeros((1, 2, 2), np.float32),
+        np.array([True]),
+        np.zeros((1, 4, 4), np.float16),
+        {"frames": [0], "target_text": "x"},
+    )
     sample.update(members)
     with tarfile.open(path, "w") as tar:
         for k, v in sample.items():
@@ -297,12 +335,15 @@ def _sample_with(tmp_path, **members):
     return str(path)
 
 
-@pytest.mark.parametrize("member,garbage,match", [
-    ("target.npy", b"\x93NUMPY garbage", r"sample w0: target\.npy is not a readable \.npy array"),
-    ("valid.npy", b"", r"sample w0: valid\.npy is not a readable \.npy array"),
-    ("json", b"{not json", r"sample w0: the json member is not valid JSON"),
-    ("json", b"[1, 2]", r"sample w0: the json member is not an object"),
-])
+@pytest.mark.parametrize(
+    "member,garbage,match",
+    [
+        ("target.npy", b"\x93NUMPY garbage", r"sample w0: target\.npy is not a readable \.npy array"),
+        ("valid.npy", b"", r"sample w0: valid\.npy is not a readable \.npy array"),
+        ("json", b"{not json", r"sample w0: the json member is not valid JSON"),
+        ("json", b"[1, 2]", r"sample w0: the json member is not an object"),
+    ],
+)
 def test_garbage_members_raise_a_named_shard_error(tmp_path, member, garbage, match, monkeypatch):
     import cv2
 
@@ -316,7 +357,7 @@ def test_a_shard_cut_inside_a_member_is_a_named_shard_error(tmp_path):
     from pathlib import Path
 
     files = dummy_shards(tmp_path, n=4, per_shard=4)
-    (tmp_path / "train.manifest.json").unlink()   # the tar reader's own error, not the manifest's
+    (tmp_path / "train.manifest.json").unlink()  # the tar reader's own error, not the manifest's
     data = Path(files[0]).read_bytes()
     Path(files[0]).write_bytes(data[: len(data) // 2 + 100])
     with pytest.raises(ShardError, match=r"train-000000\.tar: unreadable shard: unexpected end of data"):

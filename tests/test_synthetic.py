@@ -1,4 +1,5 @@
 """The synthetic world: Ego4D layout, determinism, gaze behaviour and quirks, frames free of gaze."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,12 @@ def test_layout_and_schemas(tiny_world):
     assert len(uids) == 3 and all(uuid.UUID(u).version == 4 for u in uids)
     for v in meta["videos"]:
         vm = v["video_metadata"]
-        assert (vm["fps"], vm["num_frames"], vm["display_resolution_width"], vm["display_resolution_height"]) \
-            == (30, 240, 128, 128)
+        assert (vm["fps"], vm["num_frames"], vm["display_resolution_width"], vm["display_resolution_height"]) == (
+            30,
+            240,
+            128,
+            128,
+        )
         assert v["has_gaze"] is True and v["duration_sec"] == 8.0
         assert (vdir / "full_scale" / f"{v['video_uid']}.mp4").is_file()
         header = (vdir / "gaze" / f"{v['video_uid']}.csv").read_text().split("\n", 1)[0]
@@ -114,13 +119,13 @@ def test_gaze_quirks_are_present(tiny_world):
         t = g.canonical_timestamp_s.to_numpy()
         dt = np.diff(t)
         assert np.median(dt) == pytest.approx(1 / 200, rel=0.1) and (dt > 0).all()
-        assert dt.max() > 0.15                                  # an untracked stretch: rows missing
-        assert (g.confidence < 0.6).any()                       # blinks
+        assert dt.max() > 0.15  # an untracked stretch: rows missing
+        assert (g.confidence < 0.6).any()  # blinks
         assert g.component_idx.eq(0).all() and g.base_data.isna().all()
         assert (g.world_index == np.clip(np.round(t * 30), 0, 239)).all()
     out = pd.concat(tables)
     outside = (out.norm_pos_x < 0) | (out.norm_pos_x > 1) | (out.norm_pos_y < 0) | (out.norm_pos_y > 1)
-    assert outside.sum() > 20                                   # out-of-frame excursions
+    assert outside.sum() > 20  # out-of-frame excursions
 
 
 def test_gaze_leads_the_hand_and_the_cue_frame_shows_the_target(tiny_world):

@@ -1,4 +1,5 @@
 """The training stage on one process: outputs, determinism, best-by-validation, strict checkpoints, CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,9 +33,18 @@ from train_fixtures import (
 
 def _train(root: Path, run: str = "gaze", source: dict | None = None, **kw) -> dict:
     with chdir(root):
-        return run_in_process(threads=1, result_path=None, source={} if source is None else source,
-                              train_kwargs={"run": run, "task": TASK, "out_dir": root / "models" / run,
-                                            "live_dir": root / "live" / run, **kw})
+        return run_in_process(
+            threads=1,
+            result_path=None,
+            source={} if source is None else source,
+            train_kwargs={
+                "run": run,
+                "task": TASK,
+                "out_dir": root / "models" / run,
+                "live_dir": root / "live" / run,
+                **kw,
+            },
+        )
 
 
 @pytest.fixture(autouse=True)

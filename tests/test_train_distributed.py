@@ -1,4 +1,5 @@
 """FSDP over 2 CPU ranks (gloo) against 1 rank, and kill -9 then resume against an uninterrupted run."""
+
 from __future__ import annotations
 
 import signal
@@ -67,13 +68,18 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, in_memory)
     killed.mkdir()
     train = {"epochs": 3, "checkpoint_every_steps": 2, "in_memory": in_memory}
     with chdir(full):
-        s_full = run_in_process(threads=1, result_path=None, source=None,
-                                train_kwargs=_kwargs(full, shards_root=str(shards), train=dict(train)))
+        s_full = run_in_process(
+            threads=1,
+            result_path=None,
+            source=None,
+            train_kwargs=_kwargs(full, shards_root=str(shards), train=dict(train)),
+        )
     assert s_full["steps"] == 9
 
     # step 5 is mid-epoch 2, one step after the state written at step 4; the process dies with SIGKILL
-    proc = process_context().Process(target=train_until_killed, args=(
-        str(killed), 5, _kwargs(killed, shards_root=str(shards), train=dict(train))))
+    proc = process_context().Process(
+        target=train_until_killed, args=(str(killed), 5, _kwargs(killed, shards_root=str(shards), train=dict(train)))
+    )
     proc.start()
     proc.join(timeout=120)
     assert proc.exitcode == -signal.SIGKILL
@@ -82,9 +88,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, in_memory)
     assert max(s for s, _ in read_tsv_metrics(killed / "live")["plots/metrics/train/loss.tsv"]) == 5
 
     with chdir(killed):
-        s_res = run_in_process(threads=1, result_path=None, source=None,
-                               train_kwargs=_kwargs(killed, shards_root=str(shards), resume="must",
-                                                    train=dict(train)))
+        s_res = run_in_process(
+            threads=1,
+            result_path=None,
+            source=None,
+            train_kwargs=_kwargs(killed, shards_root=str(shards), resume="must", train=dict(train)),
+        )
     assert s_res["steps"] == 9 and s_res["best"] == s_full["best"]
     for rel in ("model.safetensors", "state/step-000000009-end/model.safetensors"):
         a, b = weights_of(full / "models" / rel), weights_of(killed / "models" / rel)

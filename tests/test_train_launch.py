@@ -1,4 +1,5 @@
 """The notebook's entry: torchrun with 2 CPU ranks on real shards (per-rank split), then the curve plots."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,10 @@ def project(tmp_path, monkeypatch):
     """A project directory: params.yaml and data/shards with 4 train shards (2 per rank) and 2 val shards."""
     write_shards(tmp_path / layout.SHARDS_DIR, n_train=12, n_val=4, per_shard=3)
     p = tiny_params(epochs=1, nproc_per_node=2)
-    raw = {"model": {"preset": "tiny", "vision_weights": None},
-           "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.train.__dict__.items()}}
+    raw = {
+        "model": {"preset": "tiny", "vision_weights": None},
+        "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.train.__dict__.items()},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -35,8 +38,9 @@ def project(tmp_path, monkeypatch):
 def test_torchrun_two_ranks_from_shards_and_curves(project):
     P = params.load("params.yaml")
     lines: list[str] = []
-    report = train.run(P, "lambda0", extra_args=["--set", "train.lr=0.002", "--no-progress", "--device", "cpu"],
-                       stream=lines.append)
+    report = train.run(
+        P, "lambda0", extra_args=["--set", "train.lr=0.002", "--no-progress", "--device", "cpu"], stream=lines.append
+    )
     s = report["tasks"][TASK]
     assert s["world_size"] == 2 and s["micro_batch"] == 2 and s["steps"] == 3
     # rank 0 read 2 whole train shards (6 windows, 3 micro-batches of 2) and val shard 0 (3 of the 4
@@ -68,10 +72,11 @@ def test_a_dvc_set_param_value_trains(project):
 
     apply_overrides("params.yaml", ["train.lr=7e-5", "train.nproc_per_node=1"])
     assert "lr: 7e-05" in Path("params.yaml").read_text()
-    report = train.run(params.load("params.yaml"), "gaze", extra_args=["--no-progress", "--device", "cpu"],
-                       stream=None, seed=1)
+    report = train.run(
+        params.load("params.yaml"), "gaze", extra_args=["--no-progress", "--device", "cpu"], stream=None, seed=1
+    )
     s = report["tasks"][TASK]
-    assert s["steps"] == 3 and s["seed"] == 1 and s["world_size"] == 1   # a plain `python -m`, no torchrun
+    assert s["steps"] == 3 and s["seed"] == 1 and s["world_size"] == 1  # a plain `python -m`, no torchrun
     # one rank: the shards decoded once into memory (train.in_memory), every window encoded up front
     assert s["vision_cache"]["misses"] == 12 + 4 and s["vision_cache"]["samples"] == 12 + 4
     cfg = json.loads(Path("models/gaze/seed1/future/config.json").read_text())
@@ -87,13 +92,23 @@ def test_a_failed_training_ends_with_its_real_error(project):
     import subprocess
 
     dvc = str(Path(sys.executable).parent / "dvc")
-    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "add", "params.yaml", ".dvc"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], ["git", "gc", "-q"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [dvc, "init", "-q"],
+        ["git", "add", "params.yaml", ".dvc"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+        ["git", "gc", "-q"],
+    ):
         subprocess.run(cmd, check=True, capture_output=True)
     assert list(Path(".git/objects/pack").glob("*.pack"))
     with pytest.raises(RuntimeError) as err:
-        train.run(params.load("params.yaml"), "gaze", stream=None, nproc_per_node=1,
-                  extra_args=["--set", "train.lr=1e30", "--no-progress", "--device", "cpu"])
+        train.run(
+            params.load("params.yaml"),
+            "gaze",
+            stream=None,
+            nproc_per_node=1,
+            extra_args=["--set", "train.lr=1e30", "--no-progress", "--device", "cpu"],
+        )
     message = str(err.value)
     assert "sys.meta_path is None" not in message and "dulwich" not in message
     assert re.search(r"FloatingPointError: gaze/future: non-finite training loss", message.splitlines()[-1])
@@ -128,8 +143,11 @@ def test_missing_or_broken_shards_are_named(tmp_path, source):
     (tmp_path / TASK / "train-000000.tar").write_bytes(b"not a tar file" * 100)
     with pytest.raises(ShardError, match=r"train\.manifest\.json: no shard manifest"):
         make(TASK, tmp_path).train_texts()
-    write_manifest(tmp_path / TASK / "train.manifest.json", [str(tmp_path / TASK / "train-000000.tar")], {
-        str(tmp_path / TASK / "train-000000.tar"): 1})
+    write_manifest(
+        tmp_path / TASK / "train.manifest.json",
+        [str(tmp_path / TASK / "train-000000.tar")],
+        {str(tmp_path / TASK / "train-000000.tar"): 1},
+    )
     with pytest.raises(ShardError, match=r"train-000000\.tar: unreadable shard"):
         make(TASK, tmp_path).train_texts()
     with pytest.raises(FileNotFoundError, match="no DVCLive curves"):

@@ -1,4 +1,5 @@
 """Small generated data and params for the training tests (real tiny preset, tiny data)."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,28 @@ def tiny_params(model: dict[str, Any] | None = None, **train: Any) -> params.Par
     """Tiny-preset params: global batch 4, 2 epochs, short warmup, seeds 0 and 1 (0 trains unless a seed is
     given); override any train key (and model keys, e.g. the backbone, through `model`). The vision encoder
     is the preset's random one (model.vision_weights None: no pretrain stage has run in a test)."""
-    base = {"tasks": [TASK], "seeds": [0, 1], "batch_size": 4, "grad_accum": 1, "lr": 1e-3, "weight_decay": 0.01,
-            "warmup_steps": 2, "schedule": "cosine", "epochs": 2, "grad_clip": 1.0,
-            "cache_vision_features": True, "freeze_vision": True, "num_workers": 0, "shuffle_buffer": 8,
-            "checkpoint_every_steps": 0, "select_on": "ce",
-            # the KL itself (params.yaml trains with mean, KL / patches): with lambda 100 the gaze term
-            # dominates the gradients (global norm ~45 at step 1 vs ~3), a strong check of the gaze block in
-            # the 1-rank vs 2-rank comparisons, whose tolerances were measured with it
-            "kl_reduction": "sum"}
+    base = {
+        "tasks": [TASK],
+        "seeds": [0, 1],
+        "batch_size": 4,
+        "grad_accum": 1,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "warmup_steps": 2,
+        "schedule": "cosine",
+        "epochs": 2,
+        "grad_clip": 1.0,
+        "cache_vision_features": True,
+        "freeze_vision": True,
+        "num_workers": 0,
+        "shuffle_buffer": 8,
+        "checkpoint_every_steps": 0,
+        "select_on": "ce",
+        # the KL itself (params.yaml trains with mean, KL / patches): with lambda 100 the gaze term
+        # dominates the gradients (global norm ~45 at step 1 vs ~3), a strong check of the gaze block in
+        # the 1-rank vs 2-rank comparisons, whose tolerances were measured with it
+        "kl_reduction": "sum",
+    }
     base.update(train)
     return params.from_dict({"model": {"preset": "tiny", "vision_weights": None, **(model or {})}, "train": base})
 
@@ -54,11 +69,15 @@ def make_samples(n: int, seed: int, split: str, all_valid_but_last: bool = True)
         if all_valid_but_last:
             valid[-1] = False
         text = f"{VERBS[i % 4]} the {COLOURS[(i // 4) % 4]} {THINGS[(i * 7) % 4]}"
-        out.append({
-            "window_id": f"{TASK}_{split}{seed:02d}v{i:03d}_{i:07d}",
-            "frames": (rng.random((FRAMES, size, size, 3)) * 255).astype(np.uint8),
-            "target": target, "valid": valid, "text": text,
-        })
+        out.append(
+            {
+                "window_id": f"{TASK}_{split}{seed:02d}v{i:03d}_{i:07d}",
+                "frames": (rng.random((FRAMES, size, size, 3)) * 255).astype(np.uint8),
+                "target": target,
+                "valid": valid,
+                "text": text,
+            }
+        )
     return out
 
 
@@ -86,14 +105,15 @@ class ListSource:
     def num_samples(self, split: str) -> int:
         return len(self.split[split])
 
-    def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int, shuffle: bool,
-                seed: int) -> Iterator[dict[str, Any]]:
+    def batches(
+        self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int, shuffle: bool, seed: int
+    ) -> Iterator[dict[str, Any]]:
         items = list(self.split[split])
         if shuffle:
             random.Random(seed * 1000 + epoch).shuffle(items)
         round_size = batch_size * world_size
         for start in range(0, len(items) - round_size + 1, round_size):
-            yield collate(items[start + rank * batch_size: start + (rank + 1) * batch_size])
+            yield collate(items[start + rank * batch_size : start + (rank + 1) * batch_size])
 
 
 def write_shards(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, per_shard: int = 6) -> Path:
@@ -103,11 +123,19 @@ def write_shards(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, p
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1)):
         writer = ShardSetWriter(layout.shard_pattern(TASK, split, root), per_shard)
         for smp in make_samples(n, s, split):
-            jpegs = [cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-                     for f in smp["frames"]]
-            meta = {"window_id": smp["window_id"], "task": TASK, "split": split, "uid": "v",
-                    "frames": list(range(FRAMES)), "timestamps": [float(i) for i in range(FRAMES)],
-                    "keyframe_ids": [f"v_{i:07d}" for i in range(FRAMES)], "target_text": smp["text"]}
+            jpegs = [
+                cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in smp["frames"]
+            ]
+            meta = {
+                "window_id": smp["window_id"],
+                "task": TASK,
+                "split": split,
+                "uid": "v",
+                "frames": list(range(FRAMES)),
+                "timestamps": [float(i) for i in range(FRAMES)],
+                "keyframe_ids": [f"v_{i:07d}" for i in range(FRAMES)],
+                "target_text": smp["text"],
+            }
             heat = np.zeros((FRAMES, 8, 8), np.float16)
             writer.write(encode_sample(smp["window_id"], jpegs, smp["target"], smp["valid"], heat, meta))
         writer.close()
@@ -135,18 +163,27 @@ def read_tsv_metrics(live_dir: Path, skip: tuple[str, ...] = ("step_time_s",)) -
 
 # --- multi-process helpers (spawned children import this module by name) -----------------------------
 
+
 def _rank_main(rank: int, world_size: int, port: int, threads: int, kwargs: dict, result_dir: str) -> None:
     import warnings
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     # a sharded unit returning a view could lose its pre-backward all-gather: fail the rank, not warn
     warnings.filterwarnings("error", message=r"FSDP2-wrapped module .* returned a view tensor")
     run_in_process(threads=threads, result_path=Path(result_dir) / f"rank{rank}.json", **kwargs)
 
 
-def run_in_process(*, threads: int, result_path: Path | None, train_kwargs: dict, source: dict | None,
-                   kill_at_step: int | None = None) -> dict:
+def run_in_process(
+    *, threads: int, result_path: Path | None, train_kwargs: dict, source: dict | None, kill_at_step: int | None = None
+) -> dict:
     """One rank's training; with kill_at_step the process SIGKILLs itself after that optimizer step."""
     import signal
 
@@ -177,8 +214,9 @@ def process_context():
     import multiprocessing
     import multiprocessing.forkserver
 
-    multiprocessing.forkserver.set_forkserver_preload(["train_fixtures", "gazevlm.train.trainer", "gazevlm.models",
-                                                       "gazevlm.losses", "gazevlm.shards", "dvclive"])
+    multiprocessing.forkserver.set_forkserver_preload(
+        ["train_fixtures", "gazevlm.train.trainer", "gazevlm.models", "gazevlm.losses", "gazevlm.shards", "dvclive"]
+    )
     return multiprocessing.get_context("forkserver")
 
 
@@ -189,8 +227,13 @@ def spawn_ranks(world_size: int, kwargs: dict, result_dir: Path, threads: int = 
     from gazevlm.distributed import free_port
 
     process_context()
-    mp.start_processes(_rank_main, args=(world_size, free_port(), threads, kwargs, str(result_dir)),
-                       nprocs=world_size, join=True, start_method="forkserver")
+    mp.start_processes(
+        _rank_main,
+        args=(world_size, free_port(), threads, kwargs, str(result_dir)),
+        nprocs=world_size,
+        join=True,
+        start_method="forkserver",
+    )
     return [json.loads((result_dir / f"rank{r}.json").read_text()) for r in range(world_size)]
 
 

@@ -12,6 +12,7 @@ gaze KL on the block's attention, exactly as the VLM runs do. Gaze is never an i
 It answers, for a user of real data too: is the effect even possible here, at this data size? On real
 Ego4D the label needs the closed vocabulary, so this is a synthetic-world diagnostic.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,10 @@ N_CLASSES = len(COLOURS) * len(KINDS)
 
 @dataclass
 class Split:
-    frames: torch.Tensor       # (N, T, 3, H, W) uint8
-    target: torch.Tensor       # (N, T, P) float32 patch gaze distribution
-    valid: torch.Tensor        # (N, T) bool
-    label: torch.Tensor        # (N,) long: first object of the reference, -1 when the text names none
+    frames: torch.Tensor  # (N, T, 3, H, W) uint8
+    target: torch.Tensor  # (N, T, P) float32 patch gaze distribution
+    valid: torch.Tensor  # (N, T) bool
+    label: torch.Tensor  # (N,) long: first object of the reference, -1 when the text names none
     uid: list[str]
 
 
@@ -69,13 +70,11 @@ class CeilingNet(nn.Module):
         grid = image_size // patch
         self.embed = nn.Conv2d(3, dim, patch, patch)
         self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
-        self.spatial = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True,
-                                                  norm_first=True)
+        self.spatial = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.norm = nn.LayerNorm(dim)
         self.block = GazeBlock(dim, layers=2, heads=heads, query="global", output="pooled_lm", ff_mult=0)
         self.frame_pos = nn.Parameter(torch.randn(n_frames, dim) * 0.02)
-        self.temporal = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True,
-                                                   norm_first=True)
+        self.temporal = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.head = nn.Linear(dim, N_CLASSES)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,8 +109,17 @@ def _top3_overlap(attention: torch.Tensor, target: torch.Tensor, valid: torch.Te
     return float(hit[keep].mean()) if keep.any() else float("nan")
 
 
-def train_one(train: Split, test: Split, *, task: str, lam: float, seed: int, steps: int = 500,
-              batch_size: int = 32, lr: float = 1e-3) -> CeilingResult:
+def train_one(
+    train: Split,
+    test: Split,
+    *,
+    task: str,
+    lam: float,
+    seed: int,
+    steps: int = 500,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+) -> CeilingResult:
     """Train the classifier once (lambda, seed) and score the held-out split."""
     from gazevlm.losses import gaze_kl
 
@@ -136,18 +144,35 @@ def train_one(train: Split, test: Split, *, task: str, lam: float, seed: int, st
     preds, atts = [], []
     with torch.no_grad():
         for i in range(0, len(test.label), 128):
-            logits, attention = net(test.frames[i:i + 128].float() / 255.0)
+            logits, attention = net(test.frames[i : i + 128].float() / 255.0)
             preds.append(logits.argmax(-1))
             atts.append(attention)
     pred, attention = torch.cat(preds), torch.cat(atts)
     acc = float((pred == test.label)[test.label >= 0].float().mean())
-    return CeilingResult(task, lam, seed, steps, int(keep.sum()), len(test.label), len(set(test.uid)), acc,
-                         _top3_overlap(attention, test.target, test.valid), round(time.perf_counter() - t0, 1))
+    return CeilingResult(
+        task,
+        lam,
+        seed,
+        steps,
+        int(keep.sum()),
+        len(test.label),
+        len(set(test.uid)),
+        acc,
+        _top3_overlap(attention, test.target, test.valid),
+        round(time.perf_counter() - t0, 1),
+    )
 
 
-def measure(task: str, *, lambdas: Sequence[float] = (0.0, 10.0), seeds: Sequence[int] = (0, 1, 2),
-            steps: int = 500, root: str | Path = layout.SHARDS_DIR, threads: int = 1,
-            held_out: str = "val") -> list[CeilingResult]:
+def measure(
+    task: str,
+    *,
+    lambdas: Sequence[float] = (0.0, 10.0),
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 500,
+    root: str | Path = layout.SHARDS_DIR,
+    threads: int = 1,
+    held_out: str = "val",
+) -> list[CeilingResult]:
     """Every (lambda, seed); scored on the validation split by default (a diagnostic never looks at test)."""
     torch.set_num_threads(threads)
     train, test = load_split(task, "train", root), load_split(task, held_out, root)
@@ -164,12 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--held-out", default="val", choices=("val", "test"), help="split scored (default val)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
-    results = measure(args.task, lambdas=args.lambdas, seeds=args.seeds, steps=args.steps, root=args.shards,
-                      held_out=args.held_out)
+    results = measure(
+        args.task, lambdas=args.lambdas, seeds=args.seeds, steps=args.steps, root=args.shards, held_out=args.held_out
+    )
     for r in results:
-        print(f"{r.task} lambda {r.lam:g} seed {r.seed}: object accuracy {r.object_accuracy:.3f}, last-frame "
-              f"top-3 overlap {r.last_frame_top3_overlap:.2f} ({r.train_windows} train / {r.test_windows} held-out "
-              f"windows, {r.test_videos} held-out videos, {r.seconds:.0f} s)", flush=True)
+        print(
+            f"{r.task} lambda {r.lam:g} seed {r.seed}: object accuracy {r.object_accuracy:.3f}, last-frame "
+            f"top-3 overlap {r.last_frame_top3_overlap:.2f} ({r.train_windows} train / {r.test_windows} held-out "
+            f"windows, {r.test_videos} held-out videos, {r.seconds:.0f} s)",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0

@@ -19,6 +19,7 @@ Every weights file's sha256 is recorded next to it (config.json `weights_sha256`
 not load and evaluate to empty predictions. The safetensors header is written in a fixed key order,
 so identical weights give identical bytes (DVC sees no change after a retrain that changed nothing).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,18 +92,17 @@ def _canonical_header(path: Path) -> None:
     with open(path, "r+b") as fh:
         size = int.from_bytes(fh.read(8), "little")
         raw = fh.read(size)
-        header = json.loads(raw)        # tensors stay in file (offset) order: a dict keeps it
+        header = json.loads(raw)  # tensors stay in file (offset) order: a dict keeps it
         meta = header.pop("__metadata__", None)
         ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
         text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         if len(text) > size:
             raise CheckpointError(f"{path}: canonical safetensors header longer than the written one")
         fh.seek(8)
-        fh.write(text.ljust(size, b" "))   # safetensors pads its header with spaces
+        fh.write(text.ljust(size, b" "))  # safetensors pads its header with spaces
 
 
-def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path,
-                 metadata: Mapping[str, str] | None = None) -> str:
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> str:
     """Write a full state dict as safetensors (tied tensors are stored once per name), byte-reproducible;
     returns the file's sha256 (to be recorded where the file is referenced)."""
     from safetensors.torch import save_file
@@ -142,8 +142,10 @@ def load_weights(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
     if sha256 is not None:
         actual = sha256_file(path)
         if actual != sha256:
-            raise CheckpointError(f"{path}: checksum {actual[:12]}... is not the recorded {sha256[:12]}... "
-                                  "(file corrupted or replaced since it was written)")
+            raise CheckpointError(
+                f"{path}: checksum {actual[:12]}... is not the recorded {sha256[:12]}... "
+                "(file corrupted or replaced since it was written)"
+            )
     bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} tensor(s) with NaN or inf values, e.g. {bad[:3]} (corrupt weights)")
@@ -154,8 +156,10 @@ def recorded_sha256(record: Mapping[str, Any], path: Path) -> str:
     """The `weights_sha256` a config or training state records for its weights file."""
     digest = record.get("weights_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
-        raise CheckpointError(f"{path}: no weights_sha256 for its weights file (written before checksums were "
-                              "recorded, or edited): retrain, or rerun with --resume never")
+        raise CheckpointError(
+            f"{path}: no weights_sha256 for its weights file (written before checksums were "
+            "recorded, or edited): retrain, or rerun with --resume never"
+        )
     return digest
 
 
@@ -164,8 +168,9 @@ def expected_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_compatible(expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor],
-                     path: Path, hint: str = "") -> None:
+def check_compatible(
+    expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor], path: Path, hint: str = ""
+) -> None:
     """Strict key and shape check with a message that says what differs (never strict=False)."""
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -183,17 +188,22 @@ def check_compatible(expected: Mapping[str, tuple[int, ...]], weights: Mapping[s
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected: {show(unexpected)}")
     if mis_shaped:
-        parts.append(f"{len(mis_shaped)} with another shape: "
-                     + show(mis_shaped, lambda k: f"{k} {tuple(weights[k].shape)} vs model {tuple(expected[k])}"))
+        parts.append(
+            f"{len(mis_shaped)} with another shape: "
+            + show(mis_shaped, lambda k: f"{k} {tuple(weights[k].shape)} vs model {tuple(expected[k])}")
+        )
     raise CheckpointError(
         f"{path}: weights do not fit this model ({'; '.join(parts)})."
-        + (f" {hint}" if hint else " Was it saved from another preset, backbone or run?"))
+        + (f" {hint}" if hint else " Was it saved from another preset, backbone or run?")
+    )
 
 
 # --- resumable training state ------------------------------------------------------------------
 
-def save_train_state(state_root: Path, name: str, weights: Mapping[str, torch.Tensor],
-                     state: Mapping[str, Any]) -> Path:
+
+def save_train_state(
+    state_root: Path, name: str, weights: Mapping[str, torch.Tensor], state: Mapping[str, Any]
+) -> Path:
     """Write a new state directory `name` (never the one `latest` names), publish it through
     `latest`, then delete the older ones."""
     import torch
@@ -254,6 +264,7 @@ def load_train_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 # --- the trained model, for evaluation and attention analysis -----------------------------------
+
 
 def save_tokenizer(tokenizer: Any, directory: Path) -> None:
     from gazevlm.models import tokenizer as tokmod
@@ -317,8 +328,11 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     saved = config_params(config, cfg_path)
     if params is not None:
         a, b = _asdict(params.model), _asdict(saved.model)
-        diff = {k: (b.get(k), a.get(k)) for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k) and k not in ("weights_dir", "vision_weights")}
+        diff = {
+            k: (b.get(k), a.get(k))
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in ("weights_dir", "vision_weights")
+        }
         if diff:
             shown = ", ".join(f"model.{k}: checkpoint {v[0]!r} vs params {v[1]!r}" for k, v in diff.items())
             raise CheckpointError(f"{cfg_path}: checkpoint was trained with other model params ({shown})")
@@ -333,8 +347,10 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     check_compatible(expected_shapes(model), weights, weights_path)
     model.load_state_dict(weights, strict=True)
     if "model_config" in config and _jsonable(getattr(model, "config", None)) != config["model_config"]:
-        raise CheckpointError(f"{cfg_path}: model_config differs from the model this code builds "
-                              f"from the same params (code changed since training?)")
+        raise CheckpointError(
+            f"{cfg_path}: model_config differs from the model this code builds "
+            f"from the same params (code changed since training?)"
+        )
     return model.to(device).eval(), tokenizer
 
 

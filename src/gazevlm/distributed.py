@@ -4,6 +4,7 @@ One code path for every scale: torchrun's environment variables (RANK, WORLD_SIZ
 MASTER_ADDR, MASTER_PORT) select N processes on one node or N nodes; without them the same code runs
 as a one-process group built on an in-memory store (no port, no network). gloo on CPU, nccl on GPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,8 +93,7 @@ def all_reduce(values: torch.Tensor, ctx: DistContext, op: str = "sum") -> torch
     """All-reduce a small float64 tensor of statistics (on the process group's device)."""
     t = values.detach().to(ctx.device, torch.float64).clone()
     if ctx.world_size > 1:
-        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN,
-                               "max": dist.ReduceOp.MAX}[op])
+        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
     return t.cpu()
 
 
@@ -114,8 +114,9 @@ def gather_objects(obj: object, ctx: DistContext) -> list:
     return out
 
 
-def shard_model(model: nn.Module, ctx: DistContext, ignored: Iterable[nn.Module] = (),
-                units: Iterable[nn.Module] | None = None) -> nn.Module:
+def shard_model(
+    model: nn.Module, ctx: DistContext, ignored: Iterable[nn.Module] = (), units: Iterable[nn.Module] | None = None
+) -> nn.Module:
     """FSDP2 over all ranks: each unit is sharded on its own, children before parents; then the root
     takes the rest. `units` default: the model's own `fsdp_units()` if it has one, else every element
     of every nn.ModuleList that implements forward (the repeated blocks).
@@ -130,8 +131,13 @@ def shard_model(model: nn.Module, ctx: DistContext, ignored: Iterable[nn.Module]
     if units is None and hasattr(model, "fsdp_units"):
         units = model.fsdp_units()
     if units is None:
-        units = [c for m in model.modules() if isinstance(m, nn.ModuleList) for c in m.children()
-                 if not isinstance(c, (nn.ModuleList, nn.ModuleDict))]
+        units = [
+            c
+            for m in model.modules()
+            if isinstance(m, nn.ModuleList)
+            for c in m.children()
+            if not isinstance(c, (nn.ModuleList, nn.ModuleDict))
+        ]
     units = [u for u in units if id(u) not in ignored_ids]
     unit_ids = {id(u) for u in units} | {id(a) for a in _aliases(model, units, ignored_ids)}
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
@@ -145,8 +151,7 @@ def shard_model(model: nn.Module, ctx: DistContext, ignored: Iterable[nn.Module]
         seen.add(id(module))
         for child in module.children():
             visit(child)
-        if (id(module) in unit_ids and not isinstance(module, FSDPModule)
-                and any(True for _ in module.parameters())):
+        if id(module) in unit_ids and not isinstance(module, FSDPModule) and any(True for _ in module.parameters()):
             _return_no_views(module)
             fully_shard(module, mesh=mesh)
 
@@ -215,10 +220,10 @@ def load_full_state_dict(model: nn.Module, full: dict[str, torch.Tensor], ctx: D
     entries = [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if n in persistent)]
     for name, target in entries:
         if isinstance(target, DTensor):
-            source = (full[name].to(target.dtype) if ctx.is_main
-                      else torch.empty(target.shape, dtype=target.dtype))
-            shard = distribute_tensor(source.to(target.device_mesh.device_type), target.device_mesh,
-                                      target.placements, src_data_rank=0)
+            source = full[name].to(target.dtype) if ctx.is_main else torch.empty(target.shape, dtype=target.dtype)
+            shard = distribute_tensor(
+                source.to(target.device_mesh.device_type), target.device_mesh, target.placements, src_data_rank=0
+            )
             target.to_local().copy_(shard.to_local())
         else:
             source = full[name].to(target.device, target.dtype) if ctx.is_main else torch.empty_like(target)

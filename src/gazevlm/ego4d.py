@@ -11,6 +11,7 @@ raises an `Ego4DError` subclass naming the path; a problem with one video (bad C
 video, missing metadata entry, gaze without video or the reverse) is a `Skip` the caller counts in its
 report. The gaze y axis is flipped exactly once, in `gaze_per_frame` (Ego4D's origin is bottom-left).
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,13 +33,29 @@ NARRATION_PASSES = ("narration_pass_1", "narration_pass_2")
 
 # Every column of an Ego4D gaze CSV, in the order the files have them.
 GAZE_COLUMNS = (
-    "component_idx", "component_timestamp_s", "canonical_timestamp_s", "world_index", "confidence",
-    "norm_pos_x", "norm_pos_y", "base_data",
-    "gaze_point_3d_x", "gaze_point_3d_y", "gaze_point_3d_z",
-    "eye_center0_3d_x", "eye_center0_3d_y", "eye_center0_3d_z",
-    "eye_center1_3d_x", "eye_center1_3d_y", "eye_center1_3d_z",
-    "gaze_normal0_x", "gaze_normal0_y", "gaze_normal0_z",
-    "gaze_normal1_x", "gaze_normal1_y", "gaze_normal1_z",
+    "component_idx",
+    "component_timestamp_s",
+    "canonical_timestamp_s",
+    "world_index",
+    "confidence",
+    "norm_pos_x",
+    "norm_pos_y",
+    "base_data",
+    "gaze_point_3d_x",
+    "gaze_point_3d_y",
+    "gaze_point_3d_z",
+    "eye_center0_3d_x",
+    "eye_center0_3d_y",
+    "eye_center0_3d_z",
+    "eye_center1_3d_x",
+    "eye_center1_3d_y",
+    "eye_center1_3d_z",
+    "gaze_normal0_x",
+    "gaze_normal0_y",
+    "gaze_normal0_z",
+    "gaze_normal1_x",
+    "gaze_normal1_y",
+    "gaze_normal1_z",
 )
 # The columns that carry data and that we read; the others may be absent or empty.
 GAZE_REQUIRED = ("canonical_timestamp_s", "confidence", "norm_pos_x", "norm_pos_y")
@@ -143,7 +160,7 @@ class GazeStats:
     dropped_out_of_range: int
     t_first: float
     t_last: float
-    dropped_truncated: int = 0   # a last row cut short (file truncated mid-row): its values may be partial
+    dropped_truncated: int = 0  # a last row cut short (file truncated mid-row): its values may be partial
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -154,6 +171,7 @@ def version_dir(root: str | Path, version: str = EGO4D_VERSION) -> Path:
 
 
 # --- discovery ---------------------------------------------------------------------------------------
+
 
 def _is_csv_text(path: Path) -> bool:
     """An old-suffix gaze file is CSV text whose header names the Ego4D gaze columns."""
@@ -186,8 +204,14 @@ def find_gaze_files(vdir: Path) -> tuple[dict[str, Path], list[Skip], list[str]]
             if _is_csv_text(path):
                 legacy[path.stem] = path
             else:
-                skipped.append(Skip(path.stem, str(path), "gaze/ holds an .mp4 that is not CSV text "
-                                    "(gaze files must be CSV; old v1 downloads used an .mp4 suffix on CSV text)"))
+                skipped.append(
+                    Skip(
+                        path.stem,
+                        str(path),
+                        "gaze/ holds an .mp4 that is not CSV text "
+                        "(gaze files must be CSV; old v1 downloads used an .mp4 suffix on CSV text)",
+                    )
+                )
         else:
             notes.append(f"{path}: ignored (not a gaze CSV)")
     for uid, path in legacy.items():
@@ -242,9 +266,15 @@ def read_metadata(vdir: Path) -> dict[str, VideoMeta]:
         except (KeyError, TypeError, ValueError):
             continue  # an incomplete entry counts as missing; `discover` reports it per video
         duration = entry.get("duration_sec", vm.get("mp4_duration_sec"))
-        out[uid] = VideoMeta(uid, fps, width, height, num_frames,
-                             float(duration) if duration is not None else num_frames / fps,
-                             entry.get("has_gaze"))
+        out[uid] = VideoMeta(
+            uid,
+            fps,
+            width,
+            height,
+            num_frames,
+            float(duration) if duration is not None else num_frames / fps,
+            entry.get("has_gaze"),
+        )
     return out
 
 
@@ -268,13 +298,16 @@ def probe_video(path: str | Path) -> VideoProbe:
 def check_video(meta: VideoMeta, probe: VideoProbe) -> int:
     """Frames usable in the video, after checking it against ego4d.json; raises VideoFileError."""
     if (probe.width, probe.height) != (meta.width, meta.height):
-        raise VideoFileError(f"{probe.path}: resolution {probe.width}x{probe.height} but ego4d.json says "
-                             f"{meta.width}x{meta.height}")
+        raise VideoFileError(
+            f"{probe.path}: resolution {probe.width}x{probe.height} but ego4d.json says {meta.width}x{meta.height}"
+        )
     if probe.fps <= 0 or abs(probe.fps - meta.fps) > FPS_RELATIVE_TOLERANCE * meta.fps:
         raise VideoFileError(f"{probe.path}: {probe.fps:g} fps but ego4d.json says {meta.fps:g}")
     if probe.num_frames < meta.num_frames - FRAME_COUNT_TOLERANCE:
-        raise VideoFileError(f"{probe.path}: video shorter than its metadata ({probe.num_frames} frames, "
-                             f"ego4d.json says {meta.num_frames})")
+        raise VideoFileError(
+            f"{probe.path}: video shorter than its metadata ({probe.num_frames} frames, "
+            f"ego4d.json says {meta.num_frames})"
+        )
     return min(probe.num_frames, meta.num_frames)
 
 
@@ -293,32 +326,45 @@ def discover(root: str | Path, version: str = EGO4D_VERSION) -> Inventory:
     for uid, gaze_path in sorted(gaze.items()):
         video_path = videos.get(uid)
         if video_path is None:
-            inv.skipped.append(Skip(uid, str(gaze_path), "gaze CSV without a video in "
-                                    + " or ".join(f"{vdir / d}/" for d in VIDEO_DIRS)))
+            inv.skipped.append(
+                Skip(
+                    uid,
+                    str(gaze_path),
+                    "gaze CSV without a video in " + " or ".join(f"{vdir / d}/" for d in VIDEO_DIRS),
+                )
+            )
             continue
         meta = metadata.get(uid)
         if meta is None:
-            inv.skipped.append(Skip(uid, str(vdir / METADATA_FILE), "no usable entry in ego4d.json "
-                                    "(video_uid with video_metadata fps, resolution and num_frames)"))
+            inv.skipped.append(
+                Skip(
+                    uid,
+                    str(vdir / METADATA_FILE),
+                    "no usable entry in ego4d.json (video_uid with video_metadata fps, resolution and num_frames)",
+                )
+            )
             continue
         if meta.has_gaze is False:
-            inv.notes.append(f"{uid}: ego4d.json says has_gaze=false but a gaze CSV exists; using it "
-                             "(has_gaze was wrong in old metadata)")
+            inv.notes.append(
+                f"{uid}: ego4d.json says has_gaze=false but a gaze CSV exists; using it "
+                "(has_gaze was wrong in old metadata)"
+            )
         try:
             num_frames = check_video(meta, probe_video(video_path))
         except VideoFileError as err:
             inv.skipped.append(Skip(uid, str(video_path), str(err)))
             continue
-        inv.videos.append(VideoRecord(uid, meta.fps, meta.width, meta.height, num_frames,
-                                      meta.duration_s, video_path, gaze_path))
+        inv.videos.append(
+            VideoRecord(uid, meta.fps, meta.width, meta.height, num_frames, meta.duration_s, video_path, gaze_path)
+        )
     for uid, video_path in sorted(videos.items()):
         if uid not in gaze and not any(s.uid == uid for s in inv.skipped):
-            inv.skipped.append(Skip(uid, str(video_path), "video without a gaze CSV in "
-                                    f"{vdir / GAZE_DIR}/"))
+            inv.skipped.append(Skip(uid, str(video_path), f"video without a gaze CSV in {vdir / GAZE_DIR}/"))
     return inv
 
 
 # --- gaze --------------------------------------------------------------------------------------------
+
 
 def last_row_is_cut(path: Path, columns: list[str], tail_bytes: int = 1 << 16) -> bool:
     """True when the file's last data row was cut short: fewer fields than the header, or (no final
@@ -352,7 +398,7 @@ def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
         raise GazeFileError(f"{path}: missing gaze column(s) {missing} (have {list(raw.columns)[:8]}...)")
     truncated = int(len(raw) > 0 and last_row_is_cut(path, list(raw.columns)))
     if truncated:
-        raw = raw.iloc[:-1]   # "0.51" of a cut "0.5123" would otherwise be kept as a real value
+        raw = raw.iloc[:-1]  # "0.51" of a cut "0.5123" would otherwise be kept as a real value
     if raw.empty:
         raise GazeFileError(f"{path}: gaze CSV has a header but no samples")
     cols = {}
@@ -361,8 +407,9 @@ def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
         garbage = values.isna() & raw[name].notna()
         if garbage.any():
             row = int(np.flatnonzero(garbage.to_numpy())[0])
-            raise GazeFileError(f"{path}: non-numeric value {raw[name].iloc[row]!r} in column {name} "
-                                f"(data row {row + 1})")
+            raise GazeFileError(
+                f"{path}: non-numeric value {raw[name].iloc[row]!r} in column {name} (data row {row + 1})"
+            )
         cols[name] = values.to_numpy(dtype=np.float64)
     t = cols["canonical_timestamp_s"]
     conf = cols["confidence"]
@@ -372,19 +419,35 @@ def read_gaze_csv(path: str | Path) -> tuple[pd.DataFrame, GazeStats]:
     in_range = (t >= 0) & (conf >= 0) & (conf <= 1) & (nx >= lo) & (nx <= hi) & (ny >= lo) & (ny <= hi)
     keep = finite & in_range
     if not keep.any():
-        raise GazeFileError(f"{path}: no usable gaze sample among {len(raw)} rows "
-                            f"({int((~finite).sum())} with NaN, {int((finite & ~in_range).sum())} out of range)")
+        raise GazeFileError(
+            f"{path}: no usable gaze sample among {len(raw)} rows "
+            f"({int((~finite).sum())} with NaN, {int((finite & ~in_range).sum())} out of range)"
+        )
     samples = pd.DataFrame({"t": t[keep], "confidence": conf[keep], "norm_x": nx[keep], "norm_y": ny[keep]})
     samples = samples.sort_values("t", kind="stable", ignore_index=True)
-    stats = GazeStats(rows=len(raw) + truncated, used=int(keep.sum()), dropped_nan=int((~finite).sum()),
-                      dropped_out_of_range=int((finite & ~in_range).sum()),
-                      t_first=float(samples.t.iloc[0]), t_last=float(samples.t.iloc[-1]),
-                      dropped_truncated=truncated)
+    stats = GazeStats(
+        rows=len(raw) + truncated,
+        used=int(keep.sum()),
+        dropped_nan=int((~finite).sum()),
+        dropped_out_of_range=int((finite & ~in_range).sum()),
+        t_first=float(samples.t.iloc[0]),
+        t_last=float(samples.t.iloc[-1]),
+        dropped_truncated=truncated,
+    )
     return samples, stats
 
 
-def gaze_per_frame(samples: pd.DataFrame, *, fps: float, width: int, height: int, num_frames: int,
-                   confidence_min: float, max_gap_s: float, saccade_px: float) -> pd.DataFrame:
+def gaze_per_frame(
+    samples: pd.DataFrame,
+    *,
+    fps: float,
+    width: int,
+    height: int,
+    num_frames: int,
+    confidence_min: float,
+    max_gap_s: float,
+    saccade_px: float,
+) -> pd.DataFrame:
     """One row per video frame: frame, t, x, y (pixels, origin top-left), confidence, label, valid.
 
     Frame i (t = i / fps) takes the nearest sample in time among those with confidence >= confidence_min
@@ -416,21 +479,21 @@ def gaze_per_frame(samples: pd.DataFrame, *, fps: float, width: int, height: int
     if num_frames > 1:
         step = np.hypot(np.diff(x), np.diff(y))  # NaN where either frame is untracked
         moved[1:] = np.nan_to_num(step, nan=0.0) > saccade_px
-    label = np.where(~tracked, "untracked",
-                     np.where(~inside, "out_of_frame", np.where(moved, "saccade", "fixation")))
-    return pd.DataFrame({"frame": frames, "t": ft, "x": x, "y": y, "confidence": conf,
-                         "label": label.astype(object), "valid": inside})
+    label = np.where(~tracked, "untracked", np.where(~inside, "out_of_frame", np.where(moved, "saccade", "fixation")))
+    return pd.DataFrame(
+        {"frame": frames, "t": ft, "x": x, "y": y, "confidence": conf, "label": label.astype(object), "valid": inside}
+    )
 
 
 # --- narrations --------------------------------------------------------------------------------------
+
 
 def read_narrations(root: str | Path, version: str = EGO4D_VERSION) -> pd.DataFrame:
     """Every narration of narration.json: uid, pass, timestamp_sec, timestamp_frame, text,
     annotation_uid (sorted by uid, pass, time). Raises NarrationError if the file is missing or malformed."""
     path = version_dir(root, version) / NARRATION_FILE
     if not path.is_file():
-        raise NarrationError(f"{path}: narration file not found (download it with "
-                             "`ego4d --datasets annotations`)")
+        raise NarrationError(f"{path}: narration file not found (download it with `ego4d --datasets annotations`)")
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -450,10 +513,17 @@ def read_narrations(root: str | Path, version: str = EGO4D_VERSION) -> pd.DataFr
                 raise NarrationError(f"{path}: {uid}.{pass_name} has no `narrations` list")
             for item in items:
                 try:
-                    rows.append((uid, pass_name, float(item["timestamp_sec"]), int(item["timestamp_frame"]),
-                                 str(item["narration_text"]), str(item.get("annotation_uid", ""))))
+                    rows.append(
+                        (
+                            uid,
+                            pass_name,
+                            float(item["timestamp_sec"]),
+                            int(item["timestamp_frame"]),
+                            str(item["narration_text"]),
+                            str(item.get("annotation_uid", "")),
+                        )
+                    )
                 except (KeyError, TypeError, ValueError) as err:
                     raise NarrationError(f"{path}: malformed narration in {uid}.{pass_name}: {item!r}") from err
-    table = pd.DataFrame(rows, columns=["uid", "pass", "timestamp_sec", "timestamp_frame", "text",
-                                        "annotation_uid"])
+    table = pd.DataFrame(rows, columns=["uid", "pass", "timestamp_sec", "timestamp_frame", "text", "annotation_uid"])
     return table.sort_values(["uid", "pass", "timestamp_sec"], kind="stable", ignore_index=True)

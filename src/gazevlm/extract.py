@@ -9,6 +9,7 @@ assignment) is skipped and listed with its reason in reports/extract.json, and n
 frames is written. The outputs are written into a staged directory swapped in on success only, so a
 failed run keeps the last good data/extract.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def frame_path(uid: str, frame: int, root: Path = EXTRACT_DIR) -> Path:
     return root / "frames" / uid / f"{frame:07d}.jpg"
 
 
-def write_keyframes(video: Path, frames: Sequence[int], uid: str, width: int, height: int,
-                    root: Path = EXTRACT_DIR) -> list[str]:
+def write_keyframes(
+    video: Path, frames: Sequence[int], uid: str, width: int, height: int, root: Path = EXTRACT_DIR
+) -> list[str]:
     """Decode the video in order and write the given frames as JPEGs; raises VideoFileError if a
     keyframe cannot be decoded. Reading in order (grab) instead of seeking keeps indices exact."""
     wanted = sorted(int(f) for f in frames)
@@ -54,15 +56,18 @@ def write_keyframes(video: Path, frames: Sequence[int], uid: str, width: int, he
         index, k = 0, 0
         while k < len(wanted):
             if not cap.grab():
-                raise ego4d.VideoFileError(f"{video}: decoding stopped after {index} frames; keyframe "
-                                           f"{wanted[k]} is missing (video shorter than its metadata?)")
+                raise ego4d.VideoFileError(
+                    f"{video}: decoding stopped after {index} frames; keyframe "
+                    f"{wanted[k]} is missing (video shorter than its metadata?)"
+                )
             if index == wanted[k]:
                 ok, image = cap.retrieve()
                 if not ok or image is None:
                     raise ego4d.VideoFileError(f"{video}: frame {index} could not be decoded")
                 if image.shape[:2] != (height, width):
-                    raise ego4d.VideoFileError(f"{video}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
-                                               f"expected {width}x{height}")
+                    raise ego4d.VideoFileError(
+                        f"{video}: frame {index} is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
+                    )
                 path = frame_path(uid, index, root)
                 if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                     raise OSError(f"{path}: could not write the keyframe JPEG")
@@ -108,14 +113,25 @@ def ego4d_source(params: Params) -> Source:
 
     def read_gaze(rec: ego4d.VideoRecord) -> tuple[pd.DataFrame, dict, list[str]]:
         samples, stats = ego4d.read_gaze_csv(rec.gaze_path)
-        gf = ego4d.gaze_per_frame(samples, fps=rec.fps, width=rec.width, height=rec.height,
-                                  num_frames=rec.num_frames, confidence_min=ep.confidence_min,
-                                  max_gap_s=ep.max_gap_s, saccade_px=ep.saccade_px)
+        gf = ego4d.gaze_per_frame(
+            samples,
+            fps=rec.fps,
+            width=rec.width,
+            height=rec.height,
+            num_frames=rec.num_frames,
+            confidence_min=ep.confidence_min,
+            max_gap_s=ep.max_gap_s,
+            saccade_px=ep.saccade_px,
+        )
         notes = [f"{rec.gaze_path}: last row cut short (truncated file?), dropped"] if stats.dropped_truncated else []
         return gf, stats.as_dict(), notes
 
-    return Source(ego4d.discover(params.data.root, params.data.version), read_gaze, (ego4d.GazeFileError,),
-                  params.extract.split_uids or None)
+    return Source(
+        ego4d.discover(params.data.root, params.data.version),
+        read_gaze,
+        (ego4d.GazeFileError,),
+        params.extract.split_uids or None,
+    )
 
 
 def egtea_source(params: Params) -> Source:
@@ -152,24 +168,30 @@ def _read_videos(src: Source, ep: ExtractParams, out: Path) -> _Videos:
         # the table names where the frames will be once the staged directory is swapped in
         kf["path"] = [str(frame_path(rec.uid, int(f))) for f in kf.frame]
         if not gf.valid.any():
-            res.notes.append(f"{rec.uid}: no frame has in-frame gaze ({rec.gaze_path}); its windows are kept "
-                             "without gaze targets (no gaze loss on them)")
+            res.notes.append(
+                f"{rec.uid}: no frame has in-frame gaze ({rec.gaze_path}); its windows are kept "
+                "without gaze targets (no gaze loss on them)"
+            )
         res.notes += gaze_notes
         gf.insert(0, "uid", rec.uid)
         res.gaze[rec.uid], res.keyframes[rec.uid] = gf, kf
         res.kept.append(rec)
         counts = gf.label.value_counts()
         labels = {name: int(counts.get(name, 0)) for name in GAZE_LABELS}
-        res.per_video[rec.uid] = {"frames": rec.num_frames, "keyframes": len(kf),
-                                  "gaze": {**gaze_stats, "labels": labels}}
+        res.per_video[rec.uid] = {
+            "frames": rec.num_frames,
+            "keyframes": len(kf),
+            "gaze": {**gaze_stats, "labels": labels},
+        }
     return res
 
 
 def _split(res: _Videos, ep: ExtractParams, src: Source, out: Path) -> dict[str, str]:
     """The video-level split of the kept videos; unlisted ones skipped; an empty train/test is an error."""
     root = src.inventory.root
-    assignment, unassigned = windows.split_videos([r.uid for r in res.kept], ep.split_fractions, ep.split_seed,
-                                                  src.split_uids)
+    assignment, unassigned = windows.split_videos(
+        [r.uid for r in res.kept], ep.split_fractions, ep.split_seed, src.split_uids
+    )
     where = "params.yaml" if src.split_source == "params.extract.split_uids" else src.split_source
     for uid in unassigned:
         res.skipped.append(ego4d.Skip(uid, where, f"not listed in {src.split_source}"))
@@ -186,10 +208,23 @@ def _split(res: _Videos, ep: ExtractParams, src: Source, out: Path) -> dict[str,
 
 def _tables(res: _Videos, assignment: dict[str, str]) -> dict[str, pd.DataFrame]:
     kept = res.kept
-    videos = pd.DataFrame([{"uid": r.uid, "fps": float(r.fps), "width": r.width, "height": r.height,
-                            "num_frames": r.num_frames, "duration_s": float(r.duration_s),
-                            "split": assignment[r.uid], "video_path": str(r.video_path),
-                            "gaze_path": str(r.gaze_path)} for r in kept], columns=list(VIDEO_COLUMNS))
+    videos = pd.DataFrame(
+        [
+            {
+                "uid": r.uid,
+                "fps": float(r.fps),
+                "width": r.width,
+                "height": r.height,
+                "num_frames": r.num_frames,
+                "duration_s": float(r.duration_s),
+                "split": assignment[r.uid],
+                "video_path": str(r.video_path),
+                "gaze_path": str(r.gaze_path),
+            }
+            for r in kept
+        ],
+        columns=list(VIDEO_COLUMNS),
+    )
     gaze_frames = pd.concat([res.gaze[r.uid] for r in kept], ignore_index=True)[list(GAZE_FRAME_COLUMNS)]
     keyframes = pd.concat([res.keyframes[r.uid] for r in kept], ignore_index=True)
     keyframes["split"] = keyframes.uid.map(assignment)
@@ -214,15 +249,21 @@ def run(params: Params) -> dict:
         for name, table in (*t.items(), ("windows", win)):
             table.to_parquet(out / f"{name}.parquet", index=False)
     report = _report(src.inventory, res, assignment, t, win, win_skipped)
-    if params.data.format != "ego4d":   # the Ego4D report keeps its keys (a DVC metrics file)
+    if params.data.format != "ego4d":  # the Ego4D report keeps its keys (a DVC metrics file)
         report = {"format": params.data.format, **report}
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     (REPORTS_DIR / "extract.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _report(inv: ego4d.Inventory, res: _Videos, assignment: dict[str, str], t: dict[str, pd.DataFrame],
-            win: pd.DataFrame, win_skipped: dict) -> dict:
+def _report(
+    inv: ego4d.Inventory,
+    res: _Videos,
+    assignment: dict[str, str],
+    t: dict[str, pd.DataFrame],
+    win: pd.DataFrame,
+    win_skipped: dict,
+) -> dict:
     videos, keyframes, gaze_frames = t["videos"], t["keyframes"], t["gaze_frames"]
     for uid in assignment:
         res.per_video[uid]["split"] = assignment[uid]
@@ -232,10 +273,14 @@ def _report(inv: ego4d.Inventory, res: _Videos, assignment: dict[str, str], t: d
         "videos": {"used": len(res.kept), "skipped": len(res.skipped)},
         "skipped_videos": [s.as_dict() for s in sorted(res.skipped, key=lambda s: (s.uid, s.file))],
         "notes": inv.notes + res.notes,
-        "splits": {s: {"videos": int((videos.split == s).sum()),
-                       "keyframes": int((keyframes.split == s).sum()),
-                       "windows": {k: int(((win.split == s) & (win.task == k)).sum()) for k in TASKS}}
-                   for s in SPLITS},
+        "splits": {
+            s: {
+                "videos": int((videos.split == s).sum()),
+                "keyframes": int((keyframes.split == s).sum()),
+                "windows": {k: int(((win.split == s) & (win.task == k)).sum()) for k in TASKS},
+            }
+            for s in SPLITS
+        },
         "windows": {k: {"made": int((win.task == k).sum()), "skipped": win_skipped[k]} for k in TASKS},
         "gaze_labels": {name: int((gaze_frames.label == name).sum()) for name in GAZE_LABELS},
         "per_video": {uid: res.per_video[uid] for uid in sorted(assignment)},
@@ -247,14 +292,15 @@ def _report(inv: ego4d.Inventory, res: _Videos, assignment: dict[str, str], t: d
 LABEL_COLOURS = {"fixation": "#2ca02c", "saccade": "#ff7f0e", "out_of_frame": "#d62728", "untracked": "#7f7f7f"}
 
 
-def plot_keyframes_with_gaze(keyframes: pd.DataFrame, gaze_frames: pd.DataFrame, n: int = 8,
-                             uid: str | None = None, start: int = 0):
+def plot_keyframes_with_gaze(
+    keyframes: pd.DataFrame, gaze_frames: pd.DataFrame, n: int = 8, uid: str | None = None, start: int = 0
+):
     """n consecutive keyframes of one video with the per-frame gaze point drawn on them (for
     inspection only: nothing drawn here reaches the model)."""
     import matplotlib.pyplot as plt
 
     uid = uid or str(sorted(keyframes.uid.unique())[0])
-    kf = keyframes[keyframes.uid == uid].sort_values("frame").iloc[start:start + n]
+    kf = keyframes[keyframes.uid == uid].sort_values("frame").iloc[start : start + n]
     gaze = gaze_frames[gaze_frames.uid == uid].set_index("frame")
     cols = min(4, max(1, len(kf)))
     rows = int(np.ceil(len(kf) / cols))
@@ -269,8 +315,15 @@ def plot_keyframes_with_gaze(keyframes: pd.DataFrame, gaze_frames: pd.DataFrame,
         g = gaze.loc[row.frame]
         if np.isfinite(g.x):
             h, w = image.shape[:2]
-            ax.plot(np.clip(g.x, 0, w - 1), np.clip(g.y, 0, h - 1), "o", ms=14, mfc="none",
-                    mec=LABEL_COLOURS[g.label], mew=2)
+            ax.plot(
+                np.clip(g.x, 0, w - 1),
+                np.clip(g.y, 0, h - 1),
+                "o",
+                ms=14,
+                mfc="none",
+                mec=LABEL_COLOURS[g.label],
+                mew=2,
+            )
         ax.set_title(f"frame {row.frame} (t={row.t:.1f}s)\n{g.label}", fontsize=8)
     fig.suptitle(f"{uid}: keyframes with the per-frame gaze point", fontsize=9)
     fig.tight_layout()
@@ -284,8 +337,14 @@ def plot_gaze_labels(gaze_frames: pd.DataFrame, videos: pd.DataFrame):
 
     data = gaze_frames[["uid", "label"]].merge(videos[["uid", "split"]], on="uid")
     fig, ax = plt.subplots(figsize=(6, 3))
-    sns.countplot(data=data, x="label", hue="split", order=list(GAZE_LABELS),
-                  hue_order=[s for s in SPLITS if s in set(data.split)], ax=ax)
+    sns.countplot(
+        data=data,
+        x="label",
+        hue="split",
+        order=list(GAZE_LABELS),
+        hue_order=[s for s in SPLITS if s in set(data.split)],
+        ax=ax,
+    )
     ax.set_title("per-frame gaze labels (GLC convention)", fontsize=9)
     ax.set_xlabel("")
     fig.tight_layout()
@@ -298,8 +357,14 @@ def plot_window_counts(windows_table: pd.DataFrame):
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    sns.countplot(data=windows_table, x="task", hue="split", order=list(TASKS),
-                  hue_order=[s for s in SPLITS if s in set(windows_table.split)], ax=ax)
+    sns.countplot(
+        data=windows_table,
+        x="task",
+        hue="split",
+        order=list(TASKS),
+        hue_order=[s for s in SPLITS if s in set(windows_table.split)],
+        ax=ax,
+    )
     ax.set_title("windows per task and split", fontsize=9)
     fig.tight_layout()
     return fig

@@ -29,6 +29,7 @@ Vision features (stage features, gazevlm.features): data/features/frames.npy (K,
 per distinct frame of the shards, encoded by the frozen encoder; data/features/<task>/<split>.json the
 window ids in shard order with the rows of each window's frames; data/features/info.json the encoder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,7 +68,7 @@ def window_uid(window_id: str, task: str) -> str:
     prefix = f"{task}_"
     if not window_id.startswith(prefix) or len(window_id) < len(prefix) + 9 or window_id[-8] != "_":
         raise ValueError(f"{window_id!r} is not a window id of task {task!r} (<task>_<uid>_<frame:07d>)")
-    return window_id[len(prefix):-8]
+    return window_id[len(prefix) : -8]
 
 
 def shard_pattern(task: str, split: str, root: Path = SHARDS_DIR) -> str:

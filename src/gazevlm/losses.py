@@ -4,6 +4,7 @@ L = CE + lambda * mean over frames with valid gaze of KL, computed in float32. B
 clamped at eps and renormalised before the logarithm, so zeros in either never give inf/NaN; frames
 without valid gaze are masked (their target rows may hold anything, even NaN), never faked.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,14 @@ DIRECTIONS = ("gaze_to_attention", "attention_to_gaze")
 REDUCTIONS = ("sum", "mean")
 
 
-def gaze_kl(attention: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-            direction: str = "gaze_to_attention", reduction: str = "sum", eps: float = 1e-8) -> torch.Tensor:
+def gaze_kl(
+    attention: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    direction: str = "gaze_to_attention",
+    reduction: str = "sum",
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """Scalar KL averaged over valid frames.
 
     attention (B, T, P): the block's distribution over patches per frame.
@@ -33,8 +40,10 @@ def gaze_kl(attention: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
     if target.ndim == 4:
         target = target.flatten(2)
     if tuple(target.shape) != (b, t, p):
-        raise ValueError(f"gaze target {tuple(target.shape)} does not match attention {tuple(attention.shape)} "
-                         f"(is the heatmap stage's patch grid the model preset's?)")
+        raise ValueError(
+            f"gaze target {tuple(target.shape)} does not match attention {tuple(attention.shape)} "
+            f"(is the heatmap stage's patch grid the model preset's?)"
+        )
     if tuple(valid.shape) != (b, t) or valid.dtype != torch.bool:
         raise ValueError(f"valid must be a (B, T) = {(b, t)} bool mask, got {tuple(valid.shape)} {valid.dtype}")
 

@@ -155,8 +155,8 @@ class RunParams:
     block: bool = False
     # `lambda` is a Python keyword; params.yaml says `lambda`, code says `lam`.
     lam: float = 0.0
-    gaze_text: bool = False      # each observed frame's gaze point as text coordinates in the prompt
-    gaze_overlay: bool = False   # each observed frame with its gaze heatmap painted over it
+    gaze_text: bool = False  # each observed frame's gaze point as text coordinates in the prompt
+    gaze_overlay: bool = False  # each observed frame with its gaze heatmap painted over it
 
     @property
     def gaze_inputs(self) -> tuple[str, ...]:

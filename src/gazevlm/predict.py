@@ -217,8 +217,10 @@ def predict_video(
     if takes_gaze:  # a gaze-input baseline (Tables 13/15) without its gaze would be tested off its training
         from gazevlm.trained import ModelDirError
 
-        raise ModelDirError(f"{trained.source.path}: run {trained.source.run!r} was trained with gaze as an input "
-                            f"({', '.join(takes_gaze)}); `gazevlm predict` gives a model RGB frames only")
+        raise ModelDirError(
+            f"{trained.source.path}: run {trained.source.run!r} was trained with gaze as an input "
+            f"({', '.join(takes_gaze)}); `gazevlm predict` gives a model RGB frames only"
+        )
     check_replaceable(out, MARKER)
     ep = trained.source.params.extract
     if stride_s is not None:

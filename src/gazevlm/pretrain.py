@@ -12,6 +12,7 @@ by gazevlm.models for the tiny preset (real presets keep their public weights).
 Captions describe what the wearer just did (the narration nearest the keyframe), so the encoder
 learns what objects and recent actions look like, not where the wearer will look next.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,13 +37,16 @@ REPORT_FILE = layout.REPORTS_DIR / "pretrain.json"
 
 @dataclass
 class KeyframeSet:
-    frames: torch.Tensor     # (N, 3, H, W) uint8, the model's resize + crop
+    frames: torch.Tensor  # (N, 3, H, W) uint8, the model's resize + crop
     captions: list[str]
     uids: list[str]
 
 
-def train_keyframes(task: str = "activity", shards_root: Path = layout.SHARDS_DIR,
-                    captions_path: Path = layout.ANNOTATE_DIR / "captions.parquet") -> KeyframeSet:
+def train_keyframes(
+    task: str = "activity",
+    shards_root: Path = layout.SHARDS_DIR,
+    captions_path: Path = layout.ANNOTATE_DIR / "captions.parquet",
+) -> KeyframeSet:
     """Every captioned keyframe of the train split (each once), from the heatmap stage's shards."""
     from gazevlm import shards
 
@@ -55,8 +59,9 @@ def train_keyframes(task: str = "activity", shards_root: Path = layout.SHARDS_DI
             if kid not in seen and isinstance(text, str) and text:
                 seen[kid] = (frame, str(s["meta"]["uid"]))
     if not seen:
-        raise ValueError(f"{shards_root / task}: no captioned train keyframe to pretrain on "
-                         f"(captions from {captions_path})")
+        raise ValueError(
+            f"{shards_root / task}: no captioned train keyframe to pretrain on (captions from {captions_path})"
+        )
     ids = sorted(seen)
     frames = torch.from_numpy(np.stack([seen[k][0] for k in ids])).permute(0, 3, 1, 2).contiguous()
     return KeyframeSet(frames, [caption_of[k] for k in ids], [seen[k][1] for k in ids])
@@ -76,9 +81,9 @@ class ContrastiveHeads(nn.Module):
 
     def scores(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens (B, P, D), ids/mask (B, W) -> (B images, B texts) similarity."""
-        patches = nn.functional.normalize(self.patch(tokens), dim=-1)          # (B, P, E)
-        words = nn.functional.normalize(self.words(ids), dim=-1)               # (B, W, E)
-        sim = torch.einsum("ipe,twe->itwp", patches, words).amax(-1)           # (B, B, W)
+        patches = nn.functional.normalize(self.patch(tokens), dim=-1)  # (B, P, E)
+        words = nn.functional.normalize(self.words(ids), dim=-1)  # (B, W, E)
+        sim = torch.einsum("ipe,twe->itwp", patches, words).amax(-1)  # (B, B, W)
         m = mask.float()[None]
         return (sim * m).sum(-1) / m.sum(-1)
 
@@ -89,13 +94,15 @@ def _word_ids(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
     rows = [sorted(set(c.replace(",", " ").split())) for c in captions]
     common = set.intersection(*map(set, rows)) if rows else set()
     vocab: dict[str, int] = {}
-    rows = [[vocab.setdefault(w, len(vocab)) for w in r if w not in common] or [vocab.setdefault("<none>", len(vocab))]
-            for r in rows]
+    rows = [
+        [vocab.setdefault(w, len(vocab)) for w in r if w not in common] or [vocab.setdefault("<none>", len(vocab))]
+        for r in rows
+    ]
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), True
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
     return ids, mask, len(vocab)
 
 
@@ -106,8 +113,9 @@ def contrastive_loss(logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
     return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.t(), target))
 
 
-def pretrain_encoder(encoder: nn.Module, data: KeyframeSet, normalise, *, steps: int, batch_size: int,
-                     lr: float, seed: int) -> dict[str, Any]:
+def pretrain_encoder(
+    encoder: nn.Module, data: KeyframeSet, normalise, *, steps: int, batch_size: int, lr: float, seed: int
+) -> dict[str, Any]:
     """Train `encoder` (open_clip VisionTransformer with output_tokens) in place; returns the curve."""
     ids, mask, vocab = _word_ids(data.captions)
     heads = ContrastiveHeads(encoder.transformer.width, vocab)
@@ -129,11 +137,17 @@ def pretrain_encoder(encoder: nn.Module, data: KeyframeSet, normalise, *, steps:
         opt.step()
         losses.append(float(loss.detach()))
     encoder.eval()
-    curve = [(i + 1, float(np.mean(losses[max(0, i - 9):i + 1]))) for i in range(9, len(losses), 10)]
-    return {"loss_first_20": float(np.mean(losses[:20])) if losses else None,
-            "loss_last_20": float(np.mean(losses[-20:])) if losses else None, "steps": steps,
-            "batch_size": batch_size, "keyframes": len(ids), "videos": len(set(data.uids)), "vocab": vocab,
-            "curve": curve}
+    curve = [(i + 1, float(np.mean(losses[max(0, i - 9) : i + 1]))) for i in range(9, len(losses), 10)]
+    return {
+        "loss_first_20": float(np.mean(losses[:20])) if losses else None,
+        "loss_last_20": float(np.mean(losses[-20:])) if losses else None,
+        "steps": steps,
+        "batch_size": batch_size,
+        "keyframes": len(ids),
+        "videos": len(set(data.uids)),
+        "vocab": vocab,
+        "curve": curve,
+    }
 
 
 def file_sha256(path: Path) -> str:
@@ -154,27 +168,47 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     root = Path(root)
     preset = presets.get_preset(params.model.preset, params.model.backbone)
     t0 = time.perf_counter()
-    report: dict[str, Any] = {"preset": preset.name, "backbone": params.model.backbone,
-                              "pretrained": bool(pp.enabled and preset.pretrainable_vision)}
+    report: dict[str, Any] = {
+        "preset": preset.name,
+        "backbone": params.model.backbone,
+        "pretrained": bool(pp.enabled and preset.pretrainable_vision),
+    }
     with layout.staged_dir(root / ENCODER_DIR) as out_dir:
         if report["pretrained"]:
             torch.manual_seed(pp.seed)
             visual = presets.build_vision_encoder(preset).visual
-            data = train_keyframes(shards_root=root / layout.SHARDS_DIR,
-                                   captions_path=root / layout.ANNOTATE_DIR / "captions.parquet")
+            data = train_keyframes(
+                shards_root=root / layout.SHARDS_DIR, captions_path=root / layout.ANNOTATE_DIR / "captions.parquet"
+            )
             mean = torch.tensor(preset.pixel_mean).view(1, 3, 1, 1)
             std = torch.tensor(preset.pixel_std).view(1, 3, 1, 1)
             # one process: torch's default threads (every core); deterministic for a given machine
-            report.update(pretrain_encoder(visual, data, lambda x: (x - mean) / std, steps=pp.steps,
-                                           batch_size=pp.batch_size, lr=pp.lr, seed=pp.seed))
-            save_file({k: v.contiguous() for k, v in sorted(visual.state_dict().items())},
-                      str(out_dir / WEIGHTS_FILE), metadata={"preset": preset.name})
+            report.update(
+                pretrain_encoder(
+                    visual,
+                    data,
+                    lambda x: (x - mean) / std,
+                    steps=pp.steps,
+                    batch_size=pp.batch_size,
+                    lr=pp.lr,
+                    seed=pp.seed,
+                )
+            )
+            save_file(
+                {k: v.contiguous() for k, v in sorted(visual.state_dict().items())},
+                str(out_dir / WEIGHTS_FILE),
+                metadata={"preset": preset.name},
+            )
             report["sha256"] = file_sha256(out_dir / WEIGHTS_FILE)
         else:
-            report["reason"] = ("pretrain.enabled is false" if not pp.enabled else
-                                f"preset {preset.name!r} keeps its own encoder weights")
-        (out_dir / "info.json").write_text(json.dumps({k: v for k, v in report.items() if k != "curve"},
-                                                      indent=2) + "\n")
+            report["reason"] = (
+                "pretrain.enabled is false"
+                if not pp.enabled
+                else f"preset {preset.name!r} keeps its own encoder weights"
+            )
+        (out_dir / "info.json").write_text(
+            json.dumps({k: v for k, v in report.items() if k != "curve"}, indent=2) + "\n"
+        )
     # results only: the DVC metrics of two identical runs must not differ (the time is in the return value)
     (root / REPORT_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / REPORT_FILE).write_text(json.dumps({k: v for k, v in report.items() if k != "curve"}, indent=2) + "\n")
@@ -193,8 +227,12 @@ def plot_curve(report: dict[str, Any]):
         sns.lineplot(x=[c[0] for c in curve], y=[c[1] for c in curve], ax=ax)
         ax.axhline(np.log(report.get("batch_size", 64)), ls=":", c="0.5", label="chance (log batch)")
         ax.legend(fontsize=7)
-    ax.set(xlabel="step", ylabel="contrastive loss",
-           title=f"encoder pretraining ({report.get('keyframes', 0)} train keyframes, "
-                 f"{report.get('videos', 0)} videos)" if curve else report.get("reason", ""))
+    ax.set(
+        xlabel="step",
+        ylabel="contrastive loss",
+        title=f"encoder pretraining ({report.get('keyframes', 0)} train keyframes, {report.get('videos', 0)} videos)"
+        if curve
+        else report.get("reason", ""),
+    )
     fig.tight_layout()
     return fig

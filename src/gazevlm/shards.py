@@ -21,6 +21,7 @@ lists and nothing else, each of the recorded size; while streaming, each shard m
 recorded number of samples; `verify_split` also checks the sha256 (the training stage's count).
 Any mismatch, and any unreadable member (garbage .npy, JSON, JPEG), raises ShardError naming the shard.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,15 +56,22 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_sample(window_id: str, frames_jpeg: Sequence[bytes], target: np.ndarray, valid: np.ndarray,
-                  heatmap: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+def encode_sample(
+    window_id: str,
+    frames_jpeg: Sequence[bytes],
+    target: np.ndarray,
+    valid: np.ndarray,
+    heatmap: np.ndarray,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
     """One window as a WebDataset sample (all values already bytes)."""
     if "." in window_id:
         raise ValueError(f"window_id {window_id!r} contains '.', which WebDataset reads as an extension")
     t = len(frames_jpeg)
     if target.shape[0] != t or valid.shape != (t,) or heatmap.shape[0] != t:
-        raise ValueError(f"{window_id}: {t} frames but target {target.shape}, valid {valid.shape}, "
-                         f"heatmap {heatmap.shape}")
+        raise ValueError(
+            f"{window_id}: {t} frames but target {target.shape}, valid {valid.shape}, heatmap {heatmap.shape}"
+        )
     sample: dict[str, Any] = {"__key__": window_id}
     for i, jpeg in enumerate(frames_jpeg):
         sample[f"f{i}.jpg"] = jpeg
@@ -110,8 +118,9 @@ class ShardSetWriter:
             Path(self.pattern).parent.mkdir(parents=True, exist_ok=True)
             # an integer mtime: a float one makes tarfile add a pax header to every member, which
             # the reader then parses for every sample (about 40% of its time)
-            self._writer = wds.ShardWriter(self.pattern, maxcount=self.max_samples, verbose=0,
-                                           encoder=False, mtime=0, post=self._finished)
+            self._writer = wds.ShardWriter(
+                self.pattern, maxcount=self.max_samples, verbose=0, encoder=False, mtime=0, post=self._finished
+            )
         self._writer.write(sample)
         self._in_shard += 1
         self.count += 1
@@ -129,8 +138,13 @@ class PooledWriter:
     windows emits a random one whenever it is full, so each shard mixes many videos. Pending items
     stay unencoded (`encode(item)` runs on emission) so windows sharing keyframes share their arrays."""
 
-    def __init__(self, writer: ShardSetWriter, pool: int, rng: random.Random,
-                 encode: Callable[[Any], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        writer: ShardSetWriter,
+        pool: int,
+        rng: random.Random,
+        encode: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> None:
         self.writer, self.pool, self.rng = writer, max(1, pool), rng
         self.encode = encode or (lambda item: item)
         self._buf: list[Any] = []
@@ -172,12 +186,17 @@ def _sha256(path: str | Path) -> str:
 def write_manifest(path: Path, files: Sequence[str], counts: dict[str, int] | None = None) -> Path:
     """Record each shard's sample count (counted from the tars when not given), size and sha256."""
     if counts is None:
-        counts = {f: sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([f]), wds.tarfile_to_samples()))
-                  for f in files}
-    shards = {Path(f).name: {"samples": int(counts[f]), "bytes": os.path.getsize(f), "sha256": _sha256(f)}
-              for f in files}
-    manifest = {"format": MANIFEST_FORMAT, "samples": sum(v["samples"] for v in shards.values()),
-                "shards": dict(sorted(shards.items()))}
+        counts = {
+            f: sum(1 for _ in wds.DataPipeline(wds.SimpleShardList([f]), wds.tarfile_to_samples())) for f in files
+        }
+    shards = {
+        Path(f).name: {"samples": int(counts[f]), "bytes": os.path.getsize(f), "sha256": _sha256(f)} for f in files
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "samples": sum(v["samples"] for v in shards.values()),
+        "shards": dict(sorted(shards.items())),
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -188,8 +207,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ShardError(f"{path}: no shard manifest (the heatmaps stage writes one with the shards; "
-                         "rerun it)") from None
+        raise ShardError(
+            f"{path}: no shard manifest (the heatmaps stage writes one with the shards; rerun it)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ShardError(f"{path}: unreadable shard manifest: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
@@ -220,16 +240,19 @@ def check_manifest(files: Sequence[str], *, complete: bool, checksums: bool = Fa
         if complete:
             missing = sorted(set(listed) - set(names))
             if missing:
-                raise ShardError(f"{mpath.parent / missing[0]}: shard listed in {mpath.name} is missing "
-                                 f"({len(missing)} missing)")
+                raise ShardError(
+                    f"{mpath.parent / missing[0]}: shard listed in {mpath.name} is missing ({len(missing)} missing)"
+                )
         for name, f in sorted(names.items()):
             entry = listed.get(name)
             if entry is None:
                 raise ShardError(f"{f}: not listed in {mpath} (a shard of another run?)")
             size = os.path.getsize(f)
             if size != entry["bytes"]:
-                raise ShardError(f"{f}: {size} bytes but {mpath.name} records {entry['bytes']} "
-                                 f"({entry['samples']} samples): truncated or replaced")
+                raise ShardError(
+                    f"{f}: {size} bytes but {mpath.name} records {entry['bytes']} "
+                    f"({entry['samples']} samples): truncated or replaced"
+                )
             if checksums and _sha256(f) != entry["sha256"]:
                 raise ShardError(f"{f}: sha256 differs from {mpath.name} (corrupted or replaced)")
             expected[f] = int(entry["samples"])
@@ -241,8 +264,9 @@ def verify_split(task: str, split: str, root: str | Path = layout.SHARDS_DIR, ch
     return check_manifest(resolve_files((task, split), root), complete=True, checksums=checksums)
 
 
-def _count_check(samples: Iterable[dict[str, Any]], expected: dict[str, int],
-                 urls: Callable[[], list[str]]) -> Iterator[dict[str, Any]]:
+def _count_check(
+    samples: Iterable[dict[str, Any]], expected: dict[str, int], urls: Callable[[], list[str]]
+) -> Iterator[dict[str, Any]]:
     """Pass samples through, then check each opened shard yielded its manifest's count (a shard cut
     at a member boundary reads as a shorter valid tar). `urls()`: the shards this reader opens."""
     seen: dict[str, int] = {}
@@ -252,15 +276,16 @@ def _count_check(samples: Iterable[dict[str, Any]], expected: dict[str, int],
         yield sample
     for url in urls():
         if url in expected and seen.get(url, 0) != expected[url]:
-            raise ShardError(f"{url}: {seen.get(url, 0)} samples read but the manifest records {expected[url]} "
-                             "(shard truncated?)")
+            raise ShardError(
+                f"{url}: {seen.get(url, 0)} samples read but the manifest records {expected[url]} (shard truncated?)"
+            )
 
 
 def _tar_error(exn: Exception) -> bool:
     """webdataset's handler for a shard it cannot read: a ShardError naming it, never a bare error."""
     url = next((a for a in reversed(exn.args) if isinstance(a, str) and (a.endswith(".tar") or "://" in a)), None)
     if url is None:
-        raise exn   # the inner tar reader: webdataset's outer layer adds the url and calls us again
+        raise exn  # the inner tar reader: webdataset's outer layer adds the url and calls us again
     raise ShardError(f"{url}: unreadable shard: {exn.args[0] if exn.args else exn}") from exn
 
 
@@ -270,8 +295,10 @@ def resolve_files(source: Sequence[str] | tuple[str, str], root: str | Path = la
     if isinstance(source, tuple) and len(source) == 2 and source[0] in layout.TASKS:
         files = layout.shard_files(source[0], source[1], Path(root))
         if not files:
-            raise ShardError(f"no shards for task {source[0]!r}, split {source[1]!r} under {root} "
-                             f"(pattern {layout.shard_pattern(source[0], source[1], Path(root))})")
+            raise ShardError(
+                f"no shards for task {source[0]!r}, split {source[1]!r} under {root} "
+                f"(pattern {layout.shard_pattern(source[0], source[1], Path(root))})"
+            )
         check_manifest(files, complete=True)
         return files
     files = [str(f) for f in source]
@@ -292,8 +319,9 @@ class SlotPlan:
     offset: int
 
 
-def assign_shards(files: Sequence[str], slot: int, n_slots: int, *, shuffle: bool, seed: int, epoch: int,
-                  mode: str = "auto") -> SlotPlan:
+def assign_shards(
+    files: Sequence[str], slot: int, n_slots: int, *, shuffle: bool, seed: int, epoch: int, mode: str = "auto"
+) -> SlotPlan:
     """Split the shards among n_slots readers, disjointly and completely.
 
     The shard order depends only on (seed, epoch), the same for every slot.
@@ -320,8 +348,9 @@ class _Slots:
     """What this rank/worker reads; the worker id is only known inside the worker, so every stage
     asks at iteration time (deterministic, so all stages of one worker agree)."""
 
-    def __init__(self, files: list[str], rank: int, world_size: int, shuffle: bool, seed: int, epoch: int,
-                 mode: str) -> None:
+    def __init__(
+        self, files: list[str], rank: int, world_size: int, shuffle: bool, seed: int, epoch: int, mode: str
+    ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         self.files, self.rank, self.world_size = files, rank, world_size
@@ -334,8 +363,9 @@ class _Slots:
 
     def plan(self) -> SlotPlan:
         slot, n_slots = self.slot()
-        return assign_shards(self.files, slot, n_slots, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
-                             mode=self.mode)
+        return assign_shards(
+            self.files, slot, n_slots, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, mode=self.mode
+        )
 
 
 class _SlotShards(torch.utils.data.IterableDataset):
@@ -413,8 +443,9 @@ def decode_jpegs(jpegs: Sequence[bytes], where: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = True,
-                  with_frames: bool = True) -> dict[str, Any]:
+def decode_sample(
+    raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = True, with_frames: bool = True
+) -> dict[str, Any]:
     """Raw tar entries -> numpy: frames (T, H, W, 3) uint8 RGB, meta, and the gaze arrays if asked
     (the full heatmap only with with_heatmap: batches for the model never use it). With
     with_frames=False the JPEGs are not decoded: `jpegs` holds their bytes in frame order instead
@@ -440,8 +471,9 @@ def decode_sample(raw: dict[str, Any], with_gaze: bool, with_heatmap: bool = Tru
             if with_heatmap:
                 out["heatmap"] = _load_npy(raw, "heatmap.npy", where)
             if out["target"].shape[:1] != (t,) or out["valid"].shape != (t,):
-                raise ShardError(f"{where}: gaze arrays {out['target'].shape}/{out['valid'].shape} "
-                                 f"do not match {t} frames")
+                raise ShardError(
+                    f"{where}: gaze arrays {out['target'].shape}/{out['valid'].shape} do not match {t} frames"
+                )
     except KeyError as err:
         raise ShardError(f"{where}: missing entry {err}") from err
     return out
@@ -453,8 +485,9 @@ def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
     window_id, meta lists. No gaze keys when with_gaze is False."""
     shapes = {s["frames"].shape for s in samples}
     if len(shapes) != 1:
-        raise ShardError(f"cannot batch windows of different shapes {sorted(shapes)}: "
-                         f"{[s['window_id'] for s in samples]}")
+        raise ShardError(
+            f"cannot batch windows of different shapes {sorted(shapes)}: {[s['window_id'] for s in samples]}"
+        )
     pixels = torch.from_numpy(np.stack([s["frames"] for s in samples])).permute(0, 1, 4, 2, 3)
     batch: dict[str, Any] = {
         "pixels": pixels.float().div_(255.0),
@@ -470,10 +503,22 @@ def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
     return batch
 
 
-def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                 shuffle_buffer: int = 64, drop_last: bool = False, split_mode: str = "auto",
-                 root: str | Path = layout.SHARDS_DIR, with_heatmap: bool = False) -> wds.DataPipeline:
+def make_dataset(
+    source: Sequence[str] | tuple[str, str],
+    *,
+    batch_size: int,
+    with_gaze: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle_buffer: int = 64,
+    drop_last: bool = False,
+    split_mode: str = "auto",
+    root: str | Path = layout.SHARDS_DIR,
+    with_heatmap: bool = False,
+) -> wds.DataPipeline:
     """The IterableDataset behind `make_loader` (yields whole batches)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -483,34 +528,60 @@ def make_dataset(source: Sequence[str] | tuple[str, str], *, batch_size: int, wi
     expected = check_manifest(files, complete=False)
     slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
     opened = lambda: [*slots.plan().whole, *slots.plan().shared]  # noqa: E731  (this slot's shards)
-    stages: list[Any] = [_SlotShards(slots), wds.tarfile_to_samples(handler=_tar_error),
-                         partial(_count_check, expected=expected, urls=opened), partial(_keep_slot, slots=slots)]
+    stages: list[Any] = [
+        _SlotShards(slots),
+        wds.tarfile_to_samples(handler=_tar_error),
+        partial(_count_check, expected=expected, urls=opened),
+        partial(_keep_slot, slots=slots),
+    ]
     if not with_gaze:
         stages.append(_drop_gaze)
     if shuffle and shuffle_buffer > 1:
         stages.append(partial(_shuffle, slots=slots, bufsize=shuffle_buffer))
     stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze, with_heatmap=with_heatmap)))
-    stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze),
-                              partial=not drop_last))
+    stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze), partial=not drop_last))
     return wds.DataPipeline(*stages)
 
 
-def make_loader(source: Sequence[str] | tuple[str, str], *, batch_size: int, with_gaze: bool, rank: int = 0,
-                world_size: int = 1, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                shuffle_buffer: int = 64, num_workers: int = 0, drop_last: bool = False,
-                split_mode: str = "auto", root: str | Path = layout.SHARDS_DIR,
-                with_heatmap: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(
+    source: Sequence[str] | tuple[str, str],
+    *,
+    batch_size: int,
+    with_gaze: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle_buffer: int = 64,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    split_mode: str = "auto",
+    root: str | Path = layout.SHARDS_DIR,
+    with_heatmap: bool = False,
+) -> torch.utils.data.DataLoader:
     """Batches for one rank (see the module docstring). `source`: shard paths/URLs or (task, split).
 
     split_mode: "auto" (whole shards, the remainder shared by samples), "shards" or "samples"
     (see `assign_shards`). with_heatmap (with with_gaze): the batches also carry gaze_heatmap, for the
     runs that take gaze as input only.
     Deterministic given (seed, epoch, rank, world_size, num_workers)."""
-    dataset = make_dataset(source, batch_size=batch_size, with_gaze=with_gaze, rank=rank, world_size=world_size,
-                           shuffle=shuffle, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
-                           drop_last=drop_last, split_mode=split_mode, root=root, with_heatmap=with_heatmap)
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                                       persistent_workers=False)
+    dataset = make_dataset(
+        source,
+        batch_size=batch_size,
+        with_gaze=with_gaze,
+        rank=rank,
+        world_size=world_size,
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
+        shuffle_buffer=shuffle_buffer,
+        drop_last=drop_last,
+        split_mode=split_mode,
+        root=root,
+        with_heatmap=with_heatmap,
+    )
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
 
 
 def _raw_samples(url: str, expected: dict[str, int]) -> Iterator[dict[str, Any]]:
@@ -518,8 +589,12 @@ def _raw_samples(url: str, expected: dict[str, int]) -> Iterator[dict[str, Any]]
     yield from _count_check(pipeline, expected, lambda: [url])
 
 
-def iter_samples(source: Sequence[str] | tuple[str, str], with_gaze: bool = True,
-                 root: str | Path = layout.SHARDS_DIR, with_frames: bool = True) -> Iterator[dict[str, Any]]:
+def iter_samples(
+    source: Sequence[str] | tuple[str, str],
+    with_gaze: bool = True,
+    root: str | Path = layout.SHARDS_DIR,
+    with_frames: bool = True,
+) -> Iterator[dict[str, Any]]:
     """Every sample in file order, decoded to numpy (analysis; no shuffling, no splitting); with
     with_frames=False the JPEG bytes instead of the frames (see decode_sample)."""
     files = resolve_files(source, root)

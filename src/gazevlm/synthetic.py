@@ -18,6 +18,7 @@ frame's centre square is GRID x GRID cells, one object per cell) and the head pa
 frame at the last whole second before each action (the last 1 fps keyframe before it) shows the head
 turned `HEAD_TURN * cue` of the way and the hand `HAND_REACH * cue` of the way to the target.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,15 +41,19 @@ from gazevlm.params import Params, SampleParams
 # The tiny preset sees the centre square as GRID x GRID patches (gazevlm.geometry.patch_grid("tiny");
 # not imported here because gazevlm.models pulls in torch, and a test checks the two agree).
 GRID = 8
-PAN_COLS, PAN_ROWS = 6, 4        # how far (in cells) the head can pan across the table
+PAN_COLS, PAN_ROWS = 6, 4  # how far (in cells) the head can pan across the table
 WORLD_COLS, WORLD_ROWS = GRID + PAN_COLS, GRID + PAN_ROWS
-WALL_ROWS = 2                    # the top of the world is a tiled wall, the rest is the table
+WALL_ROWS = 2  # the top of the world is a tiled wall, the rest is the table
 OBJECT_COLS = range(1, WORLD_COLS - 1)
 OBJECT_ROWS = range(WALL_ROWS + 1, WORLD_ROWS - 2)
 
 COLOURS = {  # RGB; few and far apart so that a 8-px patch tells them apart
-    "red": (215, 45, 45), "green": (40, 165, 70), "blue": (45, 90, 230),
-    "yellow": (240, 205, 40), "purple": (150, 60, 200), "white": (242, 242, 242),
+    "red": (215, 45, 45),
+    "green": (40, 165, 70),
+    "blue": (45, 90, 230),
+    "yellow": (240, 205, 40),
+    "purple": (150, 60, 200),
+    "white": (242, 242, 242),
 }
 KINDS = ("cup", "bowl", "plate", "knife", "bottle", "spoon")
 GRASPABLE = frozenset({"cup", "knife", "bottle", "spoon"})
@@ -84,8 +89,8 @@ HEAD_TURN, HAND_REACH = 0.8, 0.85  # share of the turn / reach done at the cue f
 # Hands, in cells of the centre square (x right, y down); the shoulders are below the frame.
 RIGHT_REST, RIGHT_SHOULDER, CARRY = (6.2, 7.7), (7.6, 10.0), (5.0, 6.3)
 LEFT_REST, LEFT_SHOULDER = (1.4, 7.8), (0.2, 10.0)
-GRASP_OFFSET = (0.15, 0.62)      # palm centre relative to the target cell centre at contact
-HELD_OFFSET = (-0.10, -0.47)     # held object relative to the palm
+GRASP_OFFSET = (0.15, 0.62)  # palm centre relative to the target cell centre at contact
+HELD_OFFSET = (-0.10, -0.47)  # held object relative to the palm
 PALM_R, ARM_W = 0.28, 0.34
 SKIN = (226, 178, 146)
 INSIDE_SCALE = 0.6
@@ -116,8 +121,10 @@ class Geometry:
     def of(cls, sp: SampleParams) -> Geometry:
         side = min(sp.width, sp.height)
         if side < 8 * GRID:
-            raise ValueError(f"params.sample: frames of {sp.width}x{sp.height} are too small; the "
-                             f"shorter side must be at least {8 * GRID} px ({GRID} cells of 8 px)")
+            raise ValueError(
+                f"params.sample: frames of {sp.width}x{sp.height} are too small; the "
+                f"shorter side must be at least {8 * GRID} px ({GRID} cells of 8 px)"
+            )
         return cls(sp.width, sp.height, side // GRID)
 
     @property
@@ -132,14 +139,12 @@ class Geometry:
     @property
     def canvas_size(self) -> tuple[int, int]:
         extra_w, extra_h = self.width - GRID * self.cell, self.height - GRID * self.cell
-        return (2 * self.margin + WORLD_COLS * self.cell + extra_w,
-                2 * self.margin + WORLD_ROWS * self.cell + extra_h)
+        return (2 * self.margin + WORLD_COLS * self.cell + extra_w, 2 * self.margin + WORLD_ROWS * self.cell + extra_h)
 
     def cell_centre(self, col: float, row: float) -> np.ndarray:
         """World-canvas pixel of a cell's centre."""
         ox, oy = self.origin
-        return np.array([self.margin + ox + (col + 0.5) * self.cell,
-                         self.margin + oy + (row + 0.5) * self.cell])
+        return np.array([self.margin + ox + (col + 0.5) * self.cell, self.margin + oy + (row + 0.5) * self.cell])
 
     def square_px(self, cx: float, cy: float) -> np.ndarray:
         """Frame pixel of a point given in cells of the centre square."""
@@ -159,9 +164,9 @@ class Thing:
 
 @dataclass(frozen=True)
 class ObjectState:
-    cell: tuple[int, int] | None   # None while held
-    inside: int | None             # index of the receptacle it sits in / on
-    closed: bool                   # bottles only
+    cell: tuple[int, int] | None  # None while held
+    inside: int | None  # index of the receptacle it sits in / on
+    closed: bool  # bottles only
 
 
 @dataclass(frozen=True)
@@ -169,10 +174,10 @@ class Action:
     verb: str
     obj: int
     dest: int | None
-    cell: tuple[int, int]          # the world cell the eyes, head and hand go to
+    cell: tuple[int, int]  # the world cell the eyes, head and hand go to
     contact_s: float
-    lead_s: float                  # the eyes land on the target this long before contact
-    cue_s: float                   # the last whole second before contact: the frame with the full cue
+    lead_s: float  # the eyes land on the target this long before contact
+    cue_s: float  # the last whole second before contact: the frame with the full cue
     cam_before: tuple[int, int]
     cam_cue: tuple[int, int]
     cam_after: tuple[int, int]
@@ -196,11 +201,11 @@ class VideoPlan:
     gaze_hz: int
     cue: float
     things: list[Thing]
-    states: list[list[ObjectState]]   # states[e]: after e contacts
-    held: list[int | None]            # held[e]: object in the right hand after e contacts
+    states: list[list[ObjectState]]  # states[e]: after e contacts
+    held: list[int | None]  # held[e]: object in the right hand after e contacts
     actions: list[Action]
     narrations: list[tuple[float, str]]
-    jitter: np.ndarray                # (2 axes, 2 components, [amplitude px, frequency Hz, phase])
+    jitter: np.ndarray  # (2 axes, 2 components, [amplitude px, frequency Hz, phase])
 
     @property
     def duration_s(self) -> float:
@@ -216,6 +221,7 @@ class VideoPlan:
 
 
 # --- planning ----------------------------------------------------------------------------------------
+
 
 def _sample_things(rng: np.random.Generator, n: int) -> list[Thing]:
     if not 2 <= n <= 12:
@@ -239,8 +245,12 @@ def _sample_things(rng: np.random.Generator, n: int) -> list[Thing]:
 
 def _free_cells(occupied: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Cells at least one empty cell away from every object, so each object has its own cell."""
-    return [(c, r) for r in OBJECT_ROWS for c in OBJECT_COLS
-            if all(max(abs(c - oc), abs(r - orow)) >= 2 for oc, orow in occupied)]
+    return [
+        (c, r)
+        for r in OBJECT_ROWS
+        for c in OBJECT_COLS
+        if all(max(abs(c - oc), abs(r - orow)) >= 2 for oc, orow in occupied)
+    ]
 
 
 def _place_things(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
@@ -261,16 +271,25 @@ def _head_pose(cell: tuple[int, int], cam: tuple[int, int]) -> tuple[int, int]:
     return col, row
 
 
-def _choose_action(rng: np.random.Generator, things: list[Thing], state: list[ObjectState],
-                   held: int | None, cam: tuple[int, int], last_placed: int | None,
-                   came_from: tuple[int, int] | None = None) -> tuple[str, int, int | None, tuple[int, int]]:
+def _choose_action(
+    rng: np.random.Generator,
+    things: list[Thing],
+    state: list[ObjectState],
+    held: int | None,
+    cam: tuple[int, int],
+    last_placed: int | None,
+    came_from: tuple[int, int] | None = None,
+) -> tuple[str, int, int | None, tuple[int, int]]:
     contains = {s.inside: i for i, s in enumerate(state) if s.inside is not None}
     if held is None:
         bottles = [i for i, t in enumerate(things) if t.kind == "bottle" and state[i].cell is not None]
         closed = [i for i in bottles if state[i].closed]
         opened = [i for i in bottles if not state[i].closed]
-        pickable = [i for i, t in enumerate(things) if t.kind in GRASPABLE and state[i].cell is not None
-                    and not state[i].closed and i not in contains]
+        pickable = [
+            i
+            for i, t in enumerate(things)
+            if t.kind in GRASPABLE and state[i].cell is not None and not state[i].closed and i not in contains
+        ]
         fresh = [i for i in pickable if i != last_placed] or pickable
         options = [("open", closed, 0.25), ("close", opened, 0.08), ("pick", fresh, 1.0)]
         options = [(v, c, w) for v, c, w in options if c]
@@ -279,26 +298,33 @@ def _choose_action(rng: np.random.Generator, things: list[Thing], state: list[Ob
         obj = candidates[int(rng.integers(0, len(candidates)))]
         return verb, obj, None, state[obj].cell
     kind = things[held].kind
-    receptacles = [j for j, t in enumerate(things)
-                   if j != held and state[j].cell is not None and state[j].inside is None
-                   and j not in contains
-                   and (kind in HOLDS_IN.get(t.kind, ()) or kind in HOLDS_ON.get(t.kind, ()))]
+    receptacles = [
+        j
+        for j, t in enumerate(things)
+        if j != held
+        and state[j].cell is not None
+        and state[j].inside is None
+        and j not in contains
+        and (kind in HOLDS_IN.get(t.kind, ()) or kind in HOLDS_ON.get(t.kind, ()))
+    ]
     if receptacles and rng.random() < 0.65:
         dest = receptacles[int(rng.integers(0, len(receptacles)))]
         verb = "put_in" if things[dest].kind in HOLDS_IN else "put_on"
         return verb, held, dest, state[dest].cell
     occupied = [s.cell for i, s in enumerate(state) if s.cell is not None]
     free = [c for c in _free_cells(occupied) if c != came_from]  # not straight back where it was
-    near = [c for c in free  # somewhere in view, away from the frame's edges and the resting hands
-            if cam[0] + 1 <= c[0] <= cam[0] + GRID - 2 and cam[1] + 1 <= c[1] <= cam[1] + GRID - 3]
+    near = [
+        c
+        for c in free  # somewhere in view, away from the frame's edges and the resting hands
+        if cam[0] + 1 <= c[0] <= cam[0] + GRID - 2 and cam[1] + 1 <= c[1] <= cam[1] + GRID - 3
+    ]
     pool = near or free
     if not pool:  # a crowded table: any empty cell
         pool = [(c, r) for r in OBJECT_ROWS for c in OBJECT_COLS if (c, r) not in occupied]
     return "put_table", held, None, pool[int(rng.integers(0, len(pool)))]
 
 
-def _apply(state: list[ObjectState], verb: str, obj: int, dest: int | None,
-           cell: tuple[int, int]) -> list[ObjectState]:
+def _apply(state: list[ObjectState], verb: str, obj: int, dest: int | None, cell: tuple[int, int]) -> list[ObjectState]:
     new = list(state)
     s = state[obj]
     if verb == "pick":
@@ -320,8 +346,10 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
     duration = num_frames / sp.fps
     things = _sample_things(rng, sp.objects)
     cells = _place_things(rng, len(things))
-    state = [ObjectState(cell, None, t.kind == "bottle" and bool(rng.random() < 0.7))
-             for t, cell in zip(things, cells, strict=False)]
+    state = [
+        ObjectState(cell, None, t.kind == "bottle" and bool(rng.random() < 0.7))
+        for t, cell in zip(things, cells, strict=False)
+    ]
     states, held_by_epoch, actions = [state], [None], []
     held: int | None = None
     cam = (PAN_COLS // 2, PAN_ROWS // 2)
@@ -333,15 +361,14 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
         contact = whole + phase
         verb, obj, dest, cell = _choose_action(rng, things, state, held, cam, last_placed, came_from)
         came_from = cell if verb == "pick" else came_from
-        lead = float(rng.uniform(max(LEAD[0], phase + LEAD_MARGIN),
-                                 min(LEAD[1], contact - prev_contact + EYES_EARLY)))
+        lead = float(rng.uniform(max(LEAD[0], phase + LEAD_MARGIN), min(LEAD[1], contact - prev_contact + EYES_EARLY)))
         after = _head_pose(cell, cam)
         turn = np.floor(HEAD_TURN * sp.cue * (np.subtract(after, cam)) + 0.5).astype(int)
         cue_cam = (cam[0] + int(turn[0]), cam[1] + int(turn[1]))
-        text = TEMPLATES[verb].format(obj=things[obj].name,
-                                      dest=things[dest].name if dest is not None else "")
-        actions.append(Action(verb, obj, dest, cell, round(contact, 4), round(lead, 4), float(whole),
-                              cam, cue_cam, after, text))
+        text = TEMPLATES[verb].format(obj=things[obj].name, dest=things[dest].name if dest is not None else "")
+        actions.append(
+            Action(verb, obj, dest, cell, round(contact, 4), round(lead, 4), float(whole), cam, cue_cam, after, text)
+        )
         state = _apply(state, verb, obj, dest, cell)
         held = obj if verb == "pick" else (None if verb.startswith("put") else held)
         last_placed = obj if verb.startswith("put") else last_placed
@@ -350,11 +377,31 @@ def plan_video(sp: SampleParams, index: int) -> VideoPlan:
         cam = after
         prev_contact = round(contact, 4)
         whole, phase = whole + int(rng.choice(GAPS, p=GAP_P)), float(rng.uniform(*PHASE))
-    jitter = np.stack([np.stack([rng.uniform(0.3, 0.7, 2) * 0.05 * geom.cell,
-                                 rng.uniform(0.4, 1.5, 2), rng.uniform(0, 2 * np.pi, 2)], axis=1)
-                       for _ in range(2)])
-    return VideoPlan(sp.seed, index, video_uid(sp.seed, index), geom, sp.fps, num_frames, sp.gaze_hz, sp.cue,
-                     things, states, held_by_epoch, actions, _narrate(actions, things), jitter)
+    jitter = np.stack(
+        [
+            np.stack(
+                [rng.uniform(0.3, 0.7, 2) * 0.05 * geom.cell, rng.uniform(0.4, 1.5, 2), rng.uniform(0, 2 * np.pi, 2)],
+                axis=1,
+            )
+            for _ in range(2)
+        ]
+    )
+    return VideoPlan(
+        sp.seed,
+        index,
+        video_uid(sp.seed, index),
+        geom,
+        sp.fps,
+        num_frames,
+        sp.gaze_hz,
+        sp.cue,
+        things,
+        states,
+        held_by_epoch,
+        actions,
+        _narrate(actions, things),
+        jitter,
+    )
 
 
 def _narrate(actions: list[Action], things: list[Thing]) -> list[tuple[float, str]]:
@@ -370,6 +417,7 @@ def _narrate(actions: list[Action], things: list[Thing]) -> list[tuple[float, st
 
 
 # --- kinematics (vectorised over time) ---------------------------------------------------------------
+
 
 def _smoothstep(u: np.ndarray) -> np.ndarray:
     u = np.clip(u, 0.0, 1.0)
@@ -439,8 +487,11 @@ class Kinematics:
             m = which == k
             t0, tm, t1, share, p0, p1, world = self.phases[k]
             tt = t[m]
-            frac = np.where(tt < tm, share * _smoothstep((tt - t0) / max(tm - t0, 1e-6)),
-                            share + (1 - share) * _smoothstep((tt - tm) / max(t1 - tm, 1e-6)))
+            frac = np.where(
+                tt < tm,
+                share * _smoothstep((tt - t0) / max(tm - t0, 1e-6)),
+                share + (1 - share) * _smoothstep((tt - tm) / max(t1 - tm, 1e-6)),
+            )
             end = p1 - cam[m] if world else np.broadcast_to(p1, (int(m.sum()), 2))
             out[m] = p0 + frac[:, None] * (end - p0)
         return out
@@ -453,6 +504,7 @@ class Kinematics:
 
 
 # --- rendering (reads the plan only) -----------------------------------------------------------------
+
 
 def _bgr(rgb: Sequence[float]) -> tuple[int, int, int]:
     return int(rgb[2]), int(rgb[1]), int(rgb[0])
@@ -481,8 +533,18 @@ def _sprite(thing: Thing, closed: bool, size: int) -> np.ndarray:
         fill(lambda p, v: cv2.rectangle(p, P(x0, y0), P(x1, y1), _bgr(rgb) if v is None else v, -1))
 
     def ellipse(cx, cy, ax, ay, a0, a1, rgb, angle=0, thick=-1):
-        fill(lambda p, v: cv2.ellipse(p, P(cx, cy), P(ax, ay), angle, a0, a1,
-                                      _bgr(rgb) if v is None else v, thick if thick < 0 else int(thick * s)))
+        fill(
+            lambda p, v: cv2.ellipse(
+                p,
+                P(cx, cy),
+                P(ax, ay),
+                angle,
+                a0,
+                a1,
+                _bgr(rgb) if v is None else v,
+                thick if thick < 0 else int(thick * s),
+            )
+        )
 
     k = thing.kind
     if k == "cup":
@@ -497,8 +559,13 @@ def _sprite(thing: Thing, closed: bool, size: int) -> np.ndarray:
         ellipse(0.5, 0.5, 0.3, 0.3, 0, 360, light)
     elif k == "knife":
         rect(0.03, 0.36, 0.42, 0.64, col)
-        fill(lambda p, v: cv2.fillConvexPoly(p, np.array([P(0.42, 0.38), P(0.97, 0.45), P(0.97, 0.55),
-                                                          P(0.42, 0.62)]), _bgr(light) if v is None else v))
+        fill(
+            lambda p, v: cv2.fillConvexPoly(
+                p,
+                np.array([P(0.42, 0.38), P(0.97, 0.45), P(0.97, 0.55), P(0.42, 0.62)]),
+                _bgr(light) if v is None else v,
+            )
+        )
     elif k == "bottle":
         rect(0.26, 0.36, 0.74, 0.96, col)
         rect(0.39, 0.13, 0.61, 0.38, col)
@@ -521,7 +588,7 @@ def _paste(dst: np.ndarray, sprite: np.ndarray, cx: float, cy: float) -> None:
     X0, Y0, X1, Y1 = max(x0, 0), max(y0, 0), min(x0 + w, dst.shape[1]), min(y0 + h, dst.shape[0])
     if X0 >= X1 or Y0 >= Y1:
         return
-    sp = sprite[Y0 - y0:Y1 - y0, X0 - x0:X1 - x0]
+    sp = sprite[Y0 - y0 : Y1 - y0, X0 - x0 : X1 - x0]
     region = dst[Y0:Y1, X0:X1].astype(np.float32)
     a = sp[..., 3:4]
     dst[Y0:Y1, X0:X1] = (region * (1 - a) + sp[..., :3] * a + 0.5).astype(np.uint8)
@@ -534,8 +601,9 @@ def _background(plan: VideoPlan) -> np.ndarray:
     cw, ch = g.canvas_size
     rng = _rng(plan.seed, plan.index, RENDER)
     wood = np.array(_bgr((150, 108, 70)), dtype=np.float32) + rng.uniform(-12, 12, 3)
-    low = cv2.resize(rng.normal(size=(ch // 16 + 2, cw // 16 + 2)).astype(np.float32), (cw, ch),
-                     interpolation=cv2.INTER_CUBIC)
+    low = cv2.resize(
+        rng.normal(size=(ch // 16 + 2, cw // 16 + 2)).astype(np.float32), (cw, ch), interpolation=cv2.INTER_CUBIC
+    )
     yy = np.arange(ch, dtype=np.float32)[:, None]
     grain = np.sin(2 * np.pi * (yy / (0.37 * g.cell) + 0.6 * low))
     shade = 5.0 * low + 3.0 * grain + rng.normal(0, 2.0, (ch, cw)).astype(np.float32)
@@ -546,7 +614,7 @@ def _background(plan: VideoPlan) -> np.ndarray:
     wall[::tile, :, :] -= 35
     wall[:, ::tile, :] -= 35
     canvas[:wall_y] = wall
-    canvas[wall_y:wall_y + max(2, g.cell // 8)] *= 0.6  # the table's edge
+    canvas[wall_y : wall_y + max(2, g.cell // 8)] *= 0.6  # the table's edge
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -562,8 +630,9 @@ class _Sprites:
         return self.cache[key]
 
 
-def _table_with_objects(plan: VideoPlan, background: np.ndarray, state: list[ObjectState],
-                        sprites: _Sprites) -> np.ndarray:
+def _table_with_objects(
+    plan: VideoPlan, background: np.ndarray, state: list[ObjectState], sprites: _Sprites
+) -> np.ndarray:
     canvas = background.copy()
     g = plan.geom
     order = sorted(range(len(state)), key=lambda i: state[i].inside is not None)  # receptacles first
@@ -609,7 +678,7 @@ def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
         if e != table_epoch:
             table, table_epoch = _table_with_objects(plan, background, plan.states[e], sprites), e
         x, y = cam[i]
-        frame = table[y:y + g.height, x:x + g.width].copy()
+        frame = table[y : y + g.height, x : x + g.width].copy()
         _draw_arm(frame, l_shoulder, left[i], g.cell)
         held = plan.held[e]
         if held is not None:
@@ -636,11 +705,12 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: float, size: tupl
 
 # --- gaze ---------------------------------------------------------------------------------------------
 
-WORLD, HAND, FRAME = 0, 1, 2   # what a fixation is anchored to
+WORLD, HAND, FRAME = 0, 1, 2  # what a fixation is anchored to
 
 
-def _gaze_segments(plan: VideoPlan, kin: Kinematics, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+def _gaze_segments(
+    plan: VideoPlan, kin: Kinematics, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Fixation segments: start times, anchor kind, anchor point (world px, palm offset or frame px),
     and the indices of wander segments (candidates for out-of-frame excursions)."""
     g = plan.geom
@@ -732,7 +802,7 @@ def simulate_gaze(plan: VideoPlan, rng: np.random.Generator) -> tuple[pd.DataFra
     conf = rng.uniform(0.82, 1.0, n)
     # Blinks: low confidence and a scrambled position, as eye trackers report them.
     blinks = np.cumsum(np.r_[rng.uniform(0.5, 3.0), rng.uniform(2.0, 6.0, int(plan.duration_s / 2) + 1)])
-    blinks = blinks[blinks < plan.duration_s - 0.3]   # every 2-6 s, as people blink
+    blinks = blinks[blinks < plan.duration_s - 0.3]  # every 2-6 s, as people blink
     n_blinks = len(blinks)
     for b0 in blinks:
         m = (t >= b0) & (t < b0 + rng.uniform(0.1, 0.3))
@@ -745,7 +815,7 @@ def simulate_gaze(plan: VideoPlan, rng: np.random.Generator) -> tuple[pd.DataFra
         keep &= ~((t >= g0) & (t < g0 + rng.uniform(0.2, 0.8)))
     t, pos, conf = t[keep], pos[keep], conf[keep]
     nx = pos[:, 0] / g.width
-    ny = 1.0 - pos[:, 1] / g.height          # Ego4D's origin is the bottom-left corner
+    ny = 1.0 - pos[:, 1] / g.height  # Ego4D's origin is the bottom-left corner
     table = pd.DataFrame({c: np.full(len(t), np.nan) for c in ego4d.GAZE_COLUMNS})
     table["component_idx"] = 0
     table["component_timestamp_s"] = t
@@ -754,35 +824,55 @@ def simulate_gaze(plan: VideoPlan, rng: np.random.Generator) -> tuple[pd.DataFra
     table["confidence"] = conf
     table["norm_pos_x"] = nx
     table["norm_pos_y"] = ny
-    quirks = {"samples": int(len(t)), "blinks": n_blinks, "untracked_gaps": n_gaps,
-              "out_of_frame_excursions": len(excursions),
-              "out_of_frame_samples": int(((nx < 0) | (nx > 1) | (ny < 0) | (ny > 1)).sum())}
+    quirks = {
+        "samples": int(len(t)),
+        "blinks": n_blinks,
+        "untracked_gaps": n_gaps,
+        "out_of_frame_excursions": len(excursions),
+        "out_of_frame_samples": int(((nx < 0) | (nx > 1) | (ny < 0) | (ny > 1)).sum()),
+    }
     return table, quirks
 
 
 # --- files -------------------------------------------------------------------------------------------
 
+
 def write_gaze_csv(path: Path, table: pd.DataFrame) -> None:
     """Write an Ego4D gaze table with fixed formatting (byte-identical for identical values); the
     columns that carry no data in Ego4D are left empty."""
-    data_cols = ("component_idx", "component_timestamp_s", "canonical_timestamp_s", "world_index",
-                 "confidence", "norm_pos_x", "norm_pos_y")
+    data_cols = (
+        "component_idx",
+        "component_timestamp_s",
+        "canonical_timestamp_s",
+        "world_index",
+        "confidence",
+        "norm_pos_x",
+        "norm_pos_y",
+    )
     empty = "," * (len(ego4d.GAZE_COLUMNS) - len(data_cols))
     rows = zip(*(table[c].to_numpy() for c in data_cols), strict=False)
-    lines = [f"{int(ci)},{ct:.6f},{t:.6f},{int(wi)},{c:.6f},{x:.6f},{y:.6f}{empty}"
-             for ci, ct, t, wi, c, x, y in rows]
+    lines = [f"{int(ci)},{ct:.6f},{t:.6f},{int(wi)},{c:.6f},{x:.6f},{y:.6f}{empty}" for ci, ct, t, wi, c, x, y in rows]
     path.write_text(",".join(ego4d.GAZE_COLUMNS) + "\n" + "\n".join(lines) + "\n")
 
 
 def _metadata_entry(plan: VideoPlan) -> dict:
     duration = round(plan.duration_s, 6)
     return {
-        "video_uid": plan.uid, "duration_sec": duration, "has_gaze": True,
-        "split_em": None, "split_av": None, "split_fho": None, "scenarios": ["Cooking"],
-        "video_metadata": {"fps": plan.fps, "num_frames": plan.num_frames,
-                           "display_resolution_width": plan.geom.width,
-                           "display_resolution_height": plan.geom.height,
-                           "mp4_duration_sec": duration, "video_codec": "mpeg4"},
+        "video_uid": plan.uid,
+        "duration_sec": duration,
+        "has_gaze": True,
+        "split_em": None,
+        "split_av": None,
+        "split_fho": None,
+        "scenarios": ["Cooking"],
+        "video_metadata": {
+            "fps": plan.fps,
+            "num_frames": plan.num_frames,
+            "display_resolution_width": plan.geom.width,
+            "display_resolution_height": plan.geom.height,
+            "mp4_duration_sec": duration,
+            "video_codec": "mpeg4",
+        },
     }
 
 
@@ -793,17 +883,29 @@ def _narration_entry(plan: VideoPlan, seed: int) -> dict:
         out = []
         for t, text in plan.narrations:
             ts = float(np.clip(t + (rng.normal(0, jitter_s) if jitter_s else 0.0), 0, plan.duration_s))
-            out.append({"timestamp_sec": round(ts, 4), "timestamp_frame": int(round(ts * plan.fps)),
-                        "narration_text": text,
-                        "annotation_uid": str(uuid.UUID(bytes=rng.bytes(16), version=4))})
+            out.append(
+                {
+                    "timestamp_sec": round(ts, 4),
+                    "timestamp_frame": int(round(ts * plan.fps)),
+                    "narration_text": text,
+                    "annotation_uid": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+                }
+            )
         return out
 
-    summary = [{"start_sec": 0.0, "end_sec": round(plan.duration_s, 4),
-                "summary_text": "#Summary C moves objects around on a table"}]
+    summary = [
+        {
+            "start_sec": 0.0,
+            "end_sec": round(plan.duration_s, 4),
+            "summary_text": "#Summary C moves objects around on a table",
+        }
+    ]
     # A second annotator narrates the same actions with their own timing, as in Ego4D's two passes.
-    return {"narration_pass_1": {"narrations": items(0.0), "summaries": summary},
-            "narration_pass_2": {"narrations": items(0.15), "summaries": summary},
-            "status": "complete"}
+    return {
+        "narration_pass_1": {"narrations": items(0.0), "summaries": summary},
+        "narration_pass_2": {"narrations": items(0.15), "summaries": summary},
+        "status": "complete",
+    }
 
 
 def write_one(sp: SampleParams, index: int, vdir: Path) -> dict:
@@ -814,13 +916,21 @@ def write_one(sp: SampleParams, index: int, vdir: Path) -> dict:
     written = write_video(video, render_frames(plan), plan.fps, (g.width, g.height))
     probe = ego4d.probe_video(video)
     if written != plan.num_frames or probe.num_frames != plan.num_frames:
-        raise RuntimeError(f"{video}: wrote {written} frames, OpenCV reads back {probe.num_frames}, "
-                           f"expected {plan.num_frames}")
+        raise RuntimeError(
+            f"{video}: wrote {written} frames, OpenCV reads back {probe.num_frames}, expected {plan.num_frames}"
+        )
     gaze, quirks = simulate_gaze(plan, _rng(sp.seed, index, GAZE))
     write_gaze_csv(vdir / ego4d.GAZE_DIR / f"{plan.uid}.csv", gaze)
     verbs = {v: sum(a.verb == v for a in plan.actions) for v in VERBS}
-    summary = {"uid": plan.uid, "frames": plan.num_frames, "objects": ", ".join(t.name for t in plan.things),
-               "actions": len(plan.actions), "verbs": verbs, "narrations": len(plan.narrations), **quirks}
+    summary = {
+        "uid": plan.uid,
+        "frames": plan.num_frames,
+        "objects": ", ".join(t.name for t in plan.things),
+        "actions": len(plan.actions),
+        "verbs": verbs,
+        "narrations": len(plan.narrations),
+        **quirks,
+    }
     return {"metadata": _metadata_entry(plan), "narration": _narration_entry(plan, sp.seed), "summary": summary}
 
 
@@ -834,8 +944,10 @@ def _clear(vdir: Path) -> None:
     except (OSError, json.JSONDecodeError, AttributeError):
         synthetic = False
     if not synthetic and any(vdir.iterdir()):
-        raise FileExistsError(f"{vdir}: exists and is not a synthetic world (no `synthetic` key in "
-                              f"{meta}); refusing to overwrite it. Point params.sample.root elsewhere.")
+        raise FileExistsError(
+            f"{vdir}: exists and is not a synthetic world (no `synthetic` key in "
+            f"{meta}); refusing to overwrite it. Point params.sample.root elsewhere."
+        )
     shutil.rmtree(vdir)
 
 
@@ -852,15 +964,27 @@ def write_world(sp: SampleParams, workers: int = 1) -> dict:
             results = list(pool.map(write_one, [sp] * sp.videos, range(sp.videos), [vdir] * sp.videos))
     else:
         results = [write_one(sp, i, vdir) for i in range(sp.videos)]
-    (vdir / ego4d.METADATA_FILE).write_text(json.dumps({
-        "date": "synthetic", "version": ego4d.EGO4D_VERSION,
-        "description": "gazevlm synthetic egocentric world (not Ego4D data)",
-        "synthetic": {"generator": "gazevlm.synthetic", **{k: getattr(sp, k) for k in
-                      ("seed", "videos", "seconds", "width", "height", "fps", "gaze_hz", "objects", "cue")}},
-        "videos": [r["metadata"] for r in results],
-    }, indent=1))
-    (vdir / ego4d.NARRATION_FILE).write_text(json.dumps({r["metadata"]["video_uid"]: r["narration"]
-                                                         for r in results}, indent=1))
+    (vdir / ego4d.METADATA_FILE).write_text(
+        json.dumps(
+            {
+                "date": "synthetic",
+                "version": ego4d.EGO4D_VERSION,
+                "description": "gazevlm synthetic egocentric world (not Ego4D data)",
+                "synthetic": {
+                    "generator": "gazevlm.synthetic",
+                    **{
+                        k: getattr(sp, k)
+                        for k in ("seed", "videos", "seconds", "width", "height", "fps", "gaze_hz", "objects", "cue")
+                    },
+                },
+                "videos": [r["metadata"] for r in results],
+            },
+            indent=1,
+        )
+    )
+    (vdir / ego4d.NARRATION_FILE).write_text(
+        json.dumps({r["metadata"]["video_uid"]: r["narration"] for r in results}, indent=1)
+    )
     return {"per_video": [r["summary"] for r in results]}
 
 
@@ -879,16 +1003,25 @@ def run(params: Params) -> dict:
     verbs = {v: sum(p["verbs"][v] for p in per_video) for v in VERBS}
     report = {
         "root": str(ego4d.version_dir(sp.root)),
-        "seed": sp.seed, "videos": sp.videos, "seconds": sp.seconds, "fps": sp.fps,
-        "width": sp.width, "height": sp.height, "gaze_hz": sp.gaze_hz, "objects": sp.objects, "cue": sp.cue,
+        "seed": sp.seed,
+        "videos": sp.videos,
+        "seconds": sp.seconds,
+        "fps": sp.fps,
+        "width": sp.width,
+        "height": sp.height,
+        "gaze_hz": sp.gaze_hz,
+        "objects": sp.objects,
+        "cue": sp.cue,
         "cell_px": Geometry.of(sp).cell,
         "frames": sum(p["frames"] for p in per_video),
         "actions": sum(p["actions"] for p in per_video),
         "narrations": sum(p["narrations"] for p in per_video),
         "verbs": verbs,
         "vocabulary": vocabulary(),
-        "gaze": {k: sum(p[k] for p in per_video) for k in
-                 ("samples", "blinks", "untracked_gaps", "out_of_frame_excursions", "out_of_frame_samples")},
+        "gaze": {
+            k: sum(p[k] for p in per_video)
+            for k in ("samples", "blinks", "untracked_gaps", "out_of_frame_excursions", "out_of_frame_samples")
+        },
         "per_video": {p["uid"]: {k: v for k, v in p.items() if k != "uid"} for p in per_video},
     }
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -897,6 +1030,7 @@ def run(params: Params) -> dict:
 
 
 # --- figures -----------------------------------------------------------------------------------------
+
 
 def read_frames(video: str | Path, frames: Sequence[int]) -> dict[int, np.ndarray]:
     """Decode the given frame indices (RGB) by reading the video in order (no seeking)."""
@@ -919,8 +1053,9 @@ def read_frames(video: str | Path, frames: Sequence[int]) -> dict[int, np.ndarra
     return out
 
 
-def plot_frames(root: str | Path, uid: str | None = None, seconds: Sequence[float] = (2, 4, 6, 8, 10, 12),
-                grid: bool = True):
+def plot_frames(
+    root: str | Path, uid: str | None = None, seconds: Sequence[float] = (2, 4, 6, 8, 10, 12), grid: bool = True
+):
     """A few frames of one video with the narration nearest each (and the model's patch grid)."""
     import matplotlib.pyplot as plt
 
@@ -978,7 +1113,10 @@ def plot_gaze_trace(root: str | Path, uid: str | None = None, until_s: float | N
     axc.plot(t, gaze.confidence, ".", ms=1, color="tab:red")
     axc.set_ylabel("confidence")
     axc.set_xlabel("time (s); grey band = inside the frame; vertical lines = narrations")
-    fig.suptitle(f"{uid}: gaze at {len(gaze) / max(t.max() - t.min(), 1e-9):.0f} Hz with blinks, gaps and "
-                 "out-of-frame excursions", fontsize=8)
+    fig.suptitle(
+        f"{uid}: gaze at {len(gaze) / max(t.max() - t.min(), 1e-9):.0f} Hz with blinks, gaps and "
+        "out-of-frame excursions",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig

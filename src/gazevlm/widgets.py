@@ -7,6 +7,7 @@ Pick run(s), task, window and frame; show the human gaze heatmap, the model's at
 the predicted and reference text and the window's metrics. Files are read once per task and every
 redraw is a PIL composite of one small frame per run, so it stays interactive on large test splits.
 """
+
 from __future__ import annotations
 
 import html
@@ -35,8 +36,10 @@ def find_attention_dir(start: str | Path | None = None) -> Path:
         candidate = base / layout.ATTENTION_DIR
         if outputs.index_file(candidate).exists():
             return candidate
-    raise FileNotFoundError(f"no {layout.ATTENTION_DIR / outputs.INDEX_NAME} in {here} or its parents: "
-                            "run the `attention` stage (dvc repro) or pass attention_dir")
+    raise FileNotFoundError(
+        f"no {layout.ATTENTION_DIR / outputs.INDEX_NAME} in {here} or its parents: "
+        "run the `attention` stage (dvc repro) or pass attention_dir"
+    )
 
 
 class Explorer:
@@ -59,24 +62,35 @@ class Explorer:
         self.next_button = W.Button(description="▶", layout=W.Layout(width="36px"), tooltip="next window")
         self.frame = W.IntSlider(description="frame", min=0, max=0, continuous_update=False)
         self.layer = W.ToggleButtons(options=LAYER_CHOICES, value="both", description="show")
-        self.source = W.ToggleButtons(options=SOURCE_CHOICES, value="primary", description="attention",
-                                      tooltips=["the gaze block where the run has one, else the Perceiver",
-                                                "the gaze block's last-layer attention",
-                                                "the Perceiver's latent-to-patch attention"])
-        self.show_topk = W.Checkbox(value=False, description="outline top-k attended patches", indent=False,
-                                    layout=W.Layout(width="auto"))
+        self.source = W.ToggleButtons(
+            options=SOURCE_CHOICES,
+            value="primary",
+            description="attention",
+            tooltips=[
+                "the gaze block where the run has one, else the Perceiver",
+                "the gaze block's last-layer attention",
+                "the Perceiver's latent-to-patch attention",
+            ],
+        )
+        self.show_topk = W.Checkbox(
+            value=False, description="outline top-k attended patches", indent=False, layout=W.Layout(width="auto")
+        )
         self.panels = W.HBox()
         self.info = W.HTML()
         self._images: list[W.Image] = []
         self._titles: list[W.HTML] = []
         self._busy = False
 
-        self.widget = W.VBox([
-            W.HBox([self.task, self.runs]),
-            W.HBox([self.window, self.prev_button, self.next_button, self.frame]),
-            self.layer, W.HBox([self.source, self.show_topk]),
-            self.panels, self.info,
-        ])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.task, self.runs]),
+                W.HBox([self.window, self.prev_button, self.next_button, self.frame]),
+                self.layer,
+                W.HBox([self.source, self.show_topk]),
+                self.panels,
+                self.info,
+            ]
+        )
         self.task.observe(self._on_task, names="value")
         self.runs.observe(self._on_runs, names="value")
         for control in (self.window, self.frame, self.layer, self.source, self.show_topk):
@@ -149,8 +163,9 @@ class Explorer:
         gh, gw = frames.grid
         image = render.decode_jpeg(frames.jpeg(i, t))
         heat = frames.heatmaps[i, t].astype(np.float32) if frames.valid[i, t] else None
-        gaze_support = (support(frames.gaze[i, t][None], self.threshold)[0].reshape(gh, gw)
-                        if frames.valid[i, t] else None)
+        gaze_support = (
+            support(frames.gaze[i, t][None], self.threshold)[0].reshape(gh, gw) if frames.valid[i, t] else None
+        )
         rows = []
         for run, title, img in zip(self.runs.value, self._titles, self._images, strict=False):
             r, where = self._read_run(run, task)
@@ -162,10 +177,17 @@ class Explorer:
                 topk = np.zeros(gh * gw, bool)
                 topk[topk_indices(att[None], r.topk)[0]] = True
                 topk = topk.reshape(gh, gw)
-            img.value = render.to_png(render.overlay(
-                image, mode=self.layer.value, gaze_heatmap=heat,
-                attention=None if att is None else att.reshape(gh, gw), gaze_support=gaze_support,
-                topk=topk, width=self.width))
+            img.value = render.to_png(
+                render.overlay(
+                    image,
+                    mode=self.layer.value,
+                    gaze_heatmap=heat,
+                    attention=None if att is None else att.reshape(gh, gw),
+                    gaze_support=gaze_support,
+                    topk=topk,
+                    width=self.width,
+                )
+            )
             note = source if att is not None else ("not in this run" if j is None else "no such attention")
             title.value = f"<b>{html.escape(run)}</b> <small>({html.escape(note)})</small>"
             rows.append((run, r, source, j))
@@ -174,10 +196,12 @@ class Explorer:
     def _describe(self, frames: outputs.TaskFrames, i: int, t: int, rows: list) -> str:
         wid = frames.window_ids[i]
         when = frames.timestamps[i, t]
-        head = (f"<b>{html.escape(str(wid))}</b> &middot; video {html.escape(str(frames.uids[i]))} &middot; "
-                f"frame {t + 1}/{frames.n_frames} (video frame {frames.frame_index[i, t]}, "
-                f"{when:.2f} s) &middot; gaze {'present' if frames.valid[i, t] else '<b>missing</b>'}"
-                f" &middot; models of training seed {self.index['seed']}")
+        head = (
+            f"<b>{html.escape(str(wid))}</b> &middot; video {html.escape(str(frames.uids[i]))} &middot; "
+            f"frame {t + 1}/{frames.n_frames} (video frame {frames.frame_index[i, t]}, "
+            f"{when:.2f} s) &middot; gaze {'present' if frames.valid[i, t] else '<b>missing</b>'}"
+            f" &middot; models of training seed {self.index['seed']}"
+        )
         reference = next((r.reference[j] for _, r, _, j in rows if j is not None and r.reference[j]), "")
         text = [f"<tr><td><i>reference</i></td><td colspan=2>{html.escape(reference) or '&mdash;'}</td></tr>"]
         cells = ["<th>run</th><th>source</th>"] + [f"<th>{m}</th>" for m in METRICS]
@@ -188,22 +212,29 @@ class Explorer:
                 continue
             sem = r.semantic[j]
             sem_txt = "" if np.isnan(sem) else f" <small>(semantic {sem:.3f})</small>"
-            text.append(f"<tr><td>{html.escape(run)}</td><td>{html.escape(r.prediction[j]) or '&mdash;'}"
-                        f"{sem_txt}</td></tr>")
+            text.append(
+                f"<tr><td>{html.escape(run)}</td><td>{html.escape(r.prediction[j]) or '&mdash;'}{sem_txt}</td></tr>"
+            )
             if source is None:
                 continue
             m = r.metrics[source]
             window_mean = [np.nanmean(m[k][j]) if np.isfinite(m[k][j]).any() else np.nan for k in METRICS]
             frame_val = [m[k][j, t] for k in METRICS]
             fmt = lambda v: "&mdash;" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
-            table.append(f"<tr><td>{html.escape(run)}</td><td>{source} window</td>"
-                         + "".join(f"<td>{fmt(v)}</td>" for v in window_mean) + "</tr>")
-            table.append("<tr><td></td><td>this frame</td>"
-                         + "".join(f"<td>{fmt(v)}</td>" for v in frame_val) + "</tr>")
+            table.append(
+                f"<tr><td>{html.escape(run)}</td><td>{source} window</td>"
+                + "".join(f"<td>{fmt(v)}</td>" for v in window_mean)
+                + "</tr>"
+            )
+            table.append(
+                "<tr><td></td><td>this frame</td>" + "".join(f"<td>{fmt(v)}</td>" for v in frame_val) + "</tr>"
+            )
         style = "style='border-collapse:collapse;font-size:12px' cellpadding=3"
-        return (f"<div>{head}</div><table {style}>{''.join(text)}</table>"
-                f"<div><small>top-k = top-{self.index['topk']} overlap; gaze support: patches above "
-                f"{self.threshold:g} of the peak gaze mass</small></div><table {style}>{''.join(table)}</table>")
+        return (
+            f"<div>{head}</div><table {style}>{''.join(text)}</table>"
+            f"<div><small>top-k = top-{self.index['topk']} overlap; gaze support: patches above "
+            f"{self.threshold:g} of the peak gaze mass</small></div><table {style}>{''.join(table)}</table>"
+        )
 
     # --- for tests and the notebook ------------------------------------------------------------------
     def image_values(self) -> list[bytes]:

@@ -11,6 +11,7 @@ Every keyframe and window carries absolute frame indices of its source video and
 
 Consecutive windows start `window_stride_s` apart. The split is by video, never by window (pitfall 5).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -23,8 +24,18 @@ import pandas as pd
 from gazevlm.layout import SPLITS, TASKS, keyframe_id, window_id
 from gazevlm.params import ExtractParams
 
-WINDOW_COLUMNS = ("window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids", "target_frames",
-                  "target_keyframe_ids", "t_start", "t_end")
+WINDOW_COLUMNS = (
+    "window_id",
+    "task",
+    "uid",
+    "split",
+    "obs_frames",
+    "obs_keyframe_ids",
+    "target_frames",
+    "target_keyframe_ids",
+    "t_start",
+    "t_end",
+)
 SKIP_NO_TARGET = "no target keyframe: the horizon runs past the end of the video"
 SKIP_SHORT_VIDEO = "video has fewer keyframes than one observation window"
 
@@ -41,15 +52,21 @@ def keyframe_indices(num_frames: int, fps: float, keyframe_fps: float) -> np.nda
 def keyframes_for_video(uid: str, num_frames: int, fps: float, keyframe_fps: float) -> pd.DataFrame:
     """keyframe_id, uid, frame, t for one video, in time order."""
     frames = keyframe_indices(num_frames, fps, keyframe_fps)
-    return pd.DataFrame({"keyframe_id": [keyframe_id(uid, int(f)) for f in frames], "uid": uid,
-                         "frame": frames, "t": frames / float(fps)})
+    return pd.DataFrame(
+        {
+            "keyframe_id": [keyframe_id(uid, int(f)) for f in frames],
+            "uid": uid,
+            "frame": frames,
+            "t": frames / float(fps),
+        }
+    )
 
 
 @dataclass(frozen=True)
 class WindowSpec:
     task: str
-    observe: int             # keyframes observed
-    stride: int              # keyframes between window starts
+    observe: int  # keyframes observed
+    stride: int  # keyframes between window starts
     horizon_s: float | None  # future task: targets within this many seconds after the last observed one
 
 
@@ -57,16 +74,18 @@ def window_specs(ep: ExtractParams) -> dict[str, WindowSpec]:
     def count(seconds: float, what: str) -> int:
         n = int(round(seconds * ep.keyframe_fps))
         if n < 1:
-            raise ValueError(f"params.extract.{what} = {seconds} s is less than one keyframe at "
-                             f"{ep.keyframe_fps} fps")
+            raise ValueError(f"params.extract.{what} = {seconds} s is less than one keyframe at {ep.keyframe_fps} fps")
         return n
 
     stride = count(ep.window_stride_s, "window_stride_s")
     if ep.future_horizon_s <= 0:
         raise ValueError(f"params.extract.future_horizon_s = {ep.future_horizon_s} must be positive")
-    return {"future": WindowSpec("future", count(ep.future_observe_s, "future_observe_s"), stride,
-                                 float(ep.future_horizon_s)),
-            "activity": WindowSpec("activity", count(ep.activity_observe_s, "activity_observe_s"), stride, None)}
+    return {
+        "future": WindowSpec(
+            "future", count(ep.future_observe_s, "future_observe_s"), stride, float(ep.future_horizon_s)
+        ),
+        "activity": WindowSpec("activity", count(ep.activity_observe_s, "activity_observe_s"), stride, None),
+    }
 
 
 def windows_for_video(keyframes: pd.DataFrame, spec: WindowSpec) -> tuple[list[dict], Counter]:
@@ -94,17 +113,25 @@ def windows_for_video(keyframes: pd.DataFrame, spec: WindowSpec) -> tuple[list[d
             if len(tgt) == 0:
                 skipped[SKIP_NO_TARGET] += 1
                 continue
-        out.append({
-            "window_id": window_id(spec.task, uid, int(frames[s])), "task": spec.task, "uid": uid,
-            "obs_frames": [int(f) for f in frames[obs]], "obs_keyframe_ids": [str(i) for i in ids[obs]],
-            "target_frames": [int(f) for f in frames[tgt]], "target_keyframe_ids": [str(i) for i in ids[tgt]],
-            "t_start": float(times[s]), "t_end": float(t_end),
-        })
+        out.append(
+            {
+                "window_id": window_id(spec.task, uid, int(frames[s])),
+                "task": spec.task,
+                "uid": uid,
+                "obs_frames": [int(f) for f in frames[obs]],
+                "obs_keyframe_ids": [str(i) for i in ids[obs]],
+                "target_frames": [int(f) for f in frames[tgt]],
+                "target_keyframe_ids": [str(i) for i in ids[tgt]],
+                "t_start": float(times[s]),
+                "t_end": float(t_end),
+            }
+        )
     return out, skipped
 
 
-def build_windows(keyframes: pd.DataFrame, ep: ExtractParams, splits: Mapping[str, str]
-                  ) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+def build_windows(
+    keyframes: pd.DataFrame, ep: ExtractParams, splits: Mapping[str, str]
+) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     """Windows of both tasks for every video in `splits`; skipped-window counts per task and reason."""
     specs = window_specs(ep)
     rows: list[dict] = []
@@ -124,8 +151,9 @@ def build_windows(keyframes: pd.DataFrame, ep: ExtractParams, splits: Mapping[st
     return table, skipped
 
 
-def split_videos(uids: Sequence[str], fractions: Mapping[str, float], seed: int,
-                 explicit: Mapping[str, Sequence[str]] | None = None) -> tuple[dict[str, str], list[str]]:
+def split_videos(
+    uids: Sequence[str], fractions: Mapping[str, float], seed: int, explicit: Mapping[str, Sequence[str]] | None = None
+) -> tuple[dict[str, str], list[str]]:
     """Assign each video to train / val / test.
 
     With `explicit` ({split: [uid, ...]}, from params.extract.split_uids) the lists decide; videos in no
@@ -143,8 +171,7 @@ def split_videos(uids: Sequence[str], fractions: Mapping[str, float], seed: int,
         for split in SPLITS:
             for uid in explicit.get(split, []) or []:
                 if uid in assignment and assignment[uid] != split:
-                    raise ValueError(f"params.extract.split_uids: video {uid} is in both "
-                                     f"{assignment[uid]} and {split}")
+                    raise ValueError(f"params.extract.split_uids: video {uid} is in both {assignment[uid]} and {split}")
                 assignment[uid] = split
         present = {u: s for u, s in assignment.items() if u in uids}
         return present, [u for u in uids if u not in assignment]
@@ -174,8 +201,12 @@ class SplitError(ValueError):
     """The video-level split leaves the train or test split without a video."""
 
 
-def check_split(assignment: Mapping[str, str], fractions: Mapping[str, float],
-                explicit: Mapping[str, Sequence[str]] | None = None, source: str | None = None) -> list[str]:
+def check_split(
+    assignment: Mapping[str, str],
+    fractions: Mapping[str, float],
+    explicit: Mapping[str, Sequence[str]] | None = None,
+    source: str | None = None,
+) -> list[str]:
     """Raise SplitError if train or test has no video; return notes (an empty val split: training
     then has no validation set). Messages name the fractions (or split_uids, or the `source` of an
     explicit split other than params, e.g. EGTEA's split files) and the video count."""
@@ -183,15 +214,21 @@ def check_split(assignment: Mapping[str, str], fractions: Mapping[str, float],
     if explicit and source and source != "params.extract.split_uids":
         how = source
     else:
-        how = (f"params.extract.split_uids {dict(explicit)}" if explicit
-               else f"params.extract.split_fractions {dict(fractions)}")
+        how = (
+            f"params.extract.split_uids {dict(explicit)}"
+            if explicit
+            else f"params.extract.split_fractions {dict(fractions)}"
+        )
     shown = " / ".join(f"{s} {counts[s]}" for s in SPLITS)
     empty = [s for s in ("train", "test") if counts[s] == 0]
     if empty:
         what = f"the {empty[0]} split is" if len(empty) == 1 else "the train and test splits are"
-        raise SplitError(f"{how} split {len(assignment)} usable video(s) into {shown}: {what} empty "
-                         "(add videos or change the split)")
+        raise SplitError(
+            f"{how} split {len(assignment)} usable video(s) into {shown}: {what} empty (add videos or change the split)"
+        )
     if counts["val"] == 0:
-        return [f"WARNING: {how} split {len(assignment)} usable video(s) into {shown}: the val split is empty, "
-                "so training has no validation set (and stops with 'validation split is empty')"]
+        return [
+            f"WARNING: {how} split {len(assignment)} usable video(s) into {shown}: the val split is empty, "
+            "so training has no validation set (and stops with 'validation split is empty')"
+        ]
     return []

@@ -5,6 +5,7 @@ a run killed at any moment leaves either a complete answer or none, and the next
 is missing. The key covers the model, the full text sent and the bytes of every image: change any of
 them and the question is new. Nothing about the endpoint (URL, key) is part of the key or the file.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ caption per frame: numbered lines ("1.", "2)", "Frame 3:", "**4.**") or, without
 as many non-empty lines as frames. Anything else fails the chunk (its raw reply stays cached, so the
 failure is reproducible); captions are never guessed or shifted to fit.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,7 @@ class Chunk:
 @dataclass
 class ChunkResult:
     chunk_id: str
-    captions: list[str] | None      # None when the chunk failed
+    captions: list[str] | None  # None when the chunk failed
     error: str | None = None
     cached: bool = False
 
@@ -51,18 +52,26 @@ def make_chunks(keyframes: pd.DataFrame, chunk_size: int) -> list[Chunk]:
     for uid, group in keyframes.sort_values(["uid", "frame"]).groupby("uid", sort=True):
         rows = list(group.itertuples(index=False))
         for start in range(0, len(rows), chunk_size):
-            part = rows[start:start + chunk_size]
-            chunks.append(Chunk(chunk_id=f"{uid}_{int(part[0].frame):07d}_{len(part)}", uid=str(uid),
-                                split=str(part[0].split), keyframe_ids=tuple(r.keyframe_id for r in part),
-                                paths=tuple(str(r.path) for r in part)))
+            part = rows[start : start + chunk_size]
+            chunks.append(
+                Chunk(
+                    chunk_id=f"{uid}_{int(part[0].frame):07d}_{len(part)}",
+                    uid=str(uid),
+                    split=str(part[0].split),
+                    keyframe_ids=tuple(r.keyframe_id for r in part),
+                    paths=tuple(str(r.path) for r in part),
+                )
+            )
     return chunks
 
 
 def request_text(prompt: str, n_frames: int) -> str:
     """The prompt plus a fixed format instruction the parser relies on (refinement cannot break it)."""
-    return (f"{prompt.strip()}\n\nYou are given {n_frames} frames from one egocentric video, in time order. "
-            f"Reply with exactly {n_frames} lines numbered 1 to {n_frames}, one caption per frame, "
-            "and nothing else.")
+    return (
+        f"{prompt.strip()}\n\nYou are given {n_frames} frames from one egocentric video, in time order. "
+        f"Reply with exactly {n_frames} lines numbered 1 to {n_frames}, one caption per frame, "
+        "and nothing else."
+    )
 
 
 _NUMBERED = re.compile(

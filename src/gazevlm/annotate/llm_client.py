@@ -10,6 +10,7 @@ bounds each socket read only, so a server trickling a byte every 0.5 s held one 
 here a watchdog shuts the attempt's socket down when its deadline passes, and the attempt counts as
 a timeout (retried like one).
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,7 @@ def image_part(data: bytes, source: str = "image") -> dict:
         mime = "image/png"
     else:
         raise ValueError(f"{source}: not a JPEG or PNG image")
-    return {"type": "image_url",
-            "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
 
 
 @dataclass
@@ -68,7 +68,7 @@ class ChatClient:
     backoff_s: float = 1.0
     temperature: float = 0.0
     sleep: Callable[[float], None] = time.sleep
-    requests_sent: int = 0        # HTTP attempts, retries included
+    requests_sent: int = 0  # HTTP attempts, retries included
     sleeps: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -86,8 +86,10 @@ class ChatClient:
         base = os.environ.get(self.base_url_env, "").strip()
         key = os.environ.get(self.api_key_env, "").strip()
         if not base:
-            raise ChatConfigError(f"annotate.llm: environment variable {self.base_url_env} (the endpoint's "
-                                  "base URL, e.g. https://api.openai.com/v1) is not set")
+            raise ChatConfigError(
+                f"annotate.llm: environment variable {self.base_url_env} (the endpoint's "
+                "base URL, e.g. https://api.openai.com/v1) is not set"
+            )
         if not key:
             raise ChatConfigError(f"annotate.llm: environment variable {self.api_key_env} (the API key) is not set")
         if urlparse(base).scheme not in ("http", "https"):
@@ -113,7 +115,7 @@ class ChatClient:
             expired.set()
             for sock in list(self._sockets):
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)   # unblocks the read in progress
+                    sock.shutdown(socket.SHUT_RDWR)  # unblocks the read in progress
                 except OSError:
                     pass
 
@@ -154,9 +156,11 @@ class ChatClient:
             if resp.status_code == 200:
                 return _reply_text(resp)
             if resp.status_code in FATAL_STATUS:
-                raise ChatConfigError(f"annotate.llm: the endpoint refused the request with HTTP {resp.status_code} "
-                                      f"(check {self.api_key_env}, {self.base_url_env} and the model name "
-                                      f"{self.model!r})")
+                raise ChatConfigError(
+                    f"annotate.llm: the endpoint refused the request with HTTP {resp.status_code} "
+                    f"(check {self.api_key_env}, {self.base_url_env} and the model name "
+                    f"{self.model!r})"
+                )
             last = f"HTTP {resp.status_code}: {_redact(resp.text[:200], key)}"
             if resp.status_code not in RETRY_STATUS:
                 raise ChatError(f"chat request rejected: {last}")

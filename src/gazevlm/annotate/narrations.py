@@ -4,6 +4,7 @@ Ego4D narrations are point events ("#C C picks up the knife" at 12.3 s) written 
 different annotators. A keyframe's caption is the narration nearest to it in time, from either pass,
 if one lies within the tolerance; otherwise the keyframe has no caption (it is counted, not filled).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -20,8 +21,22 @@ PASSES = ego4d.NARRATION_PASSES
 
 # Words that name a person in "#O man X"-style references; the single capital letter after them is
 # the annotators' id for that person and carries no meaning in a caption.
-_PERSON_NOUNS = ("man", "woman", "lady", "boy", "girl", "person", "child", "kid", "guy", "friend",
-                 "baby", "men", "women", "people")
+_PERSON_NOUNS = (
+    "man",
+    "woman",
+    "lady",
+    "boy",
+    "girl",
+    "person",
+    "child",
+    "kid",
+    "guy",
+    "friend",
+    "baby",
+    "men",
+    "women",
+    "people",
+)
 _NOUN = "|".join(_PERSON_NOUNS)
 # Capital letters used as person ids. C is the wearer, I is the pronoun and A is too often the article.
 _PERSON_ID = r"(?![ACI]\b)[A-Z]"
@@ -55,24 +70,29 @@ def clean_narration(text: str) -> str:
     s = str(text)
     s = re.sub(r"#\s*unsure\b", " ", s, flags=re.IGNORECASE)
     # The wearer: "#C C", a bare "#C", then every stand-alone capital C ("hands the cup to C").
-    s = re.sub(r"#\s*C\b\s*(?:\bC\b)?('s\b)?", lambda m: " the camera wearer" + (m.group(1) or "") + " ",
-               s, flags=re.IGNORECASE)
+    s = re.sub(
+        r"#\s*C\b\s*(?:\bC\b)?('s\b)?",
+        lambda m: " the camera wearer" + (m.group(1) or "") + " ",
+        s,
+        flags=re.IGNORECASE,
+    )
     s = re.sub(r"\bC\b", "the camera wearer", s)
     # Another person: "#O man X" / "#O the woman Y" -> "a man" / "a woman"; "#O X" / "#O" -> another person.
     # (Only the tag, articles and nouns ignore case: the person id is always a capital letter.)
     s = re.sub(rf"(?i:#\s*O)\b\s*(?:(?i:the|a|an)\s+)?((?i:{_NOUN}))\b(?:\s+[A-Z]\b)?", _another, s)
     s = re.sub(r"(?i:#\s*O)\b\s*(?:[A-Z]\b(?!'))?", " another person ", s)
     # Later mentions of the same person: "man X" -> "the man" (unless an article is already there).
-    s = re.sub(rf"\b(?:((?i:the|a|an))\s+)?((?i:{_NOUN}))\s+[A-Z]\b",
-               lambda m: f"{m.group(1) or 'the'} {m.group(2)}", s)
+    s = re.sub(
+        rf"\b(?:((?i:the|a|an))\s+)?((?i:{_NOUN}))\s+[A-Z]\b", lambda m: f"{m.group(1) or 'the'} {m.group(2)}", s
+    )
     s = re.sub(rf"\b{_PERSON_ID}\b('s)?", lambda m: "another person" + (m.group(1) or ""), s)
     s = re.sub(r"#\s*\w+", " ", s)  # any other annotation tag
     s = s.lower()
     s = re.sub(r"\ban another\b", "another", s)
     s = re.sub(r"\ba another\b", "another", s)
     s = re.sub(r"\bthe the\b", "the", s)
-    s = re.sub(r"\s+([,.;:!?])", r"\1", s)        # no space before punctuation
-    s = re.sub(r"([,.;:!?])\1+", r"\1", s)          # "..", ",," -> one
+    s = re.sub(r"\s+([,.;:!?])", r"\1", s)  # no space before punctuation
+    s = re.sub(r"([,.;:!?])\1+", r"\1", s)  # "..", ",," -> one
     s = re.sub(r"\s+", " ", s)
     return s.strip(" \t\n,.;:!?-")
 
@@ -124,10 +144,14 @@ def caption_keyframes(keyframes: pd.DataFrame, index: NarrationIndex, tolerance_
     rows = []
     for kf in keyframes.itertuples(index=False):
         found = nearest(index.by_uid.get(kf.uid, []), float(kf.t), tolerance_s)
-        rows.append({"keyframe_id": kf.keyframe_id,
-                     "caption": clean_narration(found.text) if found else None,
-                     "narration_t": found.t if found else None,
-                     "narration_text": found.text if found else None})
+        rows.append(
+            {
+                "keyframe_id": kf.keyframe_id,
+                "caption": clean_narration(found.text) if found else None,
+                "narration_t": found.t if found else None,
+                "narration_text": found.text if found else None,
+            }
+        )
     return pd.DataFrame(rows, columns=["keyframe_id", "caption", "narration_t", "narration_text"])
 
 

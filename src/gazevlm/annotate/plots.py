@@ -1,4 +1,5 @@
 """Figures and tables for the annotate report (the notebook only displays them)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -16,8 +17,9 @@ def caption_length_figure(captions: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     if len(df):
-        sns.histplot(data=df, x="words", hue="QC", hue_order=["clean", "flagged"], multiple="stack",
-                     discrete=True, ax=ax)
+        sns.histplot(
+            data=df, x="words", hue="QC", hue_order=["clean", "flagged"], multiple="stack", discrete=True, ax=ax
+        )
     ax.set(xlabel="words per caption", ylabel="keyframes", title=f"Caption length ({len(df)} captions)")
     return fig
 
@@ -28,10 +30,13 @@ def flag_counts_figure(report: dict) -> Figure:
     ax_flags, ax_drop = fig.subplots(1, 2)
     flags = pd.DataFrame(list(report["flags"].items()), columns=["flag", "keyframes"])
     sns.barplot(data=flags, x="flag", y="keyframes", ax=ax_flags, color="tab:orange")
-    ax_flags.set(title=f"QC flags ({report['flagged_keyframes']} of {report['keyframes']['used_by_windows']} "
-                       "keyframes flagged)")
-    drops = pd.DataFrame([("kept", report["windows"]["kept"])] + list(report["windows"]["dropped"].items()),
-                         columns=["outcome", "windows"])
+    ax_flags.set(
+        title=f"QC flags ({report['flagged_keyframes']} of {report['keyframes']['used_by_windows']} keyframes flagged)"
+    )
+    drops = pd.DataFrame(
+        [("kept", report["windows"]["kept"])] + list(report["windows"]["dropped"].items()),
+        columns=["outcome", "windows"],
+    )
     sns.barplot(data=drops, x="outcome", y="windows", ax=ax_drop, color="tab:blue")
     ax_drop.set(title=f"Windows ({report['windows']['total']})")
     for ax, values in ((ax_flags, flags["keyframes"]), (ax_drop, drops["windows"])):

@@ -15,6 +15,7 @@ A caption gets zero or more flags:
 The paper's "hallucinated" flag needs a person or the video, so it is not automated here.
 A window is dropped when more than qc_max_flagged of its target frames carry any flag.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,29 +26,46 @@ UNSURE_TAG = re.compile(r"#\s*unsure\b", re.IGNORECASE)
 MIN_WORDS = 3
 
 _STOCK = (
-    r"\b(?:is|are) doing something\b", r"\bdoing (?:some|the)thing\b", r"\bnothing (?:happens|is happening)\b",
-    r"\bno (?:visible )?(?:action|activity|change)\b", r"\bsame as (?:the )?(?:previous|above|before|last)\b",
-    r"\b(?:previous|next|last) frame\b", r"\bas before\b", r"^(?:an? )?(?:image|picture|photo|view|frame) of\b",
-    r"\bsome(?:thing|one) (?:is )?happening\b", r"^(?:n/?a|none|unknown|no caption)$",
+    r"\b(?:is|are) doing something\b",
+    r"\bdoing (?:some|the)thing\b",
+    r"\bnothing (?:happens|is happening)\b",
+    r"\bno (?:visible )?(?:action|activity|change)\b",
+    r"\bsame as (?:the )?(?:previous|above|before|last)\b",
+    r"\b(?:previous|next|last) frame\b",
+    r"\bas before\b",
+    r"^(?:an? )?(?:image|picture|photo|view|frame) of\b",
+    r"\bsome(?:thing|one) (?:is )?happening\b",
+    r"^(?:n/?a|none|unknown|no caption)$",
 )
 _UNCLEAR = (
-    r"\bblur(?:red|ry)?\b", r"\bunclear\b", r"\bcan ?not (?:be )?(?:see|seen|tell|determine|identify)\b",
-    r"\bcan'?t (?:see|tell|determine|identify)\b", r"\bnot (?:clearly )?visible\b", r"\bunable to\b",
-    r"\bout of focus\b", r"\bhard to (?:see|tell)\b", r"\bindistinct\b", r"\bobscured\b",
+    r"\bblur(?:red|ry)?\b",
+    r"\bunclear\b",
+    r"\bcan ?not (?:be )?(?:see|seen|tell|determine|identify)\b",
+    r"\bcan'?t (?:see|tell|determine|identify)\b",
+    r"\bnot (?:clearly )?visible\b",
+    r"\bunable to\b",
+    r"\bout of focus\b",
+    r"\bhard to (?:see|tell)\b",
+    r"\bindistinct\b",
+    r"\bobscured\b",
 )
 
-_STOP = frozenset("""
+_STOP = frozenset(
+    """
 a an the this that these those his her their its my your our some any each every all both one two
 and or but then while as with without to of in on at by for from into onto over under up down off out
 away back around about near next through across along toward towards behind between inside outside
 here there again still also just slightly now closer further forward left right side is are was were be
 being been has have had it itself them they he she him himself herself themselves someone somebody
 something very too not no slowly quickly carefully gently briefly closely firmly again
-""".split())
-_PERSON_WORDS = frozenset("""
+""".split()
+)
+_PERSON_WORDS = frozenset(
+    """
 camera wearer wearers person people another other man men woman women lady boy girl child kid guy
 friend baby hand hands finger fingers arm arms c o x y
-""".split())
+""".split()
+)
 
 
 def words(caption: str | None) -> list[str]:
@@ -84,7 +102,7 @@ def is_grounded(tokens: list[str]) -> bool:
     i = 0
     while i < len(bare) and (bare[i] in _STOP or bare[i] in _PERSON_WORDS):
         i += 1
-    rest = bare[i + 1:]  # bare[i] is the verb
+    rest = bare[i + 1 :]  # bare[i] is the verb
     return any(t not in _STOP and t not in _PERSON_WORDS and not t.isdigit() for t in rest)
 
 

@@ -10,6 +10,7 @@ versioned feedback file; in Jupyter, the review form (review_form.py) calls `sub
 and writes each entry back to that file, so the headless rerun replays the same session from the
 cache without a single request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,16 @@ def save_feedback(path: str | Path, entries: list[Feedback]) -> None:
     """Write the feedback file atomically (the review form calls this after every click)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"rounds": [{"feedback": e.feedback, "accept": e.accept,
-                       **({"prompt_sha256": e.prompt_sha256} if e.prompt_sha256 else {})} for e in entries]}
+    doc = {
+        "rounds": [
+            {
+                "feedback": e.feedback,
+                "accept": e.accept,
+                **({"prompt_sha256": e.prompt_sha256} if e.prompt_sha256 else {}),
+            }
+            for e in entries
+        ]
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(FEEDBACK_HEADER)
@@ -103,14 +112,15 @@ def save_feedback(path: str | Path, entries: list[Feedback]) -> None:
 
 def rewrite_prompt(client: ChatClient, cache: ResponseCache, prompt: str, feedback: str) -> str:
     """Ask the chat model for a new prompt from the current one and the reviewer's feedback (cached)."""
-    user = (f'Current prompt:\n"""\n{prompt.strip()}\n"""\n\n'
-            f'Reviewer feedback on the captions it produced:\n"""\n{feedback.strip()}\n"""')
+    user = (
+        f'Current prompt:\n"""\n{prompt.strip()}\n"""\n\n'
+        f'Reviewer feedback on the captions it produced:\n"""\n{feedback.strip()}\n"""'
+    )
     key = request_key(client.model, REWRITE_SYSTEM + "\0" + user)
     reply = cache.get(key)
     if reply is None:
         try:
-            reply = client.complete([{"role": "system", "content": REWRITE_SYSTEM},
-                                     {"role": "user", "content": user}])
+            reply = client.complete([{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}])
         except ChatError as err:
             raise RefinementError(f"prompt rewrite failed: {err}") from err
         cache.put(key, reply, {"model": client.model, "kind": "rewrite", "prompt_sha256": sha256_text(prompt)})
@@ -160,13 +170,25 @@ class RefinementSession:
 
     def _annotate_round(self) -> None:
         self.results = annotate_chunks(self.client, self.cache, self.prompt, self.chunks, self.root)
-        self.rounds.append({
-            "round": len(self.rounds), "prompt": self.prompt, "prompt_sha256": sha256_text(self.prompt),
-            "captions": [{"chunk_id": c.chunk_id, "keyframe_ids": list(c.keyframe_ids),
-                          "captions": self.results[c.chunk_id].captions, "error": self.results[c.chunk_id].error}
-                         for c in self.chunks],
-            "feedback": None, "accept": None, "rewritten_prompt": None,
-        })
+        self.rounds.append(
+            {
+                "round": len(self.rounds),
+                "prompt": self.prompt,
+                "prompt_sha256": sha256_text(self.prompt),
+                "captions": [
+                    {
+                        "chunk_id": c.chunk_id,
+                        "keyframe_ids": list(c.keyframe_ids),
+                        "captions": self.results[c.chunk_id].captions,
+                        "error": self.results[c.chunk_id].error,
+                    }
+                    for c in self.chunks
+                ],
+                "feedback": None,
+                "accept": None,
+                "rewritten_prompt": None,
+            }
+        )
 
     def submit(self, feedback: str, accept: bool) -> None:
         """The reviewer's verdict on the current round; rewrites and re-captions unless accepted."""
@@ -202,15 +224,25 @@ class RefinementSession:
         return self.prompt
 
     def feedback_entries(self) -> list[Feedback]:
-        return [Feedback(r["feedback"], r["accept"], r["prompt_sha256"]) for r in self.rounds
-                if r["accept"] is not None]
+        return [
+            Feedback(r["feedback"], r["accept"], r["prompt_sha256"]) for r in self.rounds if r["accept"] is not None
+        ]
 
     def history(self) -> dict[str, Any]:
-        return {"source": "llm", "model": self.client.model, "criteria": list(CRITERIA),
-                "rewrite_instruction": REWRITE_SYSTEM, "initial_prompt": self.initial_prompt,
-                "validation_chunks": [c.chunk_id for c in self.chunks], "max_rounds": self.max_rounds,
-                "rounds": self.rounds, "accepted": self.accepted, "stop_reason": self.stop_reason,
-                "final_prompt": self.final_prompt, "final_prompt_sha256": sha256_text(self.final_prompt)}
+        return {
+            "source": "llm",
+            "model": self.client.model,
+            "criteria": list(CRITERIA),
+            "rewrite_instruction": REWRITE_SYSTEM,
+            "initial_prompt": self.initial_prompt,
+            "validation_chunks": [c.chunk_id for c in self.chunks],
+            "max_rounds": self.max_rounds,
+            "rounds": self.rounds,
+            "accepted": self.accepted,
+            "stop_reason": self.stop_reason,
+            "final_prompt": self.final_prompt,
+            "final_prompt_sha256": sha256_text(self.final_prompt),
+        }
 
 
 def replay(session: RefinementSession, entries: list[Feedback]) -> RefinementSession:
@@ -222,15 +254,20 @@ def replay(session: RefinementSession, entries: list[Feedback]) -> RefinementSes
             break
         current = session.rounds[-1]
         if entry.prompt_sha256 and entry.prompt_sha256 != current["prompt_sha256"]:
-            log.warning("feedback for round %d was written for another prompt (sha256 %s..., now %s...)",
-                        current["round"], entry.prompt_sha256[:12], current["prompt_sha256"][:12])
+            log.warning(
+                "feedback for round %d was written for another prompt (sha256 %s..., now %s...)",
+                current["round"],
+                entry.prompt_sha256[:12],
+                current["prompt_sha256"][:12],
+            )
             current["feedback_prompt_mismatch"] = True
         session.submit(entry.feedback, entry.accept)
         used += 1
     session.feedback_exhausted()
     if used < len(entries):
-        log.warning("%d feedback entries were not needed (refinement stopped: %s)",
-                    len(entries) - used, session.stop_reason)
+        log.warning(
+            "%d feedback entries were not needed (refinement stopped: %s)", len(entries) - used, session.stop_reason
+        )
     session.unused_feedback = len(entries) - used
     return session
 

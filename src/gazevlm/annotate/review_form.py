@@ -5,6 +5,7 @@ Refine (rewrite the prompt from the feedback, caption again) and Accept. Every c
 versioned feedback file, so the stage's headless run replays the same rounds from the cache.
 The callbacks are plain methods (`on_refine`, `on_accept`), testable without a browser or kernel.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,16 +39,25 @@ class ReviewForm(widgets.VBox):
         self.thumbnails = thumbnails
         self.header = widgets.HTML()
         self.captions = widgets.HTML()
-        self.feedback = widgets.Textarea(placeholder="What should the captions do better? (objects, actions, "
-                                         "movement and space, fine-grained wording)",
-                                         layout=widgets.Layout(width="100%", height="6em"))
+        self.feedback = widgets.Textarea(
+            placeholder="What should the captions do better? (objects, actions, "
+            "movement and space, fine-grained wording)",
+            layout=widgets.Layout(width="100%", height="6em"),
+        )
         self.accept_button = widgets.Button(description="Accept", button_style="success", icon="check")
         self.refine_button = widgets.Button(description="Refine", button_style="warning", icon="refresh")
         self.status = widgets.HTML()
         self.accept_button.on_click(lambda _: self.on_accept())
         self.refine_button.on_click(lambda _: self.on_refine())
-        super().__init__([self.header, self.captions, self.feedback,
-                          widgets.HBox([self.refine_button, self.accept_button]), self.status])
+        super().__init__(
+            [
+                self.header,
+                self.captions,
+                self.feedback,
+                widgets.HBox([self.refine_button, self.accept_button]),
+                self.status,
+            ]
+        )
         self.refresh()
 
     def on_refine(self) -> None:
@@ -76,15 +86,21 @@ class ReviewForm(widgets.VBox):
         done = s.done
         self.accept_button.disabled = self.refine_button.disabled = self.feedback.disabled = done
         if done:
-            self.header.value = (f"<h4>Refinement finished ({html.escape(str(s.stop_reason))})</h4>"
-                                 f"<p>Final prompt:</p><pre>{html.escape(s.final_prompt)}</pre>")
+            self.header.value = (
+                f"<h4>Refinement finished ({html.escape(str(s.stop_reason))})</h4>"
+                f"<p>Final prompt:</p><pre>{html.escape(s.final_prompt)}</pre>"
+            )
             self.captions.value = ""
-            self.status.value = (f"Feedback saved to <code>{html.escape(str(self.feedback_file))}</code>. "
-                                 "Run the cells below to caption everything with the final prompt.")
+            self.status.value = (
+                f"Feedback saved to <code>{html.escape(str(self.feedback_file))}</code>. "
+                "Run the cells below to caption everything with the final prompt."
+            )
             return
         r = s.rounds[-1]
-        self.header.value = (f"<h4>Round {r['round'] + 1} of at most {s.max_rounds}</h4>"
-                             f"<p>Prompt:</p><pre style='white-space:pre-wrap'>{html.escape(r['prompt'])}</pre>")
+        self.header.value = (
+            f"<h4>Round {r['round'] + 1} of at most {s.max_rounds}</h4>"
+            f"<p>Prompt:</p><pre style='white-space:pre-wrap'>{html.escape(r['prompt'])}</pre>"
+        )
         self.captions.value = self._captions_html(r["captions"])
         self.status.value = ""
 
@@ -124,5 +140,7 @@ def start_review(params: Params, root: str | Path = ".", thumbnails: bool = True
 def require_review_finished(form: ReviewForm | None) -> None:
     """Stop a 'run all' in Jupyter before the reviewer has accepted (or used up the rounds)."""
     if form is not None and not form.session.done:
-        raise RuntimeError("prompt review not finished: give feedback in the form above and click Refine or "
-                           "Accept until it says 'Refinement finished', then run this cell again")
+        raise RuntimeError(
+            "prompt review not finished: give feedback in the form above and click Refine or "
+            "Accept until it says 'Refinement finished', then run this cell again"
+        )

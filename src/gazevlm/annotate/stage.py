@@ -17,6 +17,7 @@ instead the raw narrations of its horizon (t_last, t_last + tau_a] (one pass, cl
 captions, in time order, consecutive duplicates removed, joined the same way); n_frames then counts
 those narrations, QC flags them, and a window without any is dropped as no_narration.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,34 +46,66 @@ log = logging.getLogger(__name__)
 
 SOURCES = ANNOTATE_SOURCES
 KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
-WINDOW_COLUMNS = ("window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids", "target_frames",
-                  "target_keyframe_ids", "t_start", "t_end")
+WINDOW_COLUMNS = (
+    "window_id",
+    "task",
+    "uid",
+    "split",
+    "obs_frames",
+    "obs_keyframe_ids",
+    "target_frames",
+    "target_keyframe_ids",
+    "t_start",
+    "t_end",
+)
 DROP_REASONS = ("failed_chunk", "no_caption", "qc_flagged", "no_target_frames")
-NO_NARRATION = "no_narration"   # future_targets: narrations only
+NO_NARRATION = "no_narration"  # future_targets: narrations only
 
-CAPTIONS_SCHEMA = pa.schema([("keyframe_id", pa.string()), ("uid", pa.string()), ("frame", pa.int64()),
-                             ("t", pa.float64()), ("caption", pa.string()), ("source", pa.string()),
-                             ("flags", pa.list_(pa.string())), ("flagged", pa.bool_())])
-TARGETS_SCHEMA = pa.schema([("window_id", pa.string()), ("task", pa.string()), ("split", pa.string()),
-                            ("target_text", pa.string()), ("n_frames", pa.int64()), ("n_flagged", pa.int64()),
-                            ("dropped", pa.bool_()), ("drop_reason", pa.string())])
+CAPTIONS_SCHEMA = pa.schema(
+    [
+        ("keyframe_id", pa.string()),
+        ("uid", pa.string()),
+        ("frame", pa.int64()),
+        ("t", pa.float64()),
+        ("caption", pa.string()),
+        ("source", pa.string()),
+        ("flags", pa.list_(pa.string())),
+        ("flagged", pa.bool_()),
+    ]
+)
+TARGETS_SCHEMA = pa.schema(
+    [
+        ("window_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("target_text", pa.string()),
+        ("n_frames", pa.int64()),
+        ("n_flagged", pa.int64()),
+        ("dropped", pa.bool_()),
+        ("drop_reason", pa.string()),
+    ]
+)
 
 
 def paths(root: str | Path = ".") -> dict[str, Path]:
     """Every file the stage reads or writes, under the repository root."""
     root = Path(root)
     out = root / layout.ANNOTATE_DIR
-    return {"keyframes": root / layout.EXTRACT_DIR / "keyframes.parquet",
-            "windows": root / layout.EXTRACT_DIR / "windows.parquet",
-            "captions": out / "captions.parquet", "targets": out / "targets.parquet",
-            "prompt_history": out / "prompt_history.json", "cache": out / "cache",
-            "report": root / layout.REPORTS_DIR / "annotate.json"}
+    return {
+        "keyframes": root / layout.EXTRACT_DIR / "keyframes.parquet",
+        "windows": root / layout.EXTRACT_DIR / "windows.parquet",
+        "captions": out / "captions.parquet",
+        "targets": out / "targets.parquet",
+        "prompt_history": out / "prompt_history.json",
+        "cache": out / "cache",
+        "report": root / layout.REPORTS_DIR / "annotate.json",
+    }
 
 
 def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     """Caption the keyframes, build the window targets, write the outputs; return the report."""
     root = Path(root)
-    a = validate(params).annotate   # source, qc_max_flagged, llm ranges: checked by gazevlm.params
+    a = validate(params).annotate  # source, qc_max_flagged, llm ranges: checked by gazevlm.params
     p = paths(root)
     keyframes, windows = load_inputs(p["keyframes"], p["windows"])
     used = used_keyframes(keyframes, windows)
@@ -85,19 +118,37 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
 
     captions["source"] = a.source
     sources = captions["narration_text"] if "narration_text" in captions else [None] * len(captions)
-    captions["flags"] = [qc.flag_caption(c, src) if isinstance(c, str) else []
-                         for c, src in zip(captions["caption"], sources, strict=True)]
+    captions["flags"] = [
+        qc.flag_caption(c, src) if isinstance(c, str) else []
+        for c, src in zip(captions["caption"], sources, strict=True)
+    ]
     captions["flagged"] = captions["flags"].map(bool)
     captions = captions[list(CAPTIONS_SCHEMA.names)]
-    targets = build_targets(windows, captions, joiner=a.joiner, dedupe_consecutive=a.dedupe_consecutive,
-                            qc_max_flagged=a.qc_max_flagged, failed_keyframes=failed_keyframes)
+    targets = build_targets(
+        windows,
+        captions,
+        joiner=a.joiner,
+        dedupe_consecutive=a.dedupe_consecutive,
+        qc_max_flagged=a.qc_max_flagged,
+        failed_keyframes=failed_keyframes,
+    )
     if a.future_targets == "narrations":
         index = load_narrations(resolve_path(root, params.data.root), params.data.version)
         future = windows["task"] == "future"
-        coarse = build_narration_targets(windows[future], keyframes, index, joiner=a.joiner,
-                                         dedupe_consecutive=a.dedupe_consecutive, qc_max_flagged=a.qc_max_flagged)
-        targets = pd.concat([targets[~future.to_numpy()], coarse]).set_index("window_id").loc[
-            windows["window_id"].astype(str)].reset_index()[list(TARGETS_SCHEMA.names)]
+        coarse = build_narration_targets(
+            windows[future],
+            keyframes,
+            index,
+            joiner=a.joiner,
+            dedupe_consecutive=a.dedupe_consecutive,
+            qc_max_flagged=a.qc_max_flagged,
+        )
+        targets = (
+            pd.concat([targets[~future.to_numpy()], coarse])
+            .set_index("window_id")
+            .loc[windows["window_id"].astype(str)]
+            .reset_index()[list(TARGETS_SCHEMA.names)]
+        )
 
     report = build_report(a.source, keyframes, captions, targets)
     report[a.source] = source_report
@@ -111,12 +162,18 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     _write_parquet(targets, TARGETS_SCHEMA, p["targets"])
     _write_json(history, p["prompt_history"])
     _write_json(report, p["report"])
-    log.info("annotate: %d/%d keyframes captioned, %d/%d windows kept", report["keyframes"]["captioned"],
-             report["keyframes"]["used_by_windows"], report["windows"]["kept"], report["windows"]["total"])
+    log.info(
+        "annotate: %d/%d keyframes captioned, %d/%d windows kept",
+        report["keyframes"]["captioned"],
+        report["keyframes"]["used_by_windows"],
+        report["windows"]["kept"],
+        report["windows"]["total"],
+    )
     return report
 
 
 # --- inputs ---------------------------------------------------------------------------------------
+
 
 def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     keyframes = layout.read_table(keyframes_path, KEYFRAME_COLUMNS)
@@ -128,8 +185,10 @@ def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame,
     for column in ("obs_keyframe_ids", "target_keyframe_ids"):
         missing = {k for ids in windows[column] for k in _ids(ids)} - known
         if missing:
-            raise ValueError(f"{windows_path}: {column} names {len(missing)} keyframe(s) absent from "
-                             f"{keyframes_path.name}, e.g. {sorted(missing)[:3]}")
+            raise ValueError(
+                f"{windows_path}: {column} names {len(missing)} keyframe(s) absent from "
+                f"{keyframes_path.name}, e.g. {sorted(missing)[:3]}"
+            )
     keyframes = keyframes.astype({"keyframe_id": str, "uid": str, "frame": "int64", "t": "float64"})
     return keyframes, windows
 
@@ -146,6 +205,7 @@ def used_keyframes(keyframes: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFra
 
 # --- sources --------------------------------------------------------------------------------------
 
+
 def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
     if params.data.format == "egtea":
         return _captions_from_actions(params, root, used)
@@ -154,15 +214,21 @@ def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
     index = load_narrations(data_root, params.data.version)
     matched = caption_keyframes(used, index, params.annotate.tolerance_s)
     captions = used[["keyframe_id", "uid", "frame", "t"]].merge(
-        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left")
+        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left"
+    )
     uids = sorted(used["uid"].unique())
-    report = {"file": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
-              "videos_in_file": len(index.by_uid),
-              "videos_without_narrations": [u for u in uids if not index.by_uid.get(u)],
-              "entries_skipped": dict(sorted(index.skipped.items())),
-              "tolerance_s": params.annotate.tolerance_s}
-    history = {"source": "narrations", "note": "captions are cleaned Ego4D narrations; no prompt was used",
-               "narration_file": report["file"]}
+    report = {
+        "file": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+        "videos_in_file": len(index.by_uid),
+        "videos_without_narrations": [u for u in uids if not index.by_uid.get(u)],
+        "entries_skipped": dict(sorted(index.skipped.items())),
+        "tolerance_s": params.annotate.tolerance_s,
+    }
+    history = {
+        "source": "narrations",
+        "note": "captions are cleaned Ego4D narrations; no prompt was used",
+        "narration_file": report["file"],
+    }
     return captions, report, history
 
 
@@ -174,21 +240,35 @@ def _captions_from_actions(params: Params, root: Path, used: pd.DataFrame):
     actions, skipped = egtea.read_actions(data_root, params.data.egtea_split)
     matched = action_captions.caption_keyframes(used, actions, params.annotate.tolerance_s)
     captions = used[["keyframe_id", "uid", "frame", "t"]].merge(
-        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left")
+        matched[["keyframe_id", "caption", "narration_text"]], on="keyframe_id", how="left"
+    )
     sessions = set(actions["session"])
     shown = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
-    report = {"file": shown, "videos_in_file": len(sessions),
-              "videos_without_narrations": [u for u in sorted(used["uid"].unique()) if u not in sessions],
-              "entries_skipped": dict(sorted(skipped.items())), "tolerance_s": params.annotate.tolerance_s}
-    history = {"source": "narrations", "note": "captions are EGTEA action labels written as narrations and cleaned "
-               "like Ego4D's; no prompt was used", "narration_file": shown}
+    report = {
+        "file": shown,
+        "videos_in_file": len(sessions),
+        "videos_without_narrations": [u for u in sorted(used["uid"].unique()) if u not in sessions],
+        "entries_skipped": dict(sorted(skipped.items())),
+        "tolerance_s": params.annotate.tolerance_s,
+    }
+    history = {
+        "source": "narrations",
+        "note": "captions are EGTEA action labels written as narrations and cleaned like Ego4D's; no prompt was used",
+        "narration_file": shown,
+    }
     return captions, report, history
 
 
 def client_from_params(params: Params) -> ChatClient:
     llm = params.annotate.llm
-    return ChatClient(model=llm.model, base_url_env=llm.base_url_env, api_key_env=llm.api_key_env,
-                      timeout_s=llm.timeout_s, retries=llm.retries, backoff_s=llm.backoff_s)
+    return ChatClient(
+        model=llm.model,
+        base_url_env=llm.base_url_env,
+        api_key_env=llm.api_key_env,
+        timeout_s=llm.timeout_s,
+        retries=llm.retries,
+        backoff_s=llm.backoff_s,
+    )
 
 
 def resolve_path(root: Path, path: str) -> Path:
@@ -207,9 +287,14 @@ def build_session(params: Params, root: str | Path = ".", client: ChatClient | N
         prompt = prompt_file.read_text()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{prompt_file}: initial prompt not found (annotate.llm.initial_prompt_file)") from err
-    return RefinementSession(client=client or client_from_params(params), cache=ResponseCache(p["cache"]),
-                             initial_prompt=prompt, chunks=select_validation(chunks, llm.validation_sequences),
-                             root=root, max_rounds=llm.max_rounds)
+    return RefinementSession(
+        client=client or client_from_params(params),
+        cache=ResponseCache(p["cache"]),
+        initial_prompt=prompt,
+        chunks=select_validation(chunks, llm.validation_sequences),
+        root=root,
+        max_rounds=llm.max_rounds,
+    )
 
 
 def _captions_from_llm(params: Params, root: Path, used: pd.DataFrame):
@@ -229,30 +314,53 @@ def _captions_from_llm(params: Params, root: Path, used: pd.DataFrame):
         result = results[chunk.chunk_id]
         if result.captions is None:
             failed_keyframes.update(chunk.keyframe_ids)
-            failures.append({"chunk_id": chunk.chunk_id, "keyframe_ids": list(chunk.keyframe_ids),
-                             "error": result.error})
+            failures.append(
+                {"chunk_id": chunk.chunk_id, "keyframe_ids": list(chunk.keyframe_ids), "error": result.error}
+            )
         for i, kf in enumerate(chunk.keyframe_ids):
             caption_of[kf] = result.captions[i] if result.captions is not None else None
     captions = used[["keyframe_id", "uid", "frame", "t"]].copy()
     captions["caption"] = captions["keyframe_id"].map(caption_of)
 
     history = session.history()
-    history.update({"feedback_file": str(llm.feedback_file),
-                    "feedback_sha256": sha256_text(feedback_file.read_text()) if feedback_file.exists() else None,
-                    "unused_feedback_entries": session.unused_feedback,
-                    "final_annotation": {"chunks": len(chunks), "failed": failures}})
-    report = {"model": llm.model, "chunk_size": llm.chunk_size, "chunks": len(chunks),
-              "failed_chunks": len(failures), "failed_chunk_ids": [f["chunk_id"] for f in failures],
-              "requests_sent": client.requests_sent, "cache_hits": cache.hits, "cache_misses": cache.misses,
-              "cache_damaged": cache.corrupt, "rounds": len(session.rounds), "accepted": session.accepted,
-              "stop_reason": session.stop_reason, "final_prompt_sha256": sha256_text(session.final_prompt)}
+    history.update(
+        {
+            "feedback_file": str(llm.feedback_file),
+            "feedback_sha256": sha256_text(feedback_file.read_text()) if feedback_file.exists() else None,
+            "unused_feedback_entries": session.unused_feedback,
+            "final_annotation": {"chunks": len(chunks), "failed": failures},
+        }
+    )
+    report = {
+        "model": llm.model,
+        "chunk_size": llm.chunk_size,
+        "chunks": len(chunks),
+        "failed_chunks": len(failures),
+        "failed_chunk_ids": [f["chunk_id"] for f in failures],
+        "requests_sent": client.requests_sent,
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+        "cache_damaged": cache.corrupt,
+        "rounds": len(session.rounds),
+        "accepted": session.accepted,
+        "stop_reason": session.stop_reason,
+        "final_prompt_sha256": sha256_text(session.final_prompt),
+    }
     return captions, report, history, failed_keyframes
 
 
 # --- targets and report ---------------------------------------------------------------------------
 
-def build_targets(windows: pd.DataFrame, captions: pd.DataFrame, *, joiner: str, dedupe_consecutive: bool,
-                  qc_max_flagged: float, failed_keyframes: set[str] = frozenset()) -> pd.DataFrame:
+
+def build_targets(
+    windows: pd.DataFrame,
+    captions: pd.DataFrame,
+    *,
+    joiner: str,
+    dedupe_consecutive: bool,
+    qc_max_flagged: float,
+    failed_keyframes: set[str] = frozenset(),
+) -> pd.DataFrame:
     by_id = captions.set_index("keyframe_id")
     rows = []
     for w in windows.itertuples(index=False):
@@ -274,14 +382,30 @@ def build_targets(windows: pd.DataFrame, captions: pd.DataFrame, *, joiner: str,
             reason = "no_caption"
         elif n_flagged / len(ids) > qc_max_flagged:
             reason = "qc_flagged"
-        rows.append({"window_id": str(w.window_id), "task": str(w.task), "split": str(w.split),
-                     "target_text": text, "n_frames": len(ids), "n_flagged": n_flagged,
-                     "dropped": reason is not None, "drop_reason": reason})
+        rows.append(
+            {
+                "window_id": str(w.window_id),
+                "task": str(w.task),
+                "split": str(w.split),
+                "target_text": text,
+                "n_frames": len(ids),
+                "n_flagged": n_flagged,
+                "dropped": reason is not None,
+                "drop_reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
 
 
-def build_narration_targets(windows: pd.DataFrame, keyframes: pd.DataFrame, index, *, joiner: str,
-                            dedupe_consecutive: bool, qc_max_flagged: float) -> pd.DataFrame:
+def build_narration_targets(
+    windows: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    index,
+    *,
+    joiner: str,
+    dedupe_consecutive: bool,
+    qc_max_flagged: float,
+) -> pd.DataFrame:
     """Coarse targets of future windows (Table 20): the cleaned narrations of each window's horizon,
     from t_last (its last observed keyframe's time) to t_end, rows shaped like build_targets'."""
     t_of = dict(zip(keyframes["keyframe_id"].astype(str), keyframes["t"].astype(float), strict=True))
@@ -300,9 +424,18 @@ def build_narration_targets(windows: pd.DataFrame, keyframes: pd.DataFrame, inde
             reason = NO_NARRATION
         elif n_flagged / len(found) > qc_max_flagged:
             reason = "qc_flagged"
-        rows.append({"window_id": str(w.window_id), "task": "future", "split": str(w.split),
-                     "target_text": joiner.join(texts) if texts else None, "n_frames": len(found),
-                     "n_flagged": n_flagged, "dropped": reason is not None, "drop_reason": reason})
+        rows.append(
+            {
+                "window_id": str(w.window_id),
+                "task": "future",
+                "split": str(w.split),
+                "target_text": joiner.join(texts) if texts else None,
+                "n_frames": len(found),
+                "n_flagged": n_flagged,
+                "dropped": reason is not None,
+                "drop_reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
 
 
@@ -310,9 +443,15 @@ def _length_stats(texts: pd.Series) -> dict[str, float]:
     lengths = np.array([len(qc.words(t)) for t in texts if isinstance(t, str)])
     if not len(lengths):
         return {"n": 0}
-    return {"n": int(len(lengths)), "mean": round(float(lengths.mean()), 3), "median": float(np.median(lengths)),
-            "min": int(lengths.min()), "max": int(lengths.max()),
-            "p10": float(np.percentile(lengths, 10)), "p90": float(np.percentile(lengths, 90))}
+    return {
+        "n": int(len(lengths)),
+        "mean": round(float(lengths.mean()), 3),
+        "median": float(np.median(lengths)),
+        "min": int(lengths.min()),
+        "max": int(lengths.max()),
+        "p10": float(np.percentile(lengths, 10)),
+        "p90": float(np.percentile(lengths, 90)),
+    }
 
 
 def build_report(source: str, keyframes: pd.DataFrame, captions: pd.DataFrame, targets: pd.DataFrame) -> dict:
@@ -320,26 +459,41 @@ def build_report(source: str, keyframes: pd.DataFrame, captions: pd.DataFrame, t
     kept = targets[~targets["dropped"]]
     by_task = {}
     for task, group in targets.groupby("task", sort=True):
-        by_task[str(task)] = {"kept": int((~group["dropped"]).sum()), "dropped": int(group["dropped"].sum()),
-                              "kept_by_split": {str(s): int(n) for s, n in
-                                                group[~group["dropped"]]["split"].value_counts().sort_index().items()}}
+        by_task[str(task)] = {
+            "kept": int((~group["dropped"]).sum()),
+            "dropped": int(group["dropped"].sum()),
+            "kept_by_split": {
+                str(s): int(n) for s, n in group[~group["dropped"]]["split"].value_counts().sort_index().items()
+            },
+        }
     return {
         "source": source,
-        "keyframes": {"total": int(len(keyframes)), "used_by_windows": int(len(captions)),
-                      "captioned": int(has_caption.sum()), "without_caption": int((~has_caption).sum())},
+        "keyframes": {
+            "total": int(len(keyframes)),
+            "used_by_windows": int(len(captions)),
+            "captioned": int(has_caption.sum()),
+            "without_caption": int((~has_caption).sum()),
+        },
         "flags": qc.count_flags(captions["flags"]),
         "flagged_keyframes": int(captions["flagged"].sum()),
-        "windows": {"total": int(len(targets)), "kept": int(len(kept)),
-                    "dropped": {r: int((targets["drop_reason"] == r).sum()) for r in DROP_REASONS}
-                    | ({NO_NARRATION: int((targets["drop_reason"] == NO_NARRATION).sum())}
-                       if (targets["drop_reason"] == NO_NARRATION).any() else {}),
-                    "by_task": by_task},
+        "windows": {
+            "total": int(len(targets)),
+            "kept": int(len(kept)),
+            "dropped": {r: int((targets["drop_reason"] == r).sum()) for r in DROP_REASONS}
+            | (
+                {NO_NARRATION: int((targets["drop_reason"] == NO_NARRATION).sum())}
+                if (targets["drop_reason"] == NO_NARRATION).any()
+                else {}
+            ),
+            "by_task": by_task,
+        },
         "caption_words": _length_stats(captions["caption"]),
         "target_words": _length_stats(kept["target_text"]),
     }
 
 
 # --- writing --------------------------------------------------------------------------------------
+
 
 def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)

@@ -10,6 +10,7 @@ Perceiver attend to (both attend from visual queries), but the forward needs the
 `prompt_fn(batch)` (the task's answer-free prompt for trained models) or from the batch itself
 (`input_ids`, `attention_mask`).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -29,8 +30,10 @@ OUTPUT_SOURCES = (("attention", "block"), ("perceiver_attention", "perceiver"))
 
 def batch_prompt(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if "input_ids" not in batch:
-        raise KeyError("attention extraction: the batch has no `input_ids`; give the stage a prompt_fn(batch) "
-                       "that tokenizes the answer-free prompt")
+        raise KeyError(
+            "attention extraction: the batch has no `input_ids`; give the stage a prompt_fn(batch) "
+            "that tokenizes the answer-free prompt"
+        )
     ids = batch["input_ids"]
     return ids, batch.get("attention_mask", torch.ones_like(ids))
 
@@ -38,8 +41,7 @@ def batch_prompt(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 def _to_maps(value: Any, name: str, batch_size: int, n_frames: int) -> np.ndarray:
     arr = value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, np.float32)
     if arr.ndim != 3 or arr.shape[:2] != (batch_size, n_frames):
-        raise ValueError(f"model output `{name}` has shape {arr.shape}, expected (B={batch_size}, "
-                         f"T={n_frames}, P)")
+        raise ValueError(f"model output `{name}` has shape {arr.shape}, expected (B={batch_size}, T={n_frames}, P)")
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"model output `{name}` has negative or non-finite attention weights")
     sums = arr.sum(-1, keepdims=True)
@@ -69,8 +71,9 @@ def attention_maps(model: torch.nn.Module, batch: dict, prompt_fn: PromptFn | No
     return maps
 
 
-def collect_attention(model: torch.nn.Module, batches: Iterable[dict],
-                      prompt_fn: PromptFn | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+def collect_attention(
+    model: torch.nn.Module, batches: Iterable[dict], prompt_fn: PromptFn | None = None
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """(window ids in loader order, source -> (N, T, P)) over all batches."""
     was_training = model.training
     model.eval()
@@ -83,8 +86,10 @@ def collect_attention(model: torch.nn.Module, batches: Iterable[dict],
             if sources is None:
                 sources = set(maps)
             elif set(maps) != sources:
-                raise ValueError(f"the model returned attention sources {sorted(maps)} for one batch and "
-                                 f"{sorted(sources)} for another")
+                raise ValueError(
+                    f"the model returned attention sources {sorted(maps)} for one batch and "
+                    f"{sorted(sources)} for another"
+                )
             for source, m in maps.items():
                 chunks[source].append(m)
             ids.extend(str(w) for w in batch["window_id"])
@@ -94,6 +99,7 @@ def collect_attention(model: torch.nn.Module, batches: Iterable[dict],
 
 
 # --- wiring to the rest of the pipeline --------------------------------------------------------------
+
 
 def prompt_for(tokenizer: Any, task: str) -> PromptFn:
     """The task's answer-free prompt (the one generation starts from), one row per window."""
@@ -132,5 +138,4 @@ def test_batches(params: Params, task: str) -> Iterable[dict]:
     """The test split in file order; the model gets RGB only (the gaze is read from the shards apart)."""
     from gazevlm import shards
 
-    return shards.make_loader((task, "test"), batch_size=params.evaluate.batch_size, with_gaze=False,
-                              shuffle=False)
+    return shards.make_loader((task, "test"), batch_size=params.evaluate.batch_size, with_gaze=False, shuffle=False)

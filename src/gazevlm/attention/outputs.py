@@ -9,6 +9,7 @@ data/attention/
 
 Everything is plain numpy arrays (strings as fixed-width unicode), so np.load never needs pickle.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,16 +46,16 @@ class TaskFrames:
     """What the test split shows for one task: the same for every run."""
 
     task: str
-    window_ids: np.ndarray          # (N,) str
-    uids: np.ndarray                # (N,) str
-    frame_index: np.ndarray         # (N, T) int, absolute frame indices in the source video
-    timestamps: np.ndarray          # (N, T) float seconds
-    gaze: np.ndarray                # (N, T, P) float32 patch gaze distribution, rows of invalid frames 0
-    valid: np.ndarray               # (N, T) bool: gaze present and with mass
-    grid: tuple[int, int]           # (gh, gw), P = gh * gw
-    heatmaps: np.ndarray            # (N, T, S, S) float16 full heatmap (analysis only)
-    jpeg_buffer: np.ndarray         # (total_bytes,) uint8, all JPEGs concatenated
-    jpeg_offsets: np.ndarray        # (N * T + 1,) int64
+    window_ids: np.ndarray  # (N,) str
+    uids: np.ndarray  # (N,) str
+    frame_index: np.ndarray  # (N, T) int, absolute frame indices in the source video
+    timestamps: np.ndarray  # (N, T) float seconds
+    gaze: np.ndarray  # (N, T, P) float32 patch gaze distribution, rows of invalid frames 0
+    valid: np.ndarray  # (N, T) bool: gaze present and with mass
+    grid: tuple[int, int]  # (gh, gw), P = gh * gw
+    heatmaps: np.ndarray  # (N, T, S, S) float16 full heatmap (analysis only)
+    jpeg_buffer: np.ndarray  # (total_bytes,) uint8, all JPEGs concatenated
+    jpeg_offsets: np.ndarray  # (N * T + 1,) int64
     _rows: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +73,7 @@ class TaskFrames:
 
     def jpeg(self, row: int, t: int) -> bytes:
         i = row * self.n_frames + t
-        return self.jpeg_buffer[self.jpeg_offsets[i]:self.jpeg_offsets[i + 1]].tobytes()
+        return self.jpeg_buffer[self.jpeg_offsets[i] : self.jpeg_offsets[i + 1]].tobytes()
 
 
 def pack_jpegs(jpegs: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,18 +86,37 @@ def pack_jpegs(jpegs: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray]:
 
 def write_task_frames(path: Path, f: TaskFrames) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, task=np.array(f.task), window_ids=f.window_ids.astype(str), uids=f.uids.astype(str),
-             frame_index=f.frame_index, timestamps=f.timestamps, gaze=f.gaze.astype(np.float32),
-             valid=f.valid, grid=np.array(f.grid), heatmaps=f.heatmaps.astype(np.float16),
-             jpeg_buffer=f.jpeg_buffer, jpeg_offsets=f.jpeg_offsets)
+    np.savez(
+        path,
+        task=np.array(f.task),
+        window_ids=f.window_ids.astype(str),
+        uids=f.uids.astype(str),
+        frame_index=f.frame_index,
+        timestamps=f.timestamps,
+        gaze=f.gaze.astype(np.float32),
+        valid=f.valid,
+        grid=np.array(f.grid),
+        heatmaps=f.heatmaps.astype(np.float16),
+        jpeg_buffer=f.jpeg_buffer,
+        jpeg_offsets=f.jpeg_offsets,
+    )
 
 
 def read_task_frames(path: Path) -> TaskFrames:
     with np.load(path, allow_pickle=False) as z:
-        return TaskFrames(task=str(z["task"]), window_ids=z["window_ids"], uids=z["uids"],
-                          frame_index=z["frame_index"], timestamps=z["timestamps"], gaze=z["gaze"],
-                          valid=z["valid"], grid=tuple(int(v) for v in z["grid"]), heatmaps=z["heatmaps"],
-                          jpeg_buffer=z["jpeg_buffer"], jpeg_offsets=z["jpeg_offsets"])
+        return TaskFrames(
+            task=str(z["task"]),
+            window_ids=z["window_ids"],
+            uids=z["uids"],
+            frame_index=z["frame_index"],
+            timestamps=z["timestamps"],
+            gaze=z["gaze"],
+            valid=z["valid"],
+            grid=tuple(int(v) for v in z["grid"]),
+            heatmaps=z["heatmaps"],
+            jpeg_buffer=z["jpeg_buffer"],
+            jpeg_offsets=z["jpeg_offsets"],
+        )
 
 
 @dataclass
@@ -105,12 +125,12 @@ class RunAttention:
 
     run: str
     task: str
-    window_ids: np.ndarray                      # (N,) str, a subset of the task's frames windows
-    maps: dict[str, np.ndarray]                 # source -> (N, T, P) float32, rows sum to 1
-    metrics: dict[str, dict[str, np.ndarray]]   # source -> metric -> (N, T) float32, NaN = not scored
-    prediction: np.ndarray                      # (N,) str ("" when the window has no prediction)
-    reference: np.ndarray                       # (N,) str
-    semantic: np.ndarray                        # (N,) float, NaN when the window has no prediction
+    window_ids: np.ndarray  # (N,) str, a subset of the task's frames windows
+    maps: dict[str, np.ndarray]  # source -> (N, T, P) float32, rows sum to 1
+    metrics: dict[str, dict[str, np.ndarray]]  # source -> metric -> (N, T) float32, NaN = not scored
+    prediction: np.ndarray  # (N,) str ("" when the window has no prediction)
+    reference: np.ndarray  # (N,) str
+    semantic: np.ndarray  # (N,) float, NaN when the window has no prediction
     topk: int
     support_threshold: float
 
@@ -124,10 +144,16 @@ class RunAttention:
 
 
 def write_run_attention(path: Path, r: RunAttention) -> None:
-    arrays = {"run": np.array(r.run), "task": np.array(r.task), "window_ids": r.window_ids.astype(str),
-              "prediction": r.prediction.astype(str), "reference": r.reference.astype(str),
-              "semantic": r.semantic.astype(np.float64), "topk": np.array(r.topk),
-              "support_threshold": np.array(r.support_threshold)}
+    arrays = {
+        "run": np.array(r.run),
+        "task": np.array(r.task),
+        "window_ids": r.window_ids.astype(str),
+        "prediction": r.prediction.astype(str),
+        "reference": r.reference.astype(str),
+        "semantic": r.semantic.astype(np.float64),
+        "topk": np.array(r.topk),
+        "support_threshold": np.array(r.support_threshold),
+    }
     for source, m in r.maps.items():
         arrays[f"attention__{source}"] = m.astype(np.float32)
         for name, values in r.metrics[source].items():
@@ -144,19 +170,37 @@ def read_run_attention(path: Path) -> RunAttention:
             if k.startswith("metric__"):
                 _, source, name = k.split("__", 2)
                 metrics[source][name] = z[k]
-        return RunAttention(run=str(z["run"]), task=str(z["task"]), window_ids=z["window_ids"], maps=maps,
-                            metrics=metrics, prediction=z["prediction"], reference=z["reference"],
-                            semantic=z["semantic"], topk=int(z["topk"]),
-                            support_threshold=float(z["support_threshold"]))
+        return RunAttention(
+            run=str(z["run"]),
+            task=str(z["task"]),
+            window_ids=z["window_ids"],
+            maps=maps,
+            metrics=metrics,
+            prediction=z["prediction"],
+            reference=z["reference"],
+            semantic=z["semantic"],
+            topk=int(z["topk"]),
+            support_threshold=float(z["support_threshold"]),
+        )
 
 
-def write_index(root: Path, runs_by_task: dict[str, list[str]], topk: int, support_threshold: float,
-                seed: int = 0) -> dict:
+def write_index(
+    root: Path, runs_by_task: dict[str, list[str]], topk: int, support_threshold: float, seed: int = 0
+) -> dict:
     """index.json: what the explorer shows. seed: the training seed whose models were analysed."""
-    index = {"topk": topk, "support_threshold": support_threshold, "seed": int(seed), "sources": list(SOURCES),
-             "tasks": {task: {"frames": str(frames_file(task, Path(".")).as_posix()),
-                              "runs": {run: run_file(run, task, Path(".")).name for run in runs}}
-                       for task, runs in runs_by_task.items()}}
+    index = {
+        "topk": topk,
+        "support_threshold": support_threshold,
+        "seed": int(seed),
+        "sources": list(SOURCES),
+        "tasks": {
+            task: {
+                "frames": str(frames_file(task, Path(".")).as_posix()),
+                "runs": {run: run_file(run, task, Path(".")).name for run in runs},
+            }
+            for task, runs in runs_by_task.items()
+        },
+    }
     index_file(root).write_text(json.dumps(index, indent=2))
     return index
 
@@ -173,15 +217,21 @@ def load_task(root: Path, task: str) -> tuple[TaskFrames, list[RunAttention]]:
     """A task's frames and every run's attention, in the index's run order."""
     root = Path(root)
     entry = read_index(root)["tasks"][task]
-    return (read_task_frames(root / entry["frames"]),
-            [read_run_attention(root / name) for name in entry["runs"].values()])
+    return (
+        read_task_frames(root / entry["frames"]),
+        [read_run_attention(root / name) for name in entry["runs"].values()],
+    )
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
     """metrics/attention.json as rows: run, task, source, metric, mean, ci_low, ci_high, n_frames, n_windows."""
-    rows = [{"run": run, "task": task, "source": source, "metric": metric, **values}
-            for run, tasks in metrics.items() for task, sources in tasks.items()
-            for source, per in sources.items() for metric, values in per.items()]
+    rows = [
+        {"run": run, "task": task, "source": source, "metric": metric, **values}
+        for run, tasks in metrics.items()
+        for task, sources in tasks.items()
+        for source, per in sources.items()
+        for metric, values in per.items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -198,10 +248,18 @@ def frame_table(root: Path = layout.ATTENTION_DIR) -> pd.DataFrame:
             n, t = next(iter(r.maps.values())).shape[:2]
             for source in r.sources:
                 cols = {m: r.metrics[source][m].reshape(-1) for m in FRAME_METRICS}
-                df = pd.DataFrame({"run": run, "task": task, "source": source,
-                                   "window_id": np.repeat(r.window_ids, t), "frame": np.tile(np.arange(t), n),
-                                   "is_last": np.tile(np.arange(t) == t - 1, n),
-                                   "semantic": np.repeat(r.semantic, t), **cols})
+                df = pd.DataFrame(
+                    {
+                        "run": run,
+                        "task": task,
+                        "source": source,
+                        "window_id": np.repeat(r.window_ids, t),
+                        "frame": np.tile(np.arange(t), n),
+                        "is_last": np.tile(np.arange(t) == t - 1, n),
+                        "semantic": np.repeat(r.semantic, t),
+                        **cols,
+                    }
+                )
                 parts.append(df[np.isfinite(df["topk_overlap"])])
     cols = ["run", "task", "source", "window_id", "frame", "is_last", "semantic", *FRAME_METRICS]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)

@@ -4,6 +4,7 @@ Attention lives on the patch grid and is drawn as blocks (nearest upsampling) so
 resolution the metrics see; the gaze heatmap is drawn smooth (bilinear), and the gaze support used by
 top-k overlap / NSS / AUC is outlined patch by patch.
 """
+
 from __future__ import annotations
 
 import io
@@ -59,9 +60,17 @@ def _outline(mask_full: np.ndarray) -> np.ndarray:
     return mask_full & ~ndimage.binary_erosion(mask_full, iterations=2, border_value=0)
 
 
-def overlay(frame: np.ndarray, *, mode: str = "both", gaze_heatmap: np.ndarray | None = None,
-            attention: np.ndarray | None = None, gaze_support: np.ndarray | None = None,
-            topk: np.ndarray | None = None, width: int = 256, cmap: str = "inferno") -> np.ndarray:
+def overlay(
+    frame: np.ndarray,
+    *,
+    mode: str = "both",
+    gaze_heatmap: np.ndarray | None = None,
+    attention: np.ndarray | None = None,
+    gaze_support: np.ndarray | None = None,
+    topk: np.ndarray | None = None,
+    width: int = 256,
+    cmap: str = "inferno",
+) -> np.ndarray:
     """RGB uint8 picture of `frame` with the overlays `mode` asks for.
 
     gaze_heatmap: (S, S) heatmap at any resolution; attention: (gh, gw) patch weights; gaze_support,

@@ -30,6 +30,7 @@ auc_judd        ROC area with S as positives and the other patches as negatives,
                 random jitter, so it is deterministic; a constant map scores exactly 0.5). NaN when
                 S covers every patch (no negatives).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -52,8 +53,14 @@ def _pair(a: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     a, g = _as_frames(a, "attention"), _as_frames(g, "gaze")
     if a.shape != g.shape:
         raise ValueError(f"attention {a.shape} and gaze {g.shape} maps differ in shape")
-    ok = (np.isfinite(a).all(1) & np.isfinite(g).all(1) & (a >= 0).all(1) & (g >= 0).all(1)
-          & (a.sum(1) > 0) & (g.sum(1) > 0))
+    ok = (
+        np.isfinite(a).all(1)
+        & np.isfinite(g).all(1)
+        & (a >= 0).all(1)
+        & (g >= 0).all(1)
+        & (a.sum(1) > 0)
+        & (g.sum(1) > 0)
+    )
     a = np.where(ok[:, None], a, 1.0)
     g = np.where(ok[:, None], g, 1.0)
     return a / a.sum(1, keepdims=True), g / g.sum(1, keepdims=True), ok
@@ -100,7 +107,7 @@ def kl(attention: np.ndarray, gaze: np.ndarray, eps: float = KL_EPS) -> np.ndarr
 def cc(attention: np.ndarray, gaze: np.ndarray) -> np.ndarray:
     a, g, ok = _pair(attention, gaze)
     da, dg = a - a.mean(1, keepdims=True), g - g.mean(1, keepdims=True)
-    denom = np.sqrt((da ** 2).sum(1) * (dg ** 2).sum(1))
+    denom = np.sqrt((da**2).sum(1) * (dg**2).sum(1))
     safe = np.where(denom > 0, denom, 1.0)
     return _nan_where_undefined(np.where(denom > 0, (da * dg).sum(1) / safe, 0.0), ok)
 

@@ -9,6 +9,7 @@ and Perceiver), scores it against gaze with the metrics of saliency.py and write
   reports/figures/attention/    overlays_<task>.png, metric_distributions.png, alignment_vs_semantic.png
   reports/attention.json        this report
 """
+
 from __future__ import annotations
 
 import json
@@ -49,29 +50,38 @@ def read_predictions(path: Path) -> pd.DataFrame | None:
     return df.set_index("window_id")
 
 
-def score_run(run: str, task: str, frames: outputs.TaskFrames, window_ids: list[str],
-              maps: dict[str, np.ndarray], predictions: pd.DataFrame | None, topk: int,
-              support_threshold: float) -> tuple[outputs.RunAttention, dict]:
+def score_run(
+    run: str,
+    task: str,
+    frames: outputs.TaskFrames,
+    window_ids: list[str],
+    maps: dict[str, np.ndarray],
+    predictions: pd.DataFrame | None,
+    topk: int,
+    support_threshold: float,
+) -> tuple[outputs.RunAttention, dict]:
     """Join a run's attention to the test gaze by window id and score every valid frame."""
     if len(set(window_ids)) != len(window_ids):
         raise ValueError(f"run {run!r}, task {task!r}: the loader yielded a window twice")
     known = set(frames.window_ids.tolist())
     unknown = [w for w in window_ids if w not in known]
     if unknown:
-        raise ValueError(f"run {run!r}, task {task!r}: {len(unknown)} window(s) not in the test shards, "
-                         f"e.g. {unknown[0]!r}")
+        raise ValueError(
+            f"run {run!r}, task {task!r}: {len(unknown)} window(s) not in the test shards, e.g. {unknown[0]!r}"
+        )
     p = frames.grid[0] * frames.grid[1]
     for source, m in maps.items():
         if m.shape[1:] != (frames.n_frames, p):
-            raise ValueError(f"run {run!r}, task {task!r}: {source} attention is {m.shape[1:]} per window, "
-                             f"the shards have T={frames.n_frames} frames of {frames.grid} patches")
+            raise ValueError(
+                f"run {run!r}, task {task!r}: {source} attention is {m.shape[1:]} per window, "
+                f"the shards have T={frames.n_frames} frames of {frames.grid} patches"
+            )
     rows = np.array([frames.row(w) for w in window_ids], dtype=np.int64)
     gaze, valid = frames.gaze[rows], frames.valid[rows]
     metrics = {}
     for source, m in maps.items():
         per = saliency.frame_metrics(m.reshape(-1, p), gaze.reshape(-1, p), topk, support_threshold)
-        metrics[source] = {name: np.where(valid.reshape(-1), v, np.nan).reshape(valid.shape)
-                           for name, v in per.items()}
+        metrics[source] = {name: np.where(valid.reshape(-1), v, np.nan).reshape(valid.shape) for name, v in per.items()}
     n = len(window_ids)
     pred, ref, sem = np.full(n, "", dtype=object), np.full(n, "", dtype=object), np.full(n, np.nan)
     missing_pred = n
@@ -83,12 +93,26 @@ def score_run(run: str, task: str, frames: outputs.TaskFrames, window_ids: list[
             ref[hit] = sel["reference"].astype(str).to_numpy()
             sem[hit] = sel["semantic"].astype(float).to_numpy()
         missing_pred = int((~hit).sum())
-    result = outputs.RunAttention(run=run, task=task, window_ids=np.array(window_ids, dtype=str), maps=maps,
-                                  metrics=metrics, prediction=pred.astype(str), reference=ref.astype(str),
-                                  semantic=sem, topk=topk, support_threshold=support_threshold)
-    counts = {"windows": n, "windows_without_attention": int(len(frames.window_ids) - n),
-              "frames_scored": int(valid.sum()), "frames_without_gaze": int((~valid).sum()),
-              "windows_without_prediction": missing_pred, "sources": sorted(maps)}
+    result = outputs.RunAttention(
+        run=run,
+        task=task,
+        window_ids=np.array(window_ids, dtype=str),
+        maps=maps,
+        metrics=metrics,
+        prediction=pred.astype(str),
+        reference=ref.astype(str),
+        semantic=sem,
+        topk=topk,
+        support_threshold=support_threshold,
+    )
+    counts = {
+        "windows": n,
+        "windows_without_attention": int(len(frames.window_ids) - n),
+        "frames_scored": int(valid.sum()),
+        "frames_without_gaze": int((~valid).sum()),
+        "windows_without_prediction": missing_pred,
+        "sources": sorted(maps),
+    }
     return result, counts
 
 
@@ -111,9 +135,14 @@ def overlap_rows(metrics: dict) -> pd.DataFrame:
     for run, tasks in metrics.items():
         for task, sources in tasks.items():
             for source, m in sources.items():
-                rows.append({"series": f"{task}/{run}/{source}", "topk_overlap": m["topk_overlap"]["mean"],
-                             "last_frame_topk_overlap": m["last_frame_topk_overlap"]["mean"],
-                             "chance_topk": m["chance_topk"]["mean"]})
+                rows.append(
+                    {
+                        "series": f"{task}/{run}/{source}",
+                        "topk_overlap": m["topk_overlap"]["mean"],
+                        "last_frame_topk_overlap": m["last_frame_topk_overlap"]["mean"],
+                        "chance_topk": m["chance_topk"]["mean"],
+                    }
+                )
     return pd.DataFrame(rows, columns=["series", "topk_overlap", "last_frame_topk_overlap", "chance_topk"])
 
 
@@ -131,12 +160,16 @@ def write_figures(params: Params, root: Path = layout.ATTENTION_DIR, out_dir: Pa
     for task in index["tasks"]:
         frames, runs = outputs.load_task(root, task)
         wids = figures.pick_windows(frames, params.attention.overlay_windows)
-        written.append(_save(figures.overlay_grid(frames, runs, wids, index["support_threshold"]),
-                             out_dir / f"overlays_{task}.png"))
+        written.append(
+            _save(
+                figures.overlay_grid(frames, runs, wids, index["support_threshold"]), out_dir / f"overlays_{task}.png"
+            )
+        )
     frame_df = outputs.frame_table(root)
     written.append(_save(figures.metric_distributions(frame_df), out_dir / "metric_distributions.png"))
-    written.append(_save(figures.alignment_vs_semantic(outputs.window_table(frame_df)),
-                         out_dir / "alignment_vs_semantic.png"))
+    written.append(
+        _save(figures.alignment_vs_semantic(outputs.window_table(frame_df)), out_dir / "alignment_vs_semantic.png")
+    )
     return written
 
 
@@ -153,8 +186,9 @@ def analysed_runs(params: Params) -> tuple[list[str], dict[str, str]]:
     """(runs to analyse, {skipped run: why}). The gaze-input baselines (gaze_text / gaze_overlay) are
     skipped: their model is shown the gaze, so how well its attention finds the gaze says nothing about
     learning where to look, and this stage feeds every model frames and the plain prompt only."""
-    skipped = {name: f"takes gaze as input ({', '.join(r.gaze_inputs)})"
-               for name, r in params.runs.items() if r.gaze_inputs}
+    skipped = {
+        name: f"takes gaze as input ({', '.join(r.gaze_inputs)})" for name, r in params.runs.items() if r.gaze_inputs
+    }
     return [name for name in params.runs if name not in skipped], skipped
 
 
@@ -166,15 +200,22 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     start = time.time()
     load_model = load_model or extract.load_run_model
     if batches is None:
-        test_batches = features.TestBatches(lambda task_: extract.test_batches(params, task_),
-                                            params.evaluate.batch_size)
+        test_batches = features.TestBatches(
+            lambda task_: extract.test_batches(params, task_), params.evaluate.batch_size
+        )
     else:
         test_batches = lambda model_, task_: (batches(params, task_), "given")  # noqa: E731
     cfg = params.attention
     root = layout.ATTENTION_DIR
     runs, skipped = analysed_runs(params)
-    report: dict = {"stage": "attention", "topk": cfg.topk, "support_threshold": cfg.support_threshold,
-                    "runs": runs, "tasks": {}, "predictions_missing": []}
+    report: dict = {
+        "stage": "attention",
+        "topk": cfg.topk,
+        "support_threshold": cfg.support_threshold,
+        "runs": runs,
+        "tasks": {},
+        "predictions_missing": [],
+    }
     if skipped:
         report["skipped_runs"] = skipped
     metrics: dict = {run: {} for run in runs}
@@ -182,8 +223,13 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     for task in params.train.tasks:
         frames, repaired = testset.read_test_windows(task)
         outputs.write_task_frames(outputs.frames_file(task, root), frames)
-        task_report = {"windows": len(frames.window_ids), "frames": int(frames.valid.size),
-                       "frames_with_gaze": int(frames.valid.sum()), **repaired, "runs": {}}
+        task_report = {
+            "windows": len(frames.window_ids),
+            "frames": int(frames.valid.size),
+            "frames_with_gaze": int(frames.valid.sum()),
+            **repaired,
+            "runs": {},
+        }
         for run_name in runs:
             torch.manual_seed(extract.analysed_seed(params))
             model, prompt_fn = load_model(params, run_name, task)
@@ -194,8 +240,7 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
             predictions = read_predictions(pred_path)
             if predictions is None:
                 report["predictions_missing"].append(str(pred_path))
-            result, counts = score_run(run_name, task, frames, ids, maps, predictions, cfg.topk,
-                                       cfg.support_threshold)
+            result, counts = score_run(run_name, task, frames, ids, maps, predictions, cfg.topk, cfg.support_threshold)
             outputs.write_run_attention(outputs.run_file(run_name, task, root), result)
             metrics[run_name][task] = summarise(result, params.evaluate.bootstrap_samples, params.evaluate.seed)
             task_report["runs"][run_name] = counts
@@ -208,8 +253,10 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     PLOT_FILE.parent.mkdir(parents=True, exist_ok=True)
     overlap_rows(metrics).to_csv(PLOT_FILE, index=False, float_format="%.6g")
     report["figures"] = write_figures(params, root)
-    report["paper_comparison"] = {"paper_topk_overlap": {"base": 0.42, "gaze": 0.68},
-                                  "measured": paper_comparison(metrics)}
+    report["paper_comparison"] = {
+        "paper_topk_overlap": {"base": 0.42, "gaze": 0.68},
+        "measured": paper_comparison(metrics),
+    }
     report["outputs"] = [str(outputs.index_file(root)), str(METRICS_FILE), str(PLOT_FILE)]
     report["seconds"] = round(time.time() - start, 2)
     REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Frames of one window share a scene and windows of one video overlap, so the inte
 evaluation's cluster bootstrap over videos (gazevlm.evaluate.stats.mean_ci): the frame-pooled mean
 of the resampled videos' scored frames.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,12 +26,17 @@ def mean_ci(values: np.ndarray, uids: Sequence[str], n_resamples: int, seed: int
         values = values[:, None]
     uids = np.asarray(uids, dtype=object).reshape(-1)
     if values.ndim != 2 or uids.shape[0] != values.shape[0]:
-        raise ValueError(f"mean_ci: {uids.shape[0]} video uids for values of shape {values.shape} "
-                         "(one uid per window)")
+        raise ValueError(f"mean_ci: {uids.shape[0]} video uids for values of shape {values.shape} (one uid per window)")
     keep = np.isfinite(values).any(1)
     est = stats.mean_ci(values[keep], uids[keep], n_resamples=n_resamples, seed=seed, allow_nan=True)
-    out = {"mean": None, "ci_low": None, "ci_high": None, "n_frames": est.n, "n_windows": int(keep.sum()),
-           "n_videos": est.n_videos}
+    out = {
+        "mean": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n_frames": est.n,
+        "n_windows": int(keep.sum()),
+        "n_videos": est.n_videos,
+    }
     if est.n:
         out["mean"] = est.mean
         if est.n_videos >= 2:

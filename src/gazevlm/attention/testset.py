@@ -3,6 +3,7 @@
 Gaze is used here for analysis only. The JPEGs are kept as the shard stores them (already resized and
 cropped like the model input), so the explorer shows exactly what the model saw.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,10 @@ def read_test_windows(task: str, shards_root: Path = layout.SHARDS_DIR) -> tuple
     """
     files = layout.shard_files(task, "test", shards_root)
     if not files:
-        raise FileNotFoundError(f"no test shards for task {task!r}: nothing matches "
-                                f"{layout.shard_pattern(task, 'test', shards_root).replace('%06d', '*')}")
+        raise FileNotFoundError(
+            f"no test shards for task {task!r}: nothing matches "
+            f"{layout.shard_pattern(task, 'test', shards_root).replace('%06d', '*')}"
+        )
     ids, uids, frame_idx, stamps, targets, valids, heatmaps, jpegs = [], [], [], [], [], [], [], []
     bad_gaze = 0
     for sample in wds.WebDataset(files, shardshuffle=False, empty_check=False):
@@ -49,14 +52,17 @@ def read_test_windows(task: str, shards_root: Path = layout.SHARDS_DIR) -> tuple
         meta = json.loads(sample["json"])
         n = target.shape[0]
         if target.ndim != 3 or valid.shape != (n,) or heat.ndim != 3 or heat.shape[0] != n:
-            raise ValueError(f"{where}: inconsistent shapes target {target.shape}, valid {valid.shape}, "
-                             f"heatmap {heat.shape}")
+            raise ValueError(
+                f"{where}: inconsistent shapes target {target.shape}, valid {valid.shape}, heatmap {heat.shape}"
+            )
         frames = [sample.get(f"f{t}.jpg") for t in range(n)]
         if any(f is None for f in frames):
             raise ValueError(f"{where}: expected keyframes f0.jpg..f{n - 1}.jpg, some are missing")
         if targets and (target.shape != targets[0].shape or heat.shape != heatmaps[0].shape):
-            raise ValueError(f"{where}: target {target.shape} / heatmap {heat.shape} differ from the first "
-                             f"window's {targets[0].shape} / {heatmaps[0].shape}; one task needs one geometry")
+            raise ValueError(
+                f"{where}: target {target.shape} / heatmap {heat.shape} differ from the first "
+                f"window's {targets[0].shape} / {heatmaps[0].shape}; one task needs one geometry"
+            )
         flat = target.reshape(n, -1)
         usable = np.isfinite(flat).all(1) & (flat >= 0).all(1) & (flat.sum(1) > 0)
         bad_gaze += int((valid & ~usable).sum())
@@ -80,9 +86,17 @@ def read_test_windows(task: str, shards_root: Path = layout.SHARDS_DIR) -> tuple
         raise ValueError(f"test shards for task {task!r} repeat window ids, e.g. {dup}")
     gh, gw = targets[0].shape[1:]
     buffer, offsets = pack_jpegs(jpegs)
-    frames = TaskFrames(task=task, window_ids=np.array(ids), uids=np.array(uids),
-                        frame_index=np.stack(frame_idx), timestamps=np.stack(stamps),
-                        gaze=np.stack(targets).reshape(len(ids), -1, gh * gw), valid=np.stack(valids),
-                        grid=(int(gh), int(gw)), heatmaps=np.stack(heatmaps), jpeg_buffer=buffer,
-                        jpeg_offsets=offsets)
+    frames = TaskFrames(
+        task=task,
+        window_ids=np.array(ids),
+        uids=np.array(uids),
+        frame_index=np.stack(frame_idx),
+        timestamps=np.stack(stamps),
+        gaze=np.stack(targets).reshape(len(ids), -1, gh * gw),
+        valid=np.stack(valids),
+        grid=(int(gh), int(gw)),
+        heatmaps=np.stack(heatmaps),
+        jpeg_buffer=buffer,
+        jpeg_offsets=offsets,
+    )
     return frames, {"frames_bad_gaze": bad_gaze}

@@ -9,6 +9,7 @@ which reads each experiment's params and its metrics/eval/<run>_<task>.json from
 reports/ablations/<table>.{md,csv}: one row per variant (labelled by the params that vary), our
 mean [95% CI] per run/task/metric, and the paper's numbers for the same variant in a separate group.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,11 @@ ABLATIONS_DIR = Path("reports/ablations")
 class Ablation:
     name: str
     title: str
-    vary: tuple[str, ...]                 # params.yaml keys that label the rows (dotted paths)
-    columns: tuple[tuple[str, str, str], ...]   # (run, task, metric) shown per row
+    vary: tuple[str, ...]  # params.yaml keys that label the rows (dotted paths)
+    columns: tuple[tuple[str, str, str], ...]  # (run, task, metric) shown per row
     paper: Mapping[tuple, Mapping[str, float]] = field(default_factory=dict)  # row key -> {column: value}
-    rows_by: str = "experiment"           # "experiment" | "run" (one experiment, one row per run)
-    paper_label: str = "paper Ego4D OpenFlamingo"   # the paper's ablations are on OpenFlamingo only
+    rows_by: str = "experiment"  # "experiment" | "run" (one experiment, one row per run)
+    paper_label: str = "paper Ego4D OpenFlamingo"  # the paper's ablations are on OpenFlamingo only
     # (task, metric): add the paired gaze - base gain [CI], p of each experiment (metrics/eval/comparisons.json);
     # with rows_by="run", each row's run - base
     gains: tuple[tuple[str, str], ...] = ()
@@ -51,12 +52,22 @@ _T1 = tuple((run, task, "semantic") for task in ("future", "activity") for run i
 
 
 _RUN_FUTURE = (("{run}", "future", "semantic"), ("{run}", "future", "rouge_l"))
-_BASE_GAZE_FUTURE = {("base",): {"future semantic": 0.6525, "future rouge_l": 0.4318},
-                     ("gaze",): {"future semantic": 0.7505, "future rouge_l": 0.5173}}
-_A18 = (("base", "activity", "semantic"), ("base", "activity", "rouge_l"),
-        ("gaze", "activity", "semantic"), ("gaze", "activity", "rouge_l"))
-_F20 = (("base", "future", "semantic"), ("base", "future", "rouge_l"),
-        ("gaze", "future", "semantic"), ("gaze", "future", "rouge_l"))
+_BASE_GAZE_FUTURE = {
+    ("base",): {"future semantic": 0.6525, "future rouge_l": 0.4318},
+    ("gaze",): {"future semantic": 0.7505, "future rouge_l": 0.5173},
+}
+_A18 = (
+    ("base", "activity", "semantic"),
+    ("base", "activity", "rouge_l"),
+    ("gaze", "activity", "semantic"),
+    ("gaze", "activity", "rouge_l"),
+)
+_F20 = (
+    ("base", "future", "semantic"),
+    ("base", "future", "rouge_l"),
+    ("gaze", "future", "semantic"),
+    ("gaze", "future", "rouge_l"),
+)
 
 
 def _table1_paper() -> dict[tuple, dict[str, float]]:
@@ -64,74 +75,156 @@ def _table1_paper() -> dict[tuple, dict[str, float]]:
     out = {}
     for ours, theirs in tables.PAPER_BACKBONE.items():
         per_task = tables.PAPER_TABLE1[theirs]
-        out[(ours,)] = {_col(run, task, "semantic"): per_task[task][i]
-                        for task in per_task for i, run in enumerate(("base", "gaze"))}
+        out[(ours,)] = {
+            _col(run, task, "semantic"): per_task[task][i]
+            for task in per_task
+            for i, run in enumerate(("base", "gaze"))
+        }
     return out
 
 
-ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
-    Ablation("table1", "Table 1: base vs gaze-regularised (lambda 100) on each backbone, semantic score",
-             ("model.backbone",), _T1, _table1_paper(), paper_label="paper Ego4D (same backbone)",
-             gains=(("future", "semantic"), ("activity", "semantic"))),
-    Ablation("table2", "Table 2: gaze-loss weight lambda (run `gaze`), both tasks",
-             ("runs.gaze.lambda",),
-             (("gaze", "future", "semantic"), ("gaze", "activity", "semantic")),
-             {(0,): {_col("gaze", "future", "semantic"): 0.6317, _col("gaze", "activity", "semantic"): 0.6917},
-              (100,): {_col("gaze", "future", "semantic"): 0.7505, _col("gaze", "activity", "semantic"): 0.7848},
-              (1000,): {_col("gaze", "future", "semantic"): 0.7354, _col("gaze", "activity", "semantic"): 0.7721}}),
-    Ablation("table3", "Table 3: anticipation horizon tau_a (future task), base and gaze",
-             ("extract.future_horizon_s",),
-             (("base", "future", "semantic"), ("gaze", "future", "semantic")),
-             {(2,): {_col("base", "future", "semantic"): 0.6525, _col("gaze", "future", "semantic"): 0.7505},
-              (5,): {_col("base", "future", "semantic"): 0.6297, _col("gaze", "future", "semantic"): 0.7315}}),
-    Ablation("table9", "Table 9: single-point vs aggregated heatmaps, sigma 20 vs 50 px (future task)",
-             ("heatmaps.aggregate", "heatmaps.sigma_px"), _GF,
-             {(False, 20): {_col(*_GF[0]): 0.6211, _col(*_GF[1]): 0.4327},
-              (False, 50): {_col(*_GF[0]): 0.6512, _col(*_GF[1]): 0.4463},
-              (True, 20): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173},
-              (True, 50): {_col(*_GF[0]): 0.7436, _col(*_GF[1]): 0.5034}}),
-    Ablation("table11", "Table 11: aggregation window delta 200 ms (6 points) vs 400 ms (12 points), future task",
-             ("heatmaps.delta_ms",), _GF,
-             {(200,): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173},
-              (400,): {_col(*_GF[0]): 0.7398, _col(*_GF[1]): 0.4971}}),
-    Ablation("table12", "Table 12: occlusion filter off vs on (future task)",
-             ("heatmaps.occlusion_filter",), _GF,
-             {(False,): {_col(*_GF[0]): 0.7298, _col(*_GF[1]): 0.48},
-              (True,): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173}}),
-    Ablation("table14", "Table 14: base, base + attention block without gaze loss (lambda0), gaze (future task)",
-             (), (("{run}", "future", "semantic"), ("{run}", "future", "rouge_l")),
-             {("base",): {"future semantic": 0.6525, "future rouge_l": 0.4318},
-              ("lambda0",): {"future semantic": 0.6701, "future rouge_l": 0.4393},
-              ("gaze",): {"future semantic": 0.7505, "future rouge_l": 0.5173}},
-             rows_by="run"),
-    Ablation("table19", "Table 19: global vs frame-level query (future task)",
-             ("model.query",), _GF,
-             {("global",): {_col(*_GF[0]): 0.7505}, ("frame",): {_col(*_GF[0]): 0.7284}}),
-    Ablation("table13", "Table 13: gaze given to the base model as text coordinates in the prompt (run `gaze_text`, "
-             "train and test) vs base and the gaze-regularised model (future task)",
-             (), _RUN_FUTURE,
-             {**_BASE_GAZE_FUTURE, ("gaze_text",): {"future semantic": 0.7021, "future rouge_l": 0.463}},
-             rows_by="run", runs=("base", "gaze_text", "gaze"), gains=(("future", "semantic"),)),
-    Ablation("table15", "Table 15: base model trained and tested on frames with the gaze heatmap overlaid (run "
-             "`gaze_overlay`) vs base and the gaze-regularised model (future task)",
-             (), _RUN_FUTURE,
-             {**_BASE_GAZE_FUTURE, ("gaze_overlay",): {"future semantic": 0.6873, "future rouge_l": 0.4435}},
-             rows_by="run", runs=("base", "gaze_overlay", "gaze"), gains=(("future", "semantic"),)),
-    Ablation("table18", "Table 18: activity task from a single static frame (activity_observe_s 1: one keyframe, "
-             "the last observed) vs the 3-frame window, base and gaze",
-             ("extract.activity_observe_s",), _A18,
-             {(1,): {_col(*_A18[0]): 0.6897, _col(*_A18[1]): 0.4432, _col(*_A18[2]): 0.7014, _col(*_A18[3]): 0.4611},
-              (3,): {_col(*_A18[0]): 0.7176, _col(*_A18[2]): 0.7848}},
-             gains=(("activity", "semantic"),)),
-    Ablation("table20", "Table 20: future targets from the horizon's raw narrations (coarse) vs the target "
-             "keyframes' captions (fine), base and gaze",
-             ("annotate.future_targets",), _F20,
-             {("narrations",): {_col(*_F20[0]): 0.7232, _col(*_F20[1]): 0.4982, _col(*_F20[2]): 0.7621,
-                                _col(*_F20[3]): 0.52},
-              ("captions",): {_col(*_F20[0]): 0.6525, _col(*_F20[1]): 0.4318, _col(*_F20[2]): 0.7505,
-                              _col(*_F20[3]): 0.5173}},
-             gains=(("future", "semantic"),)),
-)}
+ABLATIONS: dict[str, Ablation] = {
+    a.name: a
+    for a in (
+        Ablation(
+            "table1",
+            "Table 1: base vs gaze-regularised (lambda 100) on each backbone, semantic score",
+            ("model.backbone",),
+            _T1,
+            _table1_paper(),
+            paper_label="paper Ego4D (same backbone)",
+            gains=(("future", "semantic"), ("activity", "semantic")),
+        ),
+        Ablation(
+            "table2",
+            "Table 2: gaze-loss weight lambda (run `gaze`), both tasks",
+            ("runs.gaze.lambda",),
+            (("gaze", "future", "semantic"), ("gaze", "activity", "semantic")),
+            {
+                (0,): {_col("gaze", "future", "semantic"): 0.6317, _col("gaze", "activity", "semantic"): 0.6917},
+                (100,): {_col("gaze", "future", "semantic"): 0.7505, _col("gaze", "activity", "semantic"): 0.7848},
+                (1000,): {_col("gaze", "future", "semantic"): 0.7354, _col("gaze", "activity", "semantic"): 0.7721},
+            },
+        ),
+        Ablation(
+            "table3",
+            "Table 3: anticipation horizon tau_a (future task), base and gaze",
+            ("extract.future_horizon_s",),
+            (("base", "future", "semantic"), ("gaze", "future", "semantic")),
+            {
+                (2,): {_col("base", "future", "semantic"): 0.6525, _col("gaze", "future", "semantic"): 0.7505},
+                (5,): {_col("base", "future", "semantic"): 0.6297, _col("gaze", "future", "semantic"): 0.7315},
+            },
+        ),
+        Ablation(
+            "table9",
+            "Table 9: single-point vs aggregated heatmaps, sigma 20 vs 50 px (future task)",
+            ("heatmaps.aggregate", "heatmaps.sigma_px"),
+            _GF,
+            {
+                (False, 20): {_col(*_GF[0]): 0.6211, _col(*_GF[1]): 0.4327},
+                (False, 50): {_col(*_GF[0]): 0.6512, _col(*_GF[1]): 0.4463},
+                (True, 20): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173},
+                (True, 50): {_col(*_GF[0]): 0.7436, _col(*_GF[1]): 0.5034},
+            },
+        ),
+        Ablation(
+            "table11",
+            "Table 11: aggregation window delta 200 ms (6 points) vs 400 ms (12 points), future task",
+            ("heatmaps.delta_ms",),
+            _GF,
+            {
+                (200,): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173},
+                (400,): {_col(*_GF[0]): 0.7398, _col(*_GF[1]): 0.4971},
+            },
+        ),
+        Ablation(
+            "table12",
+            "Table 12: occlusion filter off vs on (future task)",
+            ("heatmaps.occlusion_filter",),
+            _GF,
+            {
+                (False,): {_col(*_GF[0]): 0.7298, _col(*_GF[1]): 0.48},
+                (True,): {_col(*_GF[0]): 0.7505, _col(*_GF[1]): 0.5173},
+            },
+        ),
+        Ablation(
+            "table14",
+            "Table 14: base, base + attention block without gaze loss (lambda0), gaze (future task)",
+            (),
+            (("{run}", "future", "semantic"), ("{run}", "future", "rouge_l")),
+            {
+                ("base",): {"future semantic": 0.6525, "future rouge_l": 0.4318},
+                ("lambda0",): {"future semantic": 0.6701, "future rouge_l": 0.4393},
+                ("gaze",): {"future semantic": 0.7505, "future rouge_l": 0.5173},
+            },
+            rows_by="run",
+        ),
+        Ablation(
+            "table19",
+            "Table 19: global vs frame-level query (future task)",
+            ("model.query",),
+            _GF,
+            {("global",): {_col(*_GF[0]): 0.7505}, ("frame",): {_col(*_GF[0]): 0.7284}},
+        ),
+        Ablation(
+            "table13",
+            "Table 13: gaze given to the base model as text coordinates in the prompt (run `gaze_text`, "
+            "train and test) vs base and the gaze-regularised model (future task)",
+            (),
+            _RUN_FUTURE,
+            {**_BASE_GAZE_FUTURE, ("gaze_text",): {"future semantic": 0.7021, "future rouge_l": 0.463}},
+            rows_by="run",
+            runs=("base", "gaze_text", "gaze"),
+            gains=(("future", "semantic"),),
+        ),
+        Ablation(
+            "table15",
+            "Table 15: base model trained and tested on frames with the gaze heatmap overlaid (run "
+            "`gaze_overlay`) vs base and the gaze-regularised model (future task)",
+            (),
+            _RUN_FUTURE,
+            {**_BASE_GAZE_FUTURE, ("gaze_overlay",): {"future semantic": 0.6873, "future rouge_l": 0.4435}},
+            rows_by="run",
+            runs=("base", "gaze_overlay", "gaze"),
+            gains=(("future", "semantic"),),
+        ),
+        Ablation(
+            "table18",
+            "Table 18: activity task from a single static frame (activity_observe_s 1: one keyframe, "
+            "the last observed) vs the 3-frame window, base and gaze",
+            ("extract.activity_observe_s",),
+            _A18,
+            {
+                (1,): {_col(*_A18[0]): 0.6897, _col(*_A18[1]): 0.4432, _col(*_A18[2]): 0.7014, _col(*_A18[3]): 0.4611},
+                (3,): {_col(*_A18[0]): 0.7176, _col(*_A18[2]): 0.7848},
+            },
+            gains=(("activity", "semantic"),),
+        ),
+        Ablation(
+            "table20",
+            "Table 20: future targets from the horizon's raw narrations (coarse) vs the target "
+            "keyframes' captions (fine), base and gaze",
+            ("annotate.future_targets",),
+            _F20,
+            {
+                ("narrations",): {
+                    _col(*_F20[0]): 0.7232,
+                    _col(*_F20[1]): 0.4982,
+                    _col(*_F20[2]): 0.7621,
+                    _col(*_F20[3]): 0.52,
+                },
+                ("captions",): {
+                    _col(*_F20[0]): 0.6525,
+                    _col(*_F20[1]): 0.4318,
+                    _col(*_F20[2]): 0.7505,
+                    _col(*_F20[3]): 0.5173,
+                },
+            },
+            gains=(("future", "semantic"),),
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -140,8 +233,8 @@ class Experiment:
     rev: str
     timestamp: str
     params: Mapping[str, Any]
-    metrics: Mapping[str, Mapping[str, Any]]   # metrics file path -> its data
-    error: str | None = None                  # DVC's message for a failed experiment
+    metrics: Mapping[str, Mapping[str, Any]]  # metrics file path -> its data
+    error: str | None = None  # DVC's message for a failed experiment
 
 
 def parse_exp_show(data: Sequence[Mapping]) -> dict[str, Experiment]:
@@ -153,10 +246,14 @@ def parse_exp_show(data: Sequence[Mapping]) -> dict[str, Experiment]:
         d = node.get("data") or {}
         if not name or not d:
             return
-        exp = Experiment(name=name, rev=str(d.get("rev") or node.get("rev")), timestamp=str(d.get("timestamp") or ""),
-                         params=((d.get("params") or {}).get("params.yaml") or {}).get("data") or {},
-                         metrics={p: (m or {}).get("data") or {} for p, m in (d.get("metrics") or {}).items()},
-                         error=(node.get("error") or {}).get("msg") if node.get("error") else None)
+        exp = Experiment(
+            name=name,
+            rev=str(d.get("rev") or node.get("rev")),
+            timestamp=str(d.get("timestamp") or ""),
+            params=((d.get("params") or {}).get("params.yaml") or {}).get("data") or {},
+            metrics={p: (m or {}).get("data") or {} for p, m in (d.get("metrics") or {}).items()},
+            error=(node.get("error") or {}).get("msg") if node.get("error") else None,
+        )
         if name not in found or exp.timestamp >= found[name].timestamp:
             found[name] = exp
 
@@ -187,18 +284,23 @@ def _gain(exp: Experiment, task: str, metric: str, pair: str = "gaze_vs_base") -
     return ((rec.get(task) or {}).get(pair) or {}).get(metric)
 
 
-def ablation_table(spec: Ablation, experiments: Mapping[str, Experiment],
-                   names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def ablation_table(
+    spec: Ablation, experiments: Mapping[str, Experiment], names: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(numbers, display, missing experiment names) for one ablation. An experiment that failed, or
     that has no metrics/eval/*.json, counts as missing."""
-    usable = {n: e for n, e in experiments.items()
-              if not e.error and any(p.startswith("metrics/eval/") for p in e.metrics)}
+    usable = {
+        n: e for n, e in experiments.items() if not e.error and any(p.startswith("metrics/eval/") for p in e.metrics)
+    }
     missing = [n for n in names if n not in usable]
     rows_num, rows_disp = [], []
     for name in names:
         exp = usable.get(name)
-        why = "" if exp else (f" ({experiments[name].error or 'no metrics'})" if name in experiments
-                              else " (not found: not run)")
+        why = (
+            ""
+            if exp
+            else (f" ({experiments[name].error or 'no metrics'})" if name in experiments else " (not found: not run)")
+        )
         if spec.rows_by == "run":
             run_names = list(spec.runs or (get_param(exp.params, "runs") or {})) if exp else []
             units = [(name, exp, r, (r,)) for r in run_names] or [(name, exp, None, ())]
@@ -267,13 +369,17 @@ def build(table: str, exp_show: Path, names: Sequence[str], out_dir: Path = ABLA
     numbers, display, missing = ablation_table(spec, experiments, names)
     if len(missing) == len(names):
         raise ValueError(f"{exp_show}: none of the experiments {list(names)} found")
-    caption = (f"{spec.title}. Ours: semantic score / ROUGE-L F of generated text, mean [95% bootstrap CI], one "
-               f"DVC experiment per row ({exp_show}). Paper: {tables.PAPER_SOURCE}, for reference "
-               f"(columns '{spec.paper_label}').")
+    caption = (
+        f"{spec.title}. Ours: semantic score / ROUGE-L F of generated text, mean [95% bootstrap CI], one "
+        f"DVC experiment per row ({exp_show}). Paper: {tables.PAPER_SOURCE}, for reference "
+        f"(columns '{spec.paper_label}')."
+    )
     if spec.gains:
         who = "the row's run" if spec.rows_by == "run" else "gaze"
-        caption += (f" Gain: {who} - base on the same test windows [95% paired bootstrap CI], p from a paired "
-                    "sign-flip permutation test.")
+        caption += (
+            f" Gain: {who} - base on the same test windows [95% paired bootstrap CI], p from a paired "
+            "sign-flip permutation test."
+        )
     if missing:
         caption += f" Missing experiments: {', '.join(missing)}."
     return tables.write_table(numbers, display, Path(out_dir) / table, caption)

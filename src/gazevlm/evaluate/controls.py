@@ -10,6 +10,7 @@
 - distinct predictions: the share of test windows whose generated text is distinct. One caption
   for every window (a language prior) gives 1 / n.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

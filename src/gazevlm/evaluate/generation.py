@@ -72,7 +72,8 @@ class _Generator:
         self.params, self.codec = params, codec
         # the gaze-input baselines (Tables 13, 15) alone read the test gaze, as pixels (+ prompt points)
         self.gaze_batches = gaze_batches or (
-            lambda params_, task_, run_: P.gaze_input_batches(params_, task_, run_, root / layout.SHARDS_DIR))
+            lambda params_, task_, run_: P.gaze_input_batches(params_, task_, run_, root / layout.SHARDS_DIR)
+        )
         self.load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
         if batches is None:
             shards = root / layout.SHARDS_DIR

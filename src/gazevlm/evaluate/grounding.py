@@ -15,6 +15,7 @@ diagnostics, reported beside the paper's metrics and absent on real data:
   nothing more. A prediction (or reference) stating no event scores 0.
 - verb_accuracy: the first verb of the prediction is the first verb of the reference.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,8 @@ COLOURS: tuple[str, ...] = tuple(synthetic.COLOURS)
 KINDS: tuple[str, ...] = tuple(synthetic.KINDS)
 GROUNDING_METRICS = ("object_accuracy", "action_f1", "verb_accuracy")
 
-Obj = tuple[str, str]                 # (colour, kind)
-Triple = tuple[str, str, str]         # (verb, colour, kind)
+Obj = tuple[str, str]  # (colour, kind)
+Triple = tuple[str, str, str]  # (verb, colour, kind)
 
 _OBJ = rf"(?:the |a |an )?({'|'.join(COLOURS)}) ({'|'.join(KINDS)})"
 # one clause of the grammar; the verb phrase decides the verb, "on the table" is a put without a destination
@@ -53,7 +54,7 @@ class Event:
     verb: str
     obj: Obj
     dest: Obj | None = None
-    start: int = 0                    # character offset in the text: events are kept in text order
+    start: int = 0  # character offset in the text: events are kept in text order
 
 
 def parse_events(text: str | None) -> list[Event]:

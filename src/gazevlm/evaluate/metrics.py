@@ -15,6 +15,7 @@ An empty (after normalisation) prediction scores 0 on every metric by rule: an e
 nothing, and MiniLM would otherwise embed the bare [CLS] [SEP] pair to a vector with a non-zero cosine
 to anything. An empty reference is a data error (see `check_references`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,7 @@ METRICS = ("semantic", "rouge_l", "bleu4", "cider")
 # Names under which the bundled offline copy is known; anything else must be a local directory.
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
-_TAG = re.compile(r"#\w+")                                   # Ego4D narration tags: #C, #O, #unsure, #summary
+_TAG = re.compile(r"#\w+")  # Ego4D narration tags: #C, #O, #unsure, #summary
 _MARKUP = re.compile(r"<\|?/?[\w.-]*\|?>")  # special tokens left in decoded text: <image>, <|endofchunk|>, </s>
 _LABEL = re.compile(r"\b(?:frame|step|caption)\s*\d+\s*[:.)-]", re.IGNORECASE)  # "Frame 3:" style prefixes
 _ENUM = re.compile(r"(?<![\w.])\(?\d+[.)](?=\s|$)")  # list numbering "1." "2)" "(3)", not "3.5"

@@ -1,4 +1,5 @@
 """Figures of the evaluation (each returns a matplotlib Figure; the notebook only displays them)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -10,8 +11,11 @@ import seaborn as sns
 
 
 def _long(scored: Mapping[tuple[str, str], pd.DataFrame], metric: str) -> pd.DataFrame:
-    parts = [pd.DataFrame({"run": run, "task": task, metric: df[metric].to_numpy()})
-             for (run, task), df in scored.items() if metric in df]
+    parts = [
+        pd.DataFrame({"run": run, "task": task, metric: df[metric].to_numpy()})
+        for (run, task), df in scored.items()
+        if metric in df
+    ]
     if not parts:
         raise KeyError(f"no scored predictions carry the column {metric!r}")
     return pd.concat(parts, ignore_index=True)
@@ -41,15 +45,15 @@ def score_distributions(scored: Mapping[tuple[str, str], pd.DataFrame], metric: 
     data = _long(scored, metric)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.boxplot(data=data, x="task", y=metric, hue="run", ax=ax, showfliers=False)
-    sns.stripplot(data=data, x="task", y=metric, hue="run", dodge=True, ax=ax, size=2.5, palette="dark:k",
-                  alpha=0.4, legend=False)
+    sns.stripplot(
+        data=data, x="task", y=metric, hue="run", dodge=True, ax=ax, size=2.5, palette="dark:k", alpha=0.4, legend=False
+    )
     ax.set_title(f"per-window {metric}")
     fig.tight_layout()
     return fig
 
 
-def paired_differences(scored: Mapping[tuple[str, str], pd.DataFrame], a: str, b: str,
-                       metric: str = "semantic"):
+def paired_differences(scored: Mapping[tuple[str, str], pd.DataFrame], a: str, b: str, metric: str = "semantic"):
     """Histogram of per-window differences a - b on the windows both runs scored, one panel per task."""
     tasks = sorted({t for r, t in scored if r == a and (b, t) in scored})
     if not tasks:

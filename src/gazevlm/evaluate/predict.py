@@ -19,6 +19,7 @@ Contract with gazevlm.models (kept here, in one place, so a change there is a ch
   array. Their prompts differ per window (`encode_prompt(..., gaze=points)`), so `predict` generates
   the windows of equal prompt length together.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -49,14 +50,16 @@ def default_codec() -> TextCodec:
     return TextCodec(encode_prompt=text.encode_prompt, encode_train=text.encode_train)
 
 
-def load_trained(run: str, task: str, seed: int, root: Path = layout.MODELS_DIR,
-                 params: Params | None = None) -> tuple[Any, Any]:
+def load_trained(
+    run: str, task: str, seed: int, root: Path = layout.MODELS_DIR, params: Params | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) of a trained run, in eval mode; with `params`, a checkpoint trained with
     another model section is refused."""
     run_dir = layout.run_dir(run, task, seed, root)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no trained model for run {run!r}, task {task!r}, seed {seed} "
-                                "(train stage output)")
+        raise FileNotFoundError(
+            f"{run_dir}: no trained model for run {run!r}, task {task!r}, seed {seed} (train stage output)"
+        )
     from gazevlm import checkpoint
 
     model, tokenizer = checkpoint.load_trained(run_dir, params=params)
@@ -68,22 +71,29 @@ def test_batches(params: Params, task: str, root: Path = layout.SHARDS_DIR) -> I
     """The test split of `task` without gaze, in file order, batched as evaluate.batch_size."""
     from gazevlm import shards
 
-    return shards.make_loader((task, "test"), batch_size=params.evaluate.batch_size, with_gaze=False,
-                              shuffle=False, root=root)
+    return shards.make_loader(
+        (task, "test"), batch_size=params.evaluate.batch_size, with_gaze=False, shuffle=False, root=root
+    )
 
 
-def gaze_input_batches(params: Params, task: str, run: str,
-                       root: Path = layout.SHARDS_DIR) -> Iterable[Mapping[str, Any]]:
+def gaze_input_batches(
+    params: Params, task: str, run: str, root: Path = layout.SHARDS_DIR
+) -> Iterable[Mapping[str, Any]]:
     """The test split of `task` for a run that takes gaze as input (and for no other run): read with the
     gaze heatmap, turned into the run's inputs (gazevlm.gaze_inputs), every gaze array dropped."""
     from gazevlm import gaze_inputs, shards
 
     inputs = gaze_inputs.GazeInputs.of_run(params.run(run))
     if not inputs.any:
-        raise ValueError(f"run {run!r} takes no gaze as input: its test batches are read without gaze "
-                         "(test_batches)")
-    loader = shards.make_loader((task, "test"), batch_size=params.evaluate.batch_size, with_gaze=True,
-                                with_heatmap=True, shuffle=False, root=root)
+        raise ValueError(f"run {run!r} takes no gaze as input: its test batches are read without gaze (test_batches)")
+    loader = shards.make_loader(
+        (task, "test"),
+        batch_size=params.evaluate.batch_size,
+        with_gaze=True,
+        with_heatmap=True,
+        shuffle=False,
+        root=root,
+    )
     return (gaze_inputs.model_inputs(b, inputs, keep_loss_targets=False) for b in loader)
 
 
@@ -143,8 +153,18 @@ def teacher_forced_ids(logits: torch.Tensor, labels: torch.Tensor) -> list[list[
     return rows
 
 
-def _generate_gaze_prompts(model, tokenizer, codec: TextCodec, pixels: torch.Tensor, gaze: list, task: str,
-                           stop: set[int], *, max_new_tokens: int, num_beams: int) -> list[str]:
+def _generate_gaze_prompts(
+    model,
+    tokenizer,
+    codec: TextCodec,
+    pixels: torch.Tensor,
+    gaze: list,
+    task: str,
+    stop: set[int],
+    *,
+    max_new_tokens: int,
+    num_beams: int,
+) -> list[str]:
     """Generate for windows whose prompts differ (their gaze text): the windows of one prompt length
     together, so no prompt is padded; texts come back in the batch's order."""
     n_frames = int(pixels.shape[1])
@@ -153,16 +173,24 @@ def _generate_gaze_prompts(model, tokenizer, codec: TextCodec, pixels: torch.Ten
     for length in sorted({len(r) for r in rows}):
         idx = [i for i, r in enumerate(rows) if len(r) == length]
         ids = torch.stack([rows[i] for i in idx])
-        out = model.generate(pixels[idx], ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             num_beams=num_beams)
+        out = model.generate(pixels[idx], ids, torch.ones_like(ids), max_new_tokens=max_new_tokens, num_beams=num_beams)
         for i, text in zip(idx, decode(tokenizer, continuation(out, ids), stop), strict=True):
             preds[i] = text
     return preds
 
 
 @torch.no_grad()
-def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *, max_new_tokens: int,
-            num_beams: int = 1, teacher_forcing: bool = True, codec: TextCodec | None = None) -> pd.DataFrame:
+def predict(
+    model,
+    tokenizer,
+    batches: Iterable[Mapping[str, Any]],
+    task: str,
+    *,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    teacher_forcing: bool = True,
+    codec: TextCodec | None = None,
+) -> pd.DataFrame:
     """One row per test window: window_id, uid, reference, prediction (generated from the frames and an
     answer-free prompt) and teacher_forced_prediction (argmax under teacher forcing, the authors'
     protocol, reported beside the real score only)."""
@@ -173,19 +201,27 @@ def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *
         n_clips, n_frames, pixels, vision = model_inputs(batch, f"test batch {k} of task {task!r}")
         refs, ids = list(batch["text"]), list(batch["window_id"])
         if not (len(refs) == len(ids) == n_clips):
-            raise ValueError(f"test batch {k} of task {task!r}: {n_clips} clips, {len(refs)} texts, "
-                             f"{len(ids)} window ids")
-        gaze = batch.get("gaze_points")   # gaze_text runs only (gaze_input_batches, always pixels)
+            raise ValueError(
+                f"test batch {k} of task {task!r}: {n_clips} clips, {len(refs)} texts, {len(ids)} window ids"
+            )
+        gaze = batch.get("gaze_points")  # gaze_text runs only (gaze_input_batches, always pixels)
         if gaze is None:
             prompt = codec.encode_prompt(tokenizer, task, n_frames, n_clips)
-            out = model.generate(pixels, prompt["input_ids"], prompt["attention_mask"],
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams, **vision)
+            out = model.generate(
+                pixels,
+                prompt["input_ids"],
+                prompt["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                **vision,
+            )
             preds = decode(tokenizer, continuation(out, prompt["input_ids"]), stop)
         else:
             if pixels is None:
                 raise ValueError(f"test batch {k} of task {task!r}: gaze prompts come with pixels, not features")
-            preds = _generate_gaze_prompts(model, tokenizer, codec, pixels, gaze, task, stop,
-                                           max_new_tokens=max_new_tokens, num_beams=num_beams)
+            preds = _generate_gaze_prompts(
+                model, tokenizer, codec, pixels, gaze, task, stop, max_new_tokens=max_new_tokens, num_beams=num_beams
+            )
         if teacher_forcing:
             enc = codec.encode_train(tokenizer, refs, task, n_frames, **({} if gaze is None else {"gaze": gaze}))
             logits = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"], **vision).logits
@@ -195,8 +231,9 @@ def predict(model, tokenizer, batches: Iterable[Mapping[str, Any]], task: str, *
         metas = batch.get("meta") or [{}] * len(refs)
         for wid, ref, pred, tfp, meta in zip(ids, refs, preds, tf, metas, strict=False):
             uid = meta.get("uid") if isinstance(meta, Mapping) else None
-            rows.append({"window_id": wid, "uid": uid, "reference": ref, "prediction": pred,
-                         "teacher_forced_prediction": tfp})
+            rows.append(
+                {"window_id": wid, "uid": uid, "reference": ref, "prediction": pred, "teacher_forced_prediction": tfp}
+            )
     df = pd.DataFrame(rows, columns=["window_id", "uid", "reference", "prediction", "teacher_forced_prediction"])
     dup = df["window_id"].duplicated()
     if dup.any():

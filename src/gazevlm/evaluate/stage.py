@@ -21,6 +21,7 @@ Every run is tested on frames alone, except the gaze-input baselines (runs with 
 gaze_overlay, Tables 13 and 15): they alone get the test gaze, as they were trained, through their own
 reader (predict.gaze_input_batches), and each is compared with `base` and with `gaze`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,6 +88,7 @@ def grounded_metrics(synthetic: bool) -> tuple[str, ...]:
 
 # --- one run, task and seed ---------------------------------------------------------------------------
 
+
 def score_predictions(df: pd.DataFrame, params: Params, synthetic: bool) -> pd.DataFrame:
     """Per-window scores of generated, teacher-forced and shuffled-frames texts of one run, task, seed.
 
@@ -106,8 +108,7 @@ def score_predictions(df: pd.DataFrame, params: Params, synthetic: bool) -> pd.D
     for prefix, column in sources:
         texts = df[column].fillna("").tolist()
         names = SHUFFLED_METRICS if prefix == SHUF else TEXT_METRICS
-        scored = M.score_texts(texts, refs, semantic_model=ev.semantic_model, batch_size=ev.batch_size,
-                               metrics=names)
+        scored = M.score_texts(texts, refs, semantic_model=ev.semantic_model, batch_size=ev.batch_size, metrics=names)
         for name in names:
             df[prefix + name] = scored.per_pair[name].to_numpy()
         if synthetic and prefix != TF:
@@ -147,6 +148,7 @@ def summarise(df: pd.DataFrame, params: Params, synthetic: bool) -> dict:
 
 # --- pooling over seeds ---------------------------------------------------------------------------------
 
+
 def seed_mean_table(per_seed: Mapping[int, pd.DataFrame], synthetic: bool) -> pd.DataFrame:
     """Per window, the mean over seeds of every score (all seeds must cover the same windows)."""
     seeds = sorted(per_seed)
@@ -161,25 +163,38 @@ def seed_mean_table(per_seed: Mapping[int, pd.DataFrame], synthetic: bool) -> pd
     return out.reset_index()
 
 
-def run_record(per_seed: Mapping[int, pd.DataFrame], params: Params, synthetic: bool, chance: dict,
-               skipped: int) -> dict:
+def run_record(
+    per_seed: Mapping[int, pd.DataFrame], params: Params, synthetic: bool, chance: dict, skipped: int
+) -> dict:
     """metrics/eval/<run>_<task>.json: pooled estimates, controls, chance levels, per-seed estimates."""
     pooled = seed_mean_table(per_seed, synthetic)
-    record: dict = {"n": int(len(pooled)), "n_videos": int(pooled["uid"].nunique()), "n_seeds": len(per_seed),
-                    "seeds": sorted(per_seed), "n_skipped_empty_reference": skipped,
-                    "synthetic_diagnostics": synthetic}
+    record: dict = {
+        "n": int(len(pooled)),
+        "n_videos": int(pooled["uid"].nunique()),
+        "n_seeds": len(per_seed),
+        "seeds": sorted(per_seed),
+        "n_skipped_empty_reference": skipped,
+        "synthetic_diagnostics": synthetic,
+    }
     record.update(summarise(pooled, params, synthetic))
     distinct = {s: controls.distinct_share(df["prediction_norm"].tolist()) for s, df in per_seed.items()}
     record["distinct_predictions"] = float(np.mean(list(distinct.values())))
     record["n_empty_prediction"] = int(sum((df["prediction_norm"] == "").sum() for df in per_seed.values()))
-    record["mean_prediction_words"] = float(np.mean([df["prediction_norm"].str.split().str.len().mean()
-                                                     for df in per_seed.values()]))
-    record["mean_reference_words"] = float(pooled.merge(next(iter(per_seed.values()))[["window_id", "reference_norm"]],
-                                                        on="window_id")["reference_norm"].str.split().str.len().mean())
+    record["mean_prediction_words"] = float(
+        np.mean([df["prediction_norm"].str.split().str.len().mean() for df in per_seed.values()])
+    )
+    record["mean_reference_words"] = float(
+        pooled.merge(next(iter(per_seed.values()))[["window_id", "reference_norm"]], on="window_id")["reference_norm"]
+        .str.split()
+        .str.len()
+        .mean()
+    )
     if synthetic:
         record["chance"] = chance
-    record["per_seed"] = {str(s): {**summarise(df, params, synthetic), "distinct_predictions": distinct[s]}
-                          for s, df in sorted(per_seed.items())}
+    record["per_seed"] = {
+        str(s): {**summarise(df, params, synthetic), "distinct_predictions": distinct[s]}
+        for s, df in sorted(per_seed.items())
+    }
     return record
 
 
@@ -190,8 +205,9 @@ def comparison_pairs(params: Params) -> tuple[tuple[str, str], ...]:
     return COMPARISONS + tuple(extra)
 
 
-def compare_runs(pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params, names: list[str],
-                 pairs=COMPARISONS) -> dict:
+def compare_runs(
+    pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params, names: list[str], pairs=COMPARISONS
+) -> dict:
     """{task: {"a_vs_b": {metric: Comparison dict}}} for every pair of runs present, paired by window,
     tested over videos."""
     out: dict = {}
@@ -203,9 +219,11 @@ def compare_runs(pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params,
             da, db = pooled[(a, task)].set_index("window_id"), pooled[(b, task)].set_index("window_id")
             if set(da.index) != set(db.index):
                 only = sorted(set(da.index) ^ set(db.index))
-                raise ValueError(f"task {task!r}: runs {a!r} and {b!r} were scored on different windows "
-                                 f"({len(only)} differ, e.g. {only[0]!r}); their predictions must come from the "
-                                 f"same test split")
+                raise ValueError(
+                    f"task {task!r}: runs {a!r} and {b!r} were scored on different windows "
+                    f"({len(only)} differ, e.g. {only[0]!r}); their predictions must come from the "
+                    f"same test split"
+                )
             db = db.loc[da.index]
             uids = da["uid"].tolist()
             out[task][f"{a}_vs_{b}"] = {m: _compare(da[m], db[m], uids, params) for m in names if m in da and m in db}
@@ -214,19 +232,23 @@ def compare_runs(pooled: Mapping[tuple[str, str], pd.DataFrame], params: Params,
 
 def chance_levels(params: Params, task: str, test_references: list[str], root: Path) -> dict:
     """What a frame-blind model scores: the most frequent train target for every window, and a uniform guess."""
-    targets = layout.read_table(root / layout.ANNOTATE_DIR / "targets.parquet",
-                                ("window_id", "task", "split", "target_text", "dropped"))
+    targets = layout.read_table(
+        root / layout.ANNOTATE_DIR / "targets.parquet", ("window_id", "task", "split", "target_text", "dropped")
+    )
     train = targets[(targets["task"] == task) & (targets["split"] == "train") & ~targets["dropped"]]
     return grounding.prior_baseline(train["target_text"].dropna().tolist(), test_references)
 
 
 # --- the stage ------------------------------------------------------------------------------------------
 
-def evaluate_one(model, tokenizer, batches: Iterable, task: str, params: Params, synthetic: bool,
-                 codec: P.TextCodec | None) -> tuple[pd.DataFrame, int]:
+
+def evaluate_one(
+    model, tokenizer, batches: Iterable, task: str, params: Params, synthetic: bool, codec: P.TextCodec | None
+) -> tuple[pd.DataFrame, int]:
     ev = params.evaluate
-    df = P.predict(model, tokenizer, batches, task, max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams,
-                   codec=codec)
+    df = P.predict(
+        model, tokenizer, batches, task, max_new_tokens=ev.max_new_tokens, num_beams=ev.num_beams, codec=codec
+    )
     if df.empty:
         raise ValueError(f"task {task!r}: the test split yielded no windows")
     return score_one(df, params, synthetic)
@@ -239,11 +261,16 @@ def score_one(df: pd.DataFrame, params: Params, synthetic: bool) -> tuple[pd.Dat
     return df, n - len(df)
 
 
-def run(params: Params, *, root: Path = Path("."),
-        load_model: Callable[[str, str, int], tuple[Any, Any]] | None = None,
-        batches: Callable[[Params, str], Iterable[Mapping[str, Any]]] | None = None,
-        codec: P.TextCodec | None = None, synthetic: bool | None = None,
-        gaze_batches: Callable[[Params, str, str], Iterable[Mapping[str, Any]]] | None = None) -> dict:
+def run(
+    params: Params,
+    *,
+    root: Path = Path("."),
+    load_model: Callable[[str, str, int], tuple[Any, Any]] | None = None,
+    batches: Callable[[Params, str], Iterable[Mapping[str, Any]]] | None = None,
+    codec: P.TextCodec | None = None,
+    synthetic: bool | None = None,
+    gaze_batches: Callable[[Params, str, str], Iterable[Mapping[str, Any]]] | None = None,
+) -> dict:
     """Evaluate every run of params.runs with every seed of train.seeds on every task; write the outputs.
 
     load_model(run, task, seed) -> (model, tokenizer) and batches(params, task) default to the trained
@@ -262,8 +289,11 @@ def run(params: Params, *, root: Path = Path("."),
     timings: dict[str, float] = {}
     skipped_total: dict[str, int] = {}
     inputs: dict[str, str] = {}
-    with contextlib.closing(generation.generate_all(params, root, load_model=load_model, batches=batches,
-                                                    codec=codec, gaze_batches=gaze_batches)) as generated:
+    with contextlib.closing(
+        generation.generate_all(
+            params, root, load_model=load_model, batches=batches, codec=codec, gaze_batches=gaze_batches
+        )
+    ) as generated:
         for task in params.train.tasks:
             chance: dict = {}
             for run_name in params.runs:
@@ -290,17 +320,27 @@ def run(params: Params, *, root: Path = Path("."),
     tables_written = write_comparisons(params, pooled, scored, records, synthetic, root, outputs)
     report = {
         "stage": "evaluate",
-        "generation": {"max_new_tokens": ev.max_new_tokens, "num_beams": ev.num_beams,
-                       "decoding": "greedy" if ev.num_beams == 1 else f"beam search ({ev.num_beams} beams)",
-                       "prompt": "answer-free task prompt; frames only (no gaze, no reference text)"},
-        "semantic_model": ev.semantic_model, "bootstrap_samples": ev.bootstrap_samples, "seed": ev.seed,
-        "statistics": stats.TEST, "seeds": list(params.train.seeds), "synthetic_diagnostics": synthetic,
+        "generation": {
+            "max_new_tokens": ev.max_new_tokens,
+            "num_beams": ev.num_beams,
+            "decoding": "greedy" if ev.num_beams == 1 else f"beam search ({ev.num_beams} beams)",
+            "prompt": "answer-free task prompt; frames only (no gaze, no reference text)",
+        },
+        "semantic_model": ev.semantic_model,
+        "bootstrap_samples": ev.bootstrap_samples,
+        "seed": ev.seed,
+        "statistics": stats.TEST,
+        "seeds": list(params.train.seeds),
+        "synthetic_diagnostics": synthetic,
         "runs": {name: run_switches(r) for name, r in params.runs.items()},
         "skipped_empty_reference": skipped_total,
         "vision_inputs": inputs,
-        "metrics": {f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
-                    for (r, t), rec in records.items()},
-        "tables": tables_written, "outputs": outputs,
+        "metrics": {
+            f"{r}/{t}": {k: rec[k] for k in ("n", "n_videos", "n_seeds", "distinct_predictions")}
+            for (r, t), rec in records.items()
+        },
+        "tables": tables_written,
+        "outputs": outputs,
         "workers": ev.workers if generation.in_workers(load_model, batches, codec, gaze_batches) else 1,
         "seconds": {"total": round(time.time() - t0, 2), **timings},
     }
@@ -309,17 +349,24 @@ def run(params: Params, *, root: Path = Path("."),
     return report
 
 
-def write_comparisons(params: Params, pooled: Mapping[tuple[str, str], pd.DataFrame],
-                      scored: Mapping[tuple[str, str, int], pd.DataFrame], records: Mapping[tuple[str, str], dict],
-                      synthetic: bool, root: Path, outputs: list[str]) -> dict[str, list[str]]:
+def write_comparisons(
+    params: Params,
+    pooled: Mapping[tuple[str, str], pd.DataFrame],
+    scored: Mapping[tuple[str, str, int], pd.DataFrame],
+    records: Mapping[tuple[str, str], dict],
+    synthetic: bool,
+    root: Path,
+    outputs: list[str],
+) -> dict[str, list[str]]:
     """The run comparisons (pooled and per seed) and the tables; the files written go to `outputs`."""
     names = score_names(next(iter(pooled.values())), synthetic)
     pairs = comparison_pairs(params)
     comparisons = compare_runs(pooled, params, names, pairs)
     outputs.append(str(write_json(comparisons, root / EVAL_METRICS_DIR / "comparisons.json")))
-    per_seed_cmp = {str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names,
-                                         pairs)
-                    for s in params.train.seeds}
+    per_seed_cmp = {
+        str(s): compare_runs({(r, t): df for (r, t, ss), df in scored.items() if ss == s}, params, names, pairs)
+        for s in params.train.seeds
+    }
     outputs.append(str(write_json(per_seed_cmp, root / EVAL_METRICS_DIR / "comparisons_per_seed.json")))
     return build_tables(params, records, comparisons, per_seed_cmp, synthetic, root)
 
@@ -328,16 +375,24 @@ def note_gaze_inputs(report: dict, params: Params) -> None:
     """Name the runs that were given the test gaze (the gaze-input baselines), if any, in the report."""
     gaze_runs = {name: list(r.gaze_inputs) for name, r in params.runs.items() if r.gaze_inputs}
     if gaze_runs:
-        report["generation"]["gaze_inputs"] = {**gaze_runs, "note": "these runs alone were given the test "
-                                               "gaze (prompt text / overlaid frames), as they were trained"}
+        report["generation"]["gaze_inputs"] = {
+            **gaze_runs,
+            "note": "these runs alone were given the test gaze (prompt text / overlaid frames), as they were trained",
+        }
 
 
 def backbone_label(params: Params) -> str:
     return f"{params.model.backbone} ({params.model.preset} preset, data {params.data.root})"
 
 
-def build_tables(params: Params, records: Mapping[tuple[str, str], dict], comparisons: Mapping,
-                 per_seed_cmp: Mapping, synthetic: bool, root: Path = Path(".")) -> dict[str, list[str]]:
+def build_tables(
+    params: Params,
+    records: Mapping[tuple[str, str], dict],
+    comparisons: Mapping,
+    per_seed_cmp: Mapping,
+    synthetic: bool,
+    root: Path = Path("."),
+) -> dict[str, list[str]]:
     """Write Table 1 (ours per run with controls, gains, the paper's numbers), its per-seed appendix,
     Table 2 (when a lambda sweep exists), the all-metrics and comparisons tables."""
     out_dir = root / layout.TABLES_DIR
@@ -346,39 +401,62 @@ def build_tables(params: Params, records: Mapping[tuple[str, str], dict], compar
     label = backbone_label(params)
     runs = list(params.runs)
     metric_cols = ["semantic", *grounded_metrics(synthetic)]
-    num, disp, caption = tables.table1_runs(records, comparisons, runs=runs, tasks=tasks, metrics=metric_cols,
-                                            label=label)
-    paper_num, paper_disp = tables.table1(records, comparisons, backbone=params.model.backbone, label=label,
-                                          tasks=tasks)
-    paper_caption = ("Paper shape (semantic score, base vs gaze, every paper backbone). Paper columns: Ego4D "
-                     f"numbers copied from {tables.PAPER_SOURCE}, for reference only (other data, other model size).")
-    written["table1"] = [str(p) for p in tables.write_table(
-        num, disp, out_dir / "table1", caption, extra=[(paper_caption, paper_num, paper_disp)])]
+    num, disp, caption = tables.table1_runs(
+        records, comparisons, runs=runs, tasks=tasks, metrics=metric_cols, label=label
+    )
+    paper_num, paper_disp = tables.table1(
+        records, comparisons, backbone=params.model.backbone, label=label, tasks=tasks
+    )
+    paper_caption = (
+        "Paper shape (semantic score, base vs gaze, every paper backbone). Paper columns: Ego4D "
+        f"numbers copied from {tables.PAPER_SOURCE}, for reference only (other data, other model size)."
+    )
+    written["table1"] = [
+        str(p)
+        for p in tables.write_table(
+            num, disp, out_dir / "table1", caption, extra=[(paper_caption, paper_num, paper_disp)]
+        )
+    ]
     num, disp, caption = tables.table1_seeds(records, per_seed_cmp, runs=runs, tasks=tasks, metrics=metric_cols)
     written["table1_seeds"] = [str(p) for p in tables.write_table(num, disp, out_dir / "table1_seeds", caption)]
     sweep = tables.lambda_sweep(params.runs)
     if sweep:
         num, disp = tables.lambda_table(records, sweep, backbone=params.model.backbone, label=label, tasks=tasks)
-        cap = ("Table 2 shape (lambda sweep over the runs with the gaze block): semantic score of generated text, "
-               "mean over seeds [95% video-bootstrap CI]. Paper columns for reference.")
+        cap = (
+            "Table 2 shape (lambda sweep over the runs with the gaze block): semantic score of generated text, "
+            "mean over seeds [95% video-bootstrap CI]. Paper columns for reference."
+        )
         written["table2"] = [str(p) for p in tables.write_table(num, disp, out_dir / "table2", cap)]
     names = [*TEXT_METRICS, *grounded_metrics(synthetic)]
     num, disp = tables.metrics_table(records, metric_names=names)
-    written["metrics"] = [str(p) for p in tables.write_table(
-        num, disp, out_dir / "metrics",
-        "All scores per run and task (mean over seeds [95% video-bootstrap CI]): generated text (the real scores) "
-        "and, labelled, the teacher-forced argmax score (the authors' protocol: next-token argmax given the "
-        "reference prefix; not a generation score).")]
+    written["metrics"] = [
+        str(p)
+        for p in tables.write_table(
+            num,
+            disp,
+            out_dir / "metrics",
+            "All scores per run and task (mean over seeds [95% video-bootstrap CI]): generated text (the real scores) "
+            "and, labelled, the teacher-forced argmax score (the authors' protocol: next-token argmax given the "
+            "reference prefix; not a generation score).",
+        )
+    ]
     num, disp = tables.comparisons_table(comparisons, metric_names=names)
-    written["comparisons"] = [str(p) for p in tables.write_table(
-        num, disp, out_dir / "comparisons",
-        "Paired comparisons on the same test windows, pooled over seeds: mean(a − b) [95% video-bootstrap CI], "
-        "p from sign flips of the per-video mean differences.")]
+    written["comparisons"] = [
+        str(p)
+        for p in tables.write_table(
+            num,
+            disp,
+            out_dir / "comparisons",
+            "Paired comparisons on the same test windows, pooled over seeds: mean(a − b) [95% video-bootstrap CI], "
+            "p from sign flips of the per-video mean differences.",
+        )
+    ]
     return written
 
 
-def load_predictions(params: Params, root: Path = Path("."), seed: int | None = None
-                     ) -> dict[tuple[str, str], pd.DataFrame]:
+def load_predictions(
+    params: Params, root: Path = Path("."), seed: int | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
     """The scored predictions written by `run` for one seed (default the first), keyed by (run, task)."""
     seed = params.train.seeds[0] if seed is None else seed
     out = {}

@@ -12,6 +12,7 @@ not independent samples: the unit of resampling is the video (any `groups` label
 Without `groups` every observation is its own group (the window-level procedure).
 Every estimate records n (observations) and n_videos (groups) beside it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -101,14 +102,27 @@ def _cluster_ci(sums: np.ndarray, counts: np.ndarray, n_resamples: int, seed: in
         return float(means[0]), float(means[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=sstats.DegenerateDataWarning)
-        res = sstats.bootstrap((sums, counts), _pooled_mean, paired=True, vectorized=True,
-                               n_resamples=n_resamples, confidence_level=CONFIDENCE, method="percentile",
-                               rng=np.random.default_rng(seed))
+        res = sstats.bootstrap(
+            (sums, counts),
+            _pooled_mean,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, groups: Sequence | None = None, *, n_resamples: int = 1000,
-            seed: int = 0, allow_nan: bool = False) -> Estimate:
+def mean_ci(
+    values: Sequence[float] | np.ndarray,
+    groups: Sequence | None = None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    allow_nan: bool = False,
+) -> Estimate:
     """Pooled mean of the scored values with a 95% bootstrap interval over groups (videos).
 
     values: (N,) or (N, T) (frames of windows; NaN = not scored, only with allow_nan); groups: (N,)
@@ -123,8 +137,9 @@ def mean_ci(values: Sequence[float] | np.ndarray, groups: Sequence | None = None
     return Estimate(float(sums.sum() / n), low, high, n, int(len(sums)))
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], groups: Sequence | None = None, *,
-                n_resamples: int = 1000, seed: int = 0) -> Comparison:
+def paired_test(
+    a: Sequence[float], b: Sequence[float], groups: Sequence | None = None, *, n_resamples: int = 1000, seed: int = 0
+) -> Comparison:
     """Compare run a with run b on the same observations (element i of both is the same window)."""
     xa, ya = _values(a, "paired_test a", False), _values(b, "paired_test b", False)
     if xa.shape[1] != 1 or ya.shape[1] != 1:  # [:, 0] would silently keep the first frame only
@@ -145,7 +160,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], groups: Sequence | None 
     low, high = _cluster_ci(sums, counts, n_resamples, seed)
     xs, _ = cluster_sums(x[:, None], codes)
     ys, _ = cluster_sums(y[:, None], codes)
-    xv, yv = xs / counts, ys / counts         # per-video means of each run
+    xv, yv = xs / counts, ys / counts  # per-video means of each run
 
     def mean_diff(u, v, axis=-1):
         return np.mean(u - v, axis=axis)
@@ -153,9 +168,15 @@ def paired_test(a: Sequence[float], b: Sequence[float], groups: Sequence | None 
     if np.all(xv == yv):
         p = 1.0
     else:
-        perm = sstats.permutation_test((xv, yv), mean_diff, permutation_type="samples", vectorized=True,
-                                       n_resamples=n_resamples, alternative="two-sided",
-                                       rng=np.random.default_rng(seed))
+        perm = sstats.permutation_test(
+            (xv, yv),
+            mean_diff,
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=n_resamples,
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
+        )
         p = float(min(1.0, perm.pvalue))
     return Comparison(diff, low, high, p, n, int(len(sums)), float(x.mean()), float(y.mean()))
 

@@ -5,6 +5,7 @@ Each builder returns two frames with the same rows: `numbers` (plain floats, wri
 metrics JSON written by the stage (one dict per run and task, see stage.metrics_record) and from
 comparisons.json; paper cells are copied from reference/paper.md and never mixed with ours.
 """
+
 from __future__ import annotations
 
 import math

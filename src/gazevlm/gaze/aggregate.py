@@ -6,6 +6,7 @@ With the occlusion filter on, an earlier frame whose forward/backward flow is in
 than eta of its pixels is dropped (occlusion.py). Frames whose gaze is not valid never reach the
 flow (nothing to move, and no flow is computed for them); points moved out of the frame are dropped.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,10 +24,10 @@ from gazevlm.gaze.occlusion import consistency
 
 # Per considered frame, why its point was or was not used.
 USED = "used"
-INVALID_GAZE = "invalid_gaze"          # label untracked / out_of_frame, no gaze row, or not finite
-OCCLUDED = "occluded"                  # failed the forward/backward consistency test
-MOVED_OUT = "moved_out_of_frame"       # its point left the keyframe after the flow
-FRAME_MISSING = "frame_missing"        # the video had no such frame (short video)
+INVALID_GAZE = "invalid_gaze"  # label untracked / out_of_frame, no gaze row, or not finite
+OCCLUDED = "occluded"  # failed the forward/backward consistency test
+MOVED_OUT = "moved_out_of_frame"  # its point left the keyframe after the flow
+FRAME_MISSING = "frame_missing"  # the video had no such frame (short video)
 FRAME_STATUSES = (USED, INVALID_GAZE, OCCLUDED, MOVED_OUT, FRAME_MISSING)
 
 
@@ -51,8 +52,9 @@ class Timings:
 class GazeTrack:
     """One video's per-frame gaze, indexed by absolute frame number (never by row order)."""
 
-    def __init__(self, frames: np.ndarray, x: np.ndarray, y: np.ndarray, valid: np.ndarray,
-                 width: int, height: int) -> None:
+    def __init__(
+        self, frames: np.ndarray, x: np.ndarray, y: np.ndarray, valid: np.ndarray, width: int, height: int
+    ) -> None:
         frames = np.asarray(frames, dtype=np.int64)
         if len(frames) and frames.min() < 0:
             raise ValueError("negative frame index in the gaze table")
@@ -69,8 +71,14 @@ class GazeTrack:
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, width: int, height: int) -> GazeTrack:
-        return cls(table["frame"].to_numpy(), table["x"].to_numpy(), table["y"].to_numpy(),
-                   table["valid"].fillna(False).to_numpy(dtype=bool), width, height)
+        return cls(
+            table["frame"].to_numpy(),
+            table["x"].to_numpy(),
+            table["y"].to_numpy(),
+            table["valid"].fillna(False).to_numpy(dtype=bool),
+            width,
+            height,
+        )
 
     def point(self, frame: int) -> tuple[float, float] | None:
         """The frame's gaze point if it is valid, finite and inside the frame, else None."""
@@ -87,8 +95,8 @@ class Aggregation:
     """The points that make a keyframe's heatmap and the fate of every frame considered."""
 
     keyframe: int
-    points: np.ndarray                                   # (K, 2) x, y at the keyframe, native px
-    frames: list[int] = field(default_factory=list)      # earlier frames then the keyframe
+    points: np.ndarray  # (K, 2) x, y at the keyframe, native px
+    frames: list[int] = field(default_factory=list)  # earlier frames then the keyframe
     status: list[str] = field(default_factory=list)
     inconsistent: list[float] = field(default_factory=list)  # NaN where not tested
     moved: list[tuple[float, float]] = field(default_factory=list)  # NaN where no point
@@ -97,8 +105,13 @@ class Aggregation:
     def valid(self) -> bool:
         return len(self.points) > 0
 
-    def record(self, frame: int, status: str, inconsistent: float = float("nan"),
-               moved: tuple[float, float] = (float("nan"), float("nan"))) -> None:
+    def record(
+        self,
+        frame: int,
+        status: str,
+        inconsistent: float = float("nan"),
+        moved: tuple[float, float] = (float("nan"), float("nan")),
+    ) -> None:
         self.frames.append(frame)
         self.status.append(status)
         self.inconsistent.append(inconsistent)
@@ -124,8 +137,15 @@ def single_point(track: GazeTrack, keyframe: int) -> Aggregation:
 class Aggregator:
     """Moves earlier gaze points onto a keyframe with a flow backend, dropping occluded frames."""
 
-    def __init__(self, backend: FlowBackend, flow_scale: float, eps_px: float, eta: float,
-                 occlusion_filter: bool, timings: Timings | None = None) -> None:
+    def __init__(
+        self,
+        backend: FlowBackend,
+        flow_scale: float,
+        eps_px: float,
+        eta: float,
+        occlusion_filter: bool,
+        timings: Timings | None = None,
+    ) -> None:
         if not 0 <= eta <= 1:
             raise ValueError(f"heatmaps.eta must be in [0, 1], got {eta}")
         self.backend = backend
@@ -160,8 +180,9 @@ class Aggregator:
         agg.points = np.array(points, dtype=np.float64).reshape(-1, 2)
         return agg
 
-    def _move(self, p: tuple[float, float], src: Any, dst: Any, width: int,
-              height: int) -> tuple[str, float, tuple[float, float]]:
+    def _move(
+        self, p: tuple[float, float], src: Any, dst: Any, width: int, height: int
+    ) -> tuple[str, float, tuple[float, float]]:
         with self.timings.section("flow"):
             fw, bw = self.backend.flow_pair(src, dst, backward=self.occlusion_filter)
         with self.timings.section("warp"):

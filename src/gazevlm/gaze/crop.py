@@ -4,6 +4,7 @@ One geometry object maps a native frame to the encoder's square input. The shard
 heatmaps both go through `CropGeometry.apply`, so a patch target can never be cut from a different
 region than the pixels the model sees (pitfall 1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ class CropGeometry:
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(
                 f"image of shape {image.shape[:2]} (rows, cols) does not match the frame geometry "
-                f"{self.height}x{self.width} (rows x cols)")
+                f"{self.height}x{self.width} (rows x cols)"
+            )
         resized = cv2.resize(image, (self.resized_width, self.resized_height), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(resized[self.top:self.top + self.size, self.left:self.left + self.size])
+        return np.ascontiguousarray(resized[self.top : self.top + self.size, self.left : self.left + self.size])
 
     def to_crop(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Native (x, y) pixel coordinates -> coordinates in the cropped square (same convention)."""

@@ -3,6 +3,7 @@
 They read the stage's outputs (reports/heatmaps.json, data/heatmaps/keyframes.parquet, the shards)
 and, for the occlusion examples only, decode the two frames involved again.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,8 +48,11 @@ def keyframe_table() -> pd.DataFrame:
 
 def summary_table(report: dict[str, Any]) -> pd.DataFrame:
     """Windows written and frames without gaze per task and split."""
-    rows = [{"task": task, "split": split, **cell} for task, splits in report["windows_written"].items()
-            for split, cell in splits.items()]
+    rows = [
+        {"task": task, "split": split, **cell}
+        for task, splits in report["windows_written"].items()
+        for split, cell in splits.items()
+    ]
     return pd.DataFrame(rows).set_index(["task", "split"]).sort_index()
 
 
@@ -57,10 +61,18 @@ def gaze_counts_table(report: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for split, c in sorted(report["gaze_frames"].items()):
         kf = report["keyframes"].get(split, {})
-        rows.append({"split": split, "frames": c["frames"], "valid": c["valid"], "invalid": c["invalid"],
-                     **{f"label:{k}": v for k, v in c["by_label"].items()},
-                     "keyframes": kf.get("computed", 0), "keyframes valid": kf.get("valid", 0),
-                     "keyframes without gaze": kf.get("computed", 0) - kf.get("valid", 0)})
+        rows.append(
+            {
+                "split": split,
+                "frames": c["frames"],
+                "valid": c["valid"],
+                "invalid": c["invalid"],
+                **{f"label:{k}": v for k, v in c["by_label"].items()},
+                "keyframes": kf.get("computed", 0),
+                "keyframes valid": kf.get("valid", 0),
+                "keyframes without gaze": kf.get("computed", 0) - kf.get("valid", 0),
+            }
+        )
     return pd.DataFrame(rows).set_index("split").fillna(0).astype(int)
 
 
@@ -74,8 +86,9 @@ def gaze_counts_plot(report: dict[str, Any]) -> Figure:
     axes[0].set_ylabel("share of video frames")
     axes[0].set_title("gaze label per frame")
     axes[0].legend(fontsize=8, loc="lower right")
-    table[["keyframes valid", "keyframes without gaze"]].plot.bar(stacked=True, ax=axes[1], rot=0,
-                                                                  color=["tab:green", "tab:red"])
+    table[["keyframes valid", "keyframes without gaze"]].plot.bar(
+        stacked=True, ax=axes[1], rot=0, color=["tab:green", "tab:red"]
+    )
     axes[1].set_ylabel("keyframes")
     axes[1].set_title("keyframes with a heatmap vs 'no gaze' mask")
     fig.tight_layout()
@@ -124,8 +137,9 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
         ax_row[1].scatter(r["gaze_x"], r["gaze_y"], s=10, c="white", label="raw")
         if used:
             ax_row[1].scatter(*zip(*used, strict=False), s=10, c="cyan", label="moved by flow")
-        bad = [(x, y) for x, y, s in zip(r["gaze_x"], r["gaze_y"], status, strict=False)
-               if s in (A.OCCLUDED, A.MOVED_OUT)]
+        bad = [
+            (x, y) for x, y, s in zip(r["gaze_x"], r["gaze_y"], status, strict=False) if s in (A.OCCLUDED, A.MOVED_OUT)
+        ]
         if bad:
             ax_row[1].scatter(*zip(*bad, strict=False), s=30, c="red", marker="x", label="dropped")
         ax_row[1].legend(fontsize=7, loc="lower right")

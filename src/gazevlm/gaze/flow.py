@@ -4,6 +4,7 @@ A backend turns a BGR frame into its own prepared form at `scale` x native resol
 and computes the flow between two prepared frames: flow[r, c] = (dx, dy) moves pixel (c, r) of the
 source onto the destination, in pixels of the prepared (scaled) resolution.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,9 @@ class FarnebackFlow(_OpenCVFlow):
     name = "farneback"
 
     def _flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=4, winsize=15,
-                                            iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+        return cv2.calcOpticalFlowFarneback(
+            a, b, None, pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0
+        )
 
 
 def raft_weight_candidates(variant: str, explicit: str | os.PathLike | None) -> list[Path]:
@@ -98,8 +100,9 @@ def raft_weight_candidates(variant: str, explicit: str | os.PathLike | None) -> 
 class RaftFlow:
     """torchvision RAFT (large or small) from a local checkpoint; never downloads."""
 
-    def __init__(self, variant: str = "raft", weights: str | os.PathLike | None = None,
-                 num_flow_updates: int = 12) -> None:
+    def __init__(
+        self, variant: str = "raft", weights: str | os.PathLike | None = None, num_flow_updates: int = 12
+    ) -> None:
         import torch
         from torchvision.models.optical_flow import raft_large, raft_small
 
@@ -109,7 +112,8 @@ class RaftFlow:
             raise FlowBackendError(
                 f"heatmaps.flow={variant!r} needs local RAFT weights; not found at "
                 f"{', '.join(str(p) for p in candidates)}. Put torchvision's checkpoint there or set "
-                f"heatmaps.raft_weights, or use flow: dis / farneback (no weights needed).")
+                f"heatmaps.raft_weights, or use flow: dis / farneback (no weights needed)."
+            )
         self.name = variant
         self.weights_path = found
         self._torch = torch

@@ -4,6 +4,7 @@ Frames are decoded in order with grab() (no colour conversion) and only the want
 cheaper and more reliable than seeking per frame, and indices are counted, never inferred from a
 timestamp or a file order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

@@ -6,6 +6,7 @@ normalised to unit mass inside the frame (so a point near the border weighs as m
 middle), the K are summed and the total normalised to 1. No points -> no heatmap: callers carry an
 explicit valid=False instead of a uniform fake.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def gaussian_axes(points: np.ndarray, height: int, width: int, sigma: float) -> 
     if not sigma > 0:
         raise ValueError(f"heatmaps.sigma_px must be > 0, got {sigma}")
     x, y = points[:, 0], points[:, 1]
-    if not (np.isfinite(points).all() and (x >= 0).all() and (x < width).all()
-            and (y >= 0).all() and (y < height).all()):
+    if not (
+        np.isfinite(points).all() and (x >= 0).all() and (x < width).all() and (y >= 0).all() and (y < height).all()
+    ):
         raise ValueError(f"gaze points outside the {width}x{height} frame or not finite: {points.tolist()}")
     gx = _axis_weights(x, width, sigma) / np.float32(len(points))
     gy = _axis_weights(y, height, sigma)
@@ -46,7 +48,7 @@ def gaussian_axes(points: np.ndarray, height: int, width: int, sigma: float) -> 
 def gaussian_heatmap(points: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
     """(H, W) float32 summing to 1 from (K, 2) points (x, y) inside the frame; K >= 1."""
     gy, gx = gaussian_axes(points, height, width, sigma)
-    return gy.T @ gx                    # rows are y, columns are x
+    return gy.T @ gx  # rows are y, columns are x
 
 
 def single_point_heatmap(x: float, y: float, height: int, width: int, sigma: float) -> np.ndarray:

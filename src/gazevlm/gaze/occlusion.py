@@ -6,6 +6,7 @@ discrepancy exceeds eps, or when p_hat leaves the keyframe (its content is not v
 there is no backward flow to check it against: our choice, the paper is silent). The frame is
 occluded when more than eta of its pixels are inconsistent.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Consistency:
-    inconsistent: np.ndarray   # (h, w) bool at flow resolution
-    fraction: float            # share of inconsistent pixels
+    inconsistent: np.ndarray  # (h, w) bool at flow resolution
+    fraction: float  # share of inconsistent pixels
 
     def occluded(self, eta: float) -> bool:
         return self.fraction > eta
@@ -33,8 +34,14 @@ def consistency(forward: np.ndarray, backward: np.ndarray, eps: float) -> Consis
     map_y = fy + np.arange(h, dtype=np.float32)[:, None]
     # p_hat outside the keyframe samples the huge border value, so its discrepancy exceeds any eps:
     # leaving the frame counts as inconsistent without separate comparisons.
-    back = cv2.remap(backward, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=(_OUTSIDE, _OUTSIDE, 0, 0))
+    back = cv2.remap(
+        backward,
+        map_x,
+        map_y,
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(_OUTSIDE, _OUTSIDE, 0, 0),
+    )
     bx, by = cv2.split(back)
     bad = cv2.magnitude(fx + bx, fy + by) > eps
     return Consistency(bad, float(np.count_nonzero(bad)) / bad.size)

@@ -7,6 +7,7 @@ data/shards/<task>/<split>-NNNNNN.tar with a manifest per split, plus data/heatm
 (per keyframe: the fate of every frame considered, for analysis), reports/heatmaps.json (results)
 and reports/heatmaps_timings.json (speed).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,8 @@ from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_sha
 
 HEATMAPS_DIR = Path("data/heatmaps")
 KEYFRAMES_TABLE = HEATMAPS_DIR / "keyframes.parquet"
-REPORT_PATH = layout.REPORTS_DIR / "heatmaps.json"            # results: a DVC metrics file
-TIMINGS_PATH = layout.REPORTS_DIR / "heatmaps_timings.json"   # speed: an uncached out, not a metric
+REPORT_PATH = layout.REPORTS_DIR / "heatmaps.json"  # results: a DVC metrics file
+TIMINGS_PATH = layout.REPORTS_DIR / "heatmaps_timings.json"  # speed: an uncached out, not a metric
 # Windows held back per (task, split) before writing, so shards mix videos (bounded memory).
 WRITE_POOL = 4096
 
@@ -44,8 +45,7 @@ REQUIRED_COLUMNS = {
     layout.EXTRACT_DIR / "videos.parquet": ["uid", "fps", "width", "height", "split", "video_path"],
     layout.EXTRACT_DIR / "gaze_frames.parquet": ["uid", "frame", "x", "y", "label", "valid"],
     layout.EXTRACT_DIR / "keyframes.parquet": ["keyframe_id", "uid", "frame", "t", "split", "path"],
-    layout.EXTRACT_DIR / "windows.parquet": ["window_id", "task", "uid", "split", "obs_frames",
-                                             "obs_keyframe_ids"],
+    layout.EXTRACT_DIR / "windows.parquet": ["window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids"],
     layout.ANNOTATE_DIR / "targets.parquet": ["window_id", "task", "split", "target_text", "dropped"],
 }
 
@@ -58,15 +58,15 @@ class HeatmapInputError(ValueError):
 class KeyframeResult:
     keyframe_id: str
     valid: bool
-    reason: str             # ok | no_valid_gaze | outside_crop
-    jpeg: bytes             # the frame after the preset's resize + centre crop
-    target: np.ndarray      # (grid, grid) float32
-    heatmap: np.ndarray     # (S, S) float16
+    reason: str  # ok | no_valid_gaze | outside_crop
+    jpeg: bytes  # the frame after the preset's resize + centre crop
+    target: np.ndarray  # (grid, grid) float32
+    heatmap: np.ndarray  # (S, S) float16
 
 
 def check_params(hp: HeatmapParams) -> None:
     """Ranges and choices of the heatmaps section: gazevlm.params checks them (the one place)."""
-    with_overrides(Params(), heatmaps=asdict(hp))   # raises ParamsError naming the key
+    with_overrides(Params(), heatmaps=asdict(hp))  # raises ParamsError naming the key
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -83,8 +83,9 @@ def n_previous_frames(delta_ms: float, fps: float) -> int:
     return int(round(delta_ms / 1000.0 * fps))
 
 
-def keyframe_heatmap(aggregation: Aggregation, geometry: CropGeometry, grid: int, hp: HeatmapParams,
-                     timings: Timings) -> tuple[bool, str, np.ndarray, np.ndarray, float]:
+def keyframe_heatmap(
+    aggregation: Aggregation, geometry: CropGeometry, grid: int, hp: HeatmapParams, timings: Timings
+) -> tuple[bool, str, np.ndarray, np.ndarray, float]:
     """(valid, reason, target (grid, grid), heatmap (S, S) float16, visible mass) for one keyframe."""
     s = hp.heatmap_size
     if not aggregation.valid:
@@ -106,15 +107,16 @@ def _timed(iterator: Iterator[Any], timings: Timings, name: str) -> Iterator[Any
         yield item
 
 
-def aggregate_video(video: pd.Series, keyframes: pd.DataFrame, track: GazeTrack, aggregator: Aggregator,
-                    n_prev: int, timings: Timings) -> tuple[dict[str, Aggregation], set[str]]:
+def aggregate_video(
+    video: pd.Series, keyframes: pd.DataFrame, track: GazeTrack, aggregator: Aggregator, n_prev: int, timings: Timings
+) -> tuple[dict[str, Aggregation], set[str]]:
     """Aggregations for a video's keyframes from one sequential pass over the needed frames.
     Returns them and the keyframes whose own frame the video did not deliver (short video)."""
     kfs = keyframes.sort_values("frame")
     need_video: dict[str, list[int]] = {}
     for kid, frame in zip(kfs["keyframe_id"], kfs["frame"], strict=False):
         earlier = [tau for tau in agg_mod.window_frames(int(frame), n_prev)[:-1] if track.point(tau) is not None]
-        if earlier:   # no earlier valid point: nothing to move, the video is not needed for this one
+        if earlier:  # no earlier valid point: nothing to move, the video is not needed for this one
             need_video[kid] = earlier + [int(frame)]
     out: dict[str, Aggregation] = {}
     short: set[str] = set()
@@ -136,29 +138,48 @@ def aggregate_video(video: pd.Series, keyframes: pd.DataFrame, track: GazeTrack,
 
     for index, frame in _timed(read_frames(video["video_path"], wanted), timings, "decode"):
         if frame.shape[:2] != expected:
-            raise HeatmapInputError(f"{video['video_path']}: frames are {frame.shape[1]}x{frame.shape[0]} but "
-                                    f"videos.parquet says {expected[1]}x{expected[0]} (gaze is in those pixels)")
+            raise HeatmapInputError(
+                f"{video['video_path']}: frames are {frame.shape[1]}x{frame.shape[0]} but "
+                f"videos.parquet says {expected[1]}x{expected[0]} (gaze is in those pixels)"
+            )
         buffer[index] = aggregator.prepare(frame)
         while pending and frame_of[pending[0]] <= index:
             finish(pending.pop(0))
             low = frame_of[pending[0]] - n_prev if pending else index + 1
             for f in [f for f in buffer if f < low]:
                 del buffer[f]
-    for kid in pending:   # the video ended before these keyframes
+    for kid in pending:  # the video ended before these keyframes
         finish(kid)
     return out, short
 
 
-def _record(kf: pd.Series, video: pd.Series, aggregation: Aggregation, track: GazeTrack, valid: bool,
-            reason: str, visible: float) -> dict[str, Any]:
+def _record(
+    kf: pd.Series,
+    video: pd.Series,
+    aggregation: Aggregation,
+    track: GazeTrack,
+    valid: bool,
+    reason: str,
+    visible: float,
+) -> dict[str, Any]:
     raw = [track.point(f) or (float("nan"), float("nan")) for f in aggregation.frames]
     return {
-        "keyframe_id": kf["keyframe_id"], "uid": kf["uid"], "frame": int(kf["frame"]), "t": float(kf["t"]),
-        "split": video["split"], "valid": bool(valid), "reason": reason, "n_points": int(len(aggregation.points)),
-        "visible_mass": float(visible), "src_frames": [int(f) for f in aggregation.frames],
-        "status": list(aggregation.status), "inconsistent": [float(v) for v in aggregation.inconsistent],
-        "gaze_x": [float(p[0]) for p in raw], "gaze_y": [float(p[1]) for p in raw],
-        "moved_x": [float(p[0]) for p in aggregation.moved], "moved_y": [float(p[1]) for p in aggregation.moved],
+        "keyframe_id": kf["keyframe_id"],
+        "uid": kf["uid"],
+        "frame": int(kf["frame"]),
+        "t": float(kf["t"]),
+        "split": video["split"],
+        "valid": bool(valid),
+        "reason": reason,
+        "n_points": int(len(aggregation.points)),
+        "visible_mass": float(visible),
+        "src_frames": [int(f) for f in aggregation.frames],
+        "status": list(aggregation.status),
+        "inconsistent": [float(v) for v in aggregation.inconsistent],
+        "gaze_x": [float(p[0]) for p in raw],
+        "gaze_y": [float(p[1]) for p in raw],
+        "moved_x": [float(p[0]) for p in aggregation.moved],
+        "moved_y": [float(p[1]) for p in aggregation.moved],
     }
 
 
@@ -167,15 +188,25 @@ def _gaze_counts(gaze: pd.DataFrame, videos: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split, part in merged.groupby("split", sort=True):
         valid = part["valid"].fillna(False).astype(bool)
-        out[str(split)] = {"frames": int(len(part)), "valid": int(valid.sum()), "invalid": int((~valid).sum()),
-                           "by_label": {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()}}
+        out[str(split)] = {
+            "frames": int(len(part)),
+            "valid": int(valid.sum()),
+            "invalid": int((~valid).sum()),
+            "by_label": {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()},
+        }
     return out
 
 
 def _encode(item: tuple[str, list[KeyframeResult], dict[str, Any]]) -> dict[str, Any]:
     window_id, res, meta = item
-    return encode_sample(window_id, [r.jpeg for r in res], np.stack([r.target for r in res]),
-                         np.array([r.valid for r in res]), np.stack([r.heatmap for r in res]), meta)
+    return encode_sample(
+        window_id,
+        [r.jpeg for r in res],
+        np.stack([r.target for r in res]),
+        np.array([r.valid for r in res]),
+        np.stack([r.heatmap for r in res]),
+        meta,
+    )
 
 
 def _duration_s(video: pd.Series) -> float:
@@ -190,10 +221,10 @@ def _duration_s(video: pd.Series) -> float:
 class Inputs:
     """The stage's input tables, checked against the layout contract."""
 
-    videos: dict[str, pd.Series]         # uid -> row of videos.parquet
+    videos: dict[str, pd.Series]  # uid -> row of videos.parquet
     gaze: pd.DataFrame
-    keyframes: pd.DataFrame              # only the keyframes some kept window observes
-    windows: pd.DataFrame                # windows not dropped by annotation, with target_text
+    keyframes: pd.DataFrame  # only the keyframes some kept window observes
+    windows: pd.DataFrame  # windows not dropped by annotation, with target_text
 
 
 def load_inputs() -> Inputs:
@@ -202,13 +233,16 @@ def load_inputs() -> Inputs:
     kept = targets[~targets["dropped"].astype(bool)][["window_id", "split", "target_text"]]
     unknown = sorted(set(kept["window_id"]) - set(windows["window_id"]))
     if unknown:
-        raise HeatmapInputError(f"{layout.ANNOTATE_DIR / 'targets.parquet'}: {len(unknown)} window(s) not in "
-                                f"windows.parquet, e.g. {unknown[:3]}")
+        raise HeatmapInputError(
+            f"{layout.ANNOTATE_DIR / 'targets.parquet'}: {len(unknown)} window(s) not in "
+            f"windows.parquet, e.g. {unknown[:3]}"
+        )
     win = windows.merge(kept, on="window_id", how="inner", suffixes=("", "_target"))
     bad_split = win[win["split"] != win["split_target"]]
     if len(bad_split):
-        raise HeatmapInputError(f"targets.parquet and windows.parquet disagree on the split of "
-                                f"{list(bad_split['window_id'][:3])}")
+        raise HeatmapInputError(
+            f"targets.parquet and windows.parquet disagree on the split of {list(bad_split['window_id'][:3])}"
+        )
     needed = {k for ids in win["obs_keyframe_ids"] for k in ids}
     keyframes = t["keyframes"][t["keyframes"]["keyframe_id"].isin(needed)]
     missing = sorted(needed - set(keyframes["keyframe_id"]))
@@ -225,19 +259,28 @@ class _Tally:
     """Everything the report counts."""
 
     def __init__(self) -> None:
-        self.earlier: Counter[str] = Counter()                       # fate of earlier frames' points
+        self.earlier: Counter[str] = Counter()  # fate of earlier frames' points
         self.keyframes: dict[str, Counter[str]] = defaultdict(Counter)
         self.skipped_windows: Counter[str] = Counter()
         self.skipped_examples: list[str] = []
         self.written: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         # windows written without a single valid gaze frame (they weigh nothing in the gaze loss)
         self.no_gaze_windows: dict[str, Counter[str]] = defaultdict(Counter)
-        self.records: list[dict[str, Any]] = []                      # rows of keyframes.parquet
+        self.records: list[dict[str, Any]] = []  # rows of keyframes.parquet
 
 
-def keyframe_results(video: pd.Series, kfs: pd.DataFrame, track: GazeTrack, aggregations: dict[str, Aggregation],
-                     short: set[str], geometry: CropGeometry, grid: int, hp: HeatmapParams, timings: Timings,
-                     tally: _Tally) -> dict[str, KeyframeResult | str]:
+def keyframe_results(
+    video: pd.Series,
+    kfs: pd.DataFrame,
+    track: GazeTrack,
+    aggregations: dict[str, Aggregation],
+    short: set[str],
+    geometry: CropGeometry,
+    grid: int,
+    hp: HeatmapParams,
+    timings: Timings,
+    tally: _Tally,
+) -> dict[str, KeyframeResult | str]:
     """Per keyframe of one video: its result, or the reason it cannot be used (a counted skip)."""
     split = str(video["split"])
     results: dict[str, KeyframeResult | str] = {}
@@ -245,7 +288,7 @@ def keyframe_results(video: pd.Series, kfs: pd.DataFrame, track: GazeTrack, aggr
         kid = kf["keyframe_id"]
         aggregation = aggregations[kid]
         if hp.aggregate:
-            tally.earlier.update(aggregation.status[:-1])   # the last one is the keyframe itself
+            tally.earlier.update(aggregation.status[:-1])  # the last one is the keyframe itself
         if kid in short:
             results[kid] = "video_frames_short"
             tally.keyframes[split]["video_frames_short"] += 1
@@ -254,8 +297,10 @@ def keyframe_results(video: pd.Series, kfs: pd.DataFrame, track: GazeTrack, aggr
             with timings.section("images"):
                 image = read_image(kf["path"])
                 if image.shape[:2] != (geometry.height, geometry.width):
-                    raise HeatmapInputError(f"{kf['path']}: keyframe image is {image.shape[1]}x{image.shape[0]} "
-                                            f"but the video is {geometry.width}x{geometry.height}")
+                    raise HeatmapInputError(
+                        f"{kf['path']}: keyframe image is {image.shape[1]}x{image.shape[0]} "
+                        f"but the video is {geometry.width}x{geometry.height}"
+                    )
                 jpeg = encode_jpeg(geometry.apply(image))
         except ImageError as err:
             results[kid] = "keyframe_image_unreadable"
@@ -270,20 +315,31 @@ def keyframe_results(video: pd.Series, kfs: pd.DataFrame, track: GazeTrack, aggr
     return results
 
 
-def window_meta(w: pd.Series, video: pd.Series, by_id: pd.DataFrame, results: list[KeyframeResult],
-                image_size: int, grid: int) -> dict[str, Any]:
+def window_meta(
+    w: pd.Series, video: pd.Series, by_id: pd.DataFrame, results: list[KeyframeResult], image_size: int, grid: int
+) -> dict[str, Any]:
     """The sample's json: absolute frame indices and timestamps, never a file order (pitfall 6).
     `by_id`: the video's keyframes indexed by keyframe_id."""
     ids = list(w["obs_keyframe_ids"])
     frames = [int(f) for f in w["obs_frames"]]
     if [int(by_id.loc[k, "frame"]) for k in ids] != frames:
-        raise HeatmapInputError(f"windows.parquet: {w['window_id']} obs_frames {frames} do not match its "
-                                f"keyframes' frames {[int(by_id.loc[k, 'frame']) for k in ids]}")
+        raise HeatmapInputError(
+            f"windows.parquet: {w['window_id']} obs_frames {frames} do not match its "
+            f"keyframes' frames {[int(by_id.loc[k, 'frame']) for k in ids]}"
+        )
     meta = {
-        "window_id": w["window_id"], "uid": w["uid"], "task": w["task"], "split": w["split"],
-        "frames": frames, "timestamps": [float(by_id.loc[k, "t"]) for k in ids], "keyframe_ids": ids,
-        "target_text": w["target_text"], "fps": float(video["fps"]),
-        "native_size": [int(video["width"]), int(video["height"])], "image_size": image_size, "grid": grid,
+        "window_id": w["window_id"],
+        "uid": w["uid"],
+        "task": w["task"],
+        "split": w["split"],
+        "frames": frames,
+        "timestamps": [float(by_id.loc[k, "t"]) for k in ids],
+        "keyframe_ids": ids,
+        "target_text": w["target_text"],
+        "fps": float(video["fps"]),
+        "native_size": [int(video["width"]), int(video["height"])],
+        "image_size": image_size,
+        "grid": grid,
         "valid": [r.valid for r in results],
     }
     for extra in ("target_frames", "target_keyframe_ids"):
@@ -299,8 +355,12 @@ def _open_writers(win: pd.DataFrame, hp: HeatmapParams, shards_root: Path) -> di
     writers = {}
     for (task, split), n in sorted(win.groupby(["task", "split"]).size().items()):
         per_shard = even_shard_size(int(n), hp.shard_max_samples)
-        writers[(task, split)] = PooledWriter(ShardSetWriter(layout.shard_pattern(task, split, shards_root), per_shard),
-                                              WRITE_POOL, random.Random(f"{hp.seed}:{task}:{split}"), _encode)
+        writers[(task, split)] = PooledWriter(
+            ShardSetWriter(layout.shard_pattern(task, split, shards_root), per_shard),
+            WRITE_POOL,
+            random.Random(f"{hp.seed}:{task}:{split}"),
+            _encode,
+        )
     return writers
 
 
@@ -311,8 +371,18 @@ def at_width(hp: HeatmapParams, width: int) -> HeatmapParams:
     return dataclasses.replace(hp, sigma_px=hp.sigma_px * scale, eps_px=hp.eps_px * scale)
 
 
-def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFrame, aggregator: Aggregator | None,
-                   image_size: int, grid: int, hp: HeatmapParams, timings: Timings, tally: _Tally) -> dict:
+def _video_results(
+    uid: str,
+    inputs: Inputs,
+    gaze_by_uid: dict,
+    kfs: pd.DataFrame,
+    aggregator: Aggregator | None,
+    image_size: int,
+    grid: int,
+    hp: HeatmapParams,
+    timings: Timings,
+    tally: _Tally,
+) -> dict:
     """Every keyframe result of one video (see keyframe_results)."""
     video = inputs.videos[uid]
     width, height = int(video["width"]), int(video["height"])
@@ -328,8 +398,9 @@ def _video_results(uid: str, inputs: Inputs, gaze_by_uid: dict, kfs: pd.DataFram
         aggregator.eps_px = hp.eps_px
         aggregations, short = aggregate_video(video, kfs, track, aggregator, n_prev, timings)
     else:
-        aggregations = {kid: single_point(track, int(f))
-                        for kid, f in zip(kfs["keyframe_id"], kfs["frame"], strict=False)}
+        aggregations = {
+            kid: single_point(track, int(f)) for kid, f in zip(kfs["keyframe_id"], kfs["frame"], strict=False)
+        }
     return keyframe_results(video, kfs, track, aggregations, short, geometry, grid, hp, timings, tally)
 
 

@@ -21,6 +21,7 @@ The committed params.yaml trains the tiny preset (lr 2e-3, global batch 32). The
 OpenFlamingo (`model.preset: paper`) with lr 7e-5, global batch 32, 10 epochs, vision encoder frozen:
   dvc exp run -S model.preset=paper -S train.lr=7e-5 -S train.batch_size=32 -S train.epochs=10
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,8 +57,16 @@ _LAZY = {
     "vision_tower": "step",
 }
 
-__all__ = ["TRAIN_REPORTS", "check_seed", "launch_command", "report_dir", "run", "torchrun_command",
-           "write_seed_metrics", *_LAZY]
+__all__ = [
+    "TRAIN_REPORTS",
+    "check_seed",
+    "launch_command",
+    "report_dir",
+    "run",
+    "torchrun_command",
+    "write_seed_metrics",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
 """`python -m gazevlm.train` (and `torchrun ... -m gazevlm.train`): see gazevlm.train.cli."""
+
 import sys
 
 from gazevlm.train.cli import main

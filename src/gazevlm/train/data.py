@@ -8,6 +8,7 @@ Both shard sources take the run's gaze inputs (gazevlm.gaze_inputs): none for ev
 gaze-input baselines, whose frames get their heatmap painted over them and/or whose batches carry
 `gaze_points` for the prompt (`prompt_inputs`).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ class DataSource(Protocol):
     def num_samples(self, split: str) -> int:
         """Number of samples of a split over all ranks."""
 
-    def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
-                shuffle: bool, seed: int) -> Iterable[dict]:
+    def batches(
+        self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int, shuffle: bool, seed: int
+    ) -> Iterable[dict]:
         """This rank's batches: pixels (B,T,3,H,W) in [0,1], gaze_target (B,T,gh,gw), gaze_valid (B,T),
         text (list[str]), window_id (list[str]); gaze_points for a gaze_text run only."""
 
@@ -44,7 +46,8 @@ def split_files(task: str, split: str, root: Path) -> list[str]:
     if not files:
         raise FileNotFoundError(
             f"{layout.shard_pattern(task, split, root)}: no {split} shards for task {task!r}"
-            " (run the heatmaps stage first)")
+            " (run the heatmaps stage first)"
+        )
     return files
 
 
@@ -65,8 +68,14 @@ def _tokenizer_texts(texts: list[str], inputs: GazeInputs) -> list[str]:
 class ShardSource:
     """The heatmap stage's shards: data/shards/<task>/<split>-NNNNNN.tar."""
 
-    def __init__(self, task: str, root: Path = layout.SHARDS_DIR, shuffle_buffer: int = 64, num_workers: int = 0,
-                 inputs: GazeInputs = gaze_inputs.NONE):
+    def __init__(
+        self,
+        task: str,
+        root: Path = layout.SHARDS_DIR,
+        shuffle_buffer: int = 64,
+        num_workers: int = 0,
+        inputs: GazeInputs = gaze_inputs.NONE,
+    ):
         self.task, self.root = task, Path(root)
         self.shuffle_buffer, self.num_workers = shuffle_buffer, num_workers
         self.inputs = inputs
@@ -103,23 +112,37 @@ class ShardSource:
         texts = []
         for rec in self._records("train"):
             if "target_text" not in rec:
-                raise ValueError(f"{self.root / self.task}: a train sample's json has no target_text "
-                                 f"(window {rec.get('window_id')!r})")
+                raise ValueError(
+                    f"{self.root / self.task}: a train sample's json has no target_text "
+                    f"(window {rec.get('window_id')!r})"
+                )
             texts.append(rec["target_text"])
         return _tokenizer_texts(texts, self.inputs)
 
     def num_samples(self, split: str) -> int:
         return len(self._records(split))
 
-    def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
-                shuffle: bool, seed: int) -> Iterable[dict]:
+    def batches(
+        self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int, shuffle: bool, seed: int
+    ) -> Iterable[dict]:
         from gazevlm import shards
 
         self._files(split)  # a clear error when the split has no shards
-        loader = shards.make_loader((self.task, split), batch_size=batch_size, with_gaze=True, rank=rank,
-                                    world_size=world_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                    shuffle_buffer=self.shuffle_buffer, num_workers=self.num_workers,
-                                    drop_last=shuffle, root=self.root, with_heatmap=self.inputs.any)
+        loader = shards.make_loader(
+            (self.task, split),
+            batch_size=batch_size,
+            with_gaze=True,
+            rank=rank,
+            world_size=world_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=epoch,
+            shuffle_buffer=self.shuffle_buffer,
+            num_workers=self.num_workers,
+            drop_last=shuffle,
+            root=self.root,
+            with_heatmap=self.inputs.any,
+        )
         if not self.inputs.any:
             return loader
         return (gaze_inputs.model_inputs(b, self.inputs, keep_loss_targets=True) for b in loader)
@@ -170,8 +193,12 @@ class VisionFeatureCache:
                 self.loaded += 1
 
     @torch.no_grad()
-    def __call__(self, window_ids: list[str], pixels: torch.Tensor | Callable[[], torch.Tensor],
-                 device: torch.device | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        window_ids: list[str],
+        pixels: torch.Tensor | Callable[[], torch.Tensor],
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
         """Features of the windows; `pixels` may be a function, called only if some window is new."""
         out = []
         got = None
@@ -180,7 +207,7 @@ class VisionFeatureCache:
             if feat is None:
                 if got is None:
                     got = pixels() if callable(pixels) else pixels
-                feat = self.encode(got[i:i + 1])
+                feat = self.encode(got[i : i + 1])
                 if not isinstance(feat, torch.Tensor):
                     raise TypeError(f"encode_vision returned {type(feat).__name__}; the cache needs a tensor")
                 feat = feat[0].detach().to(self.store)
@@ -200,7 +227,7 @@ class VisionFeatureCache:
         run computes the same features. Much faster than one window at a time on a CPU."""
         order = sorted(range(len(window_ids)), key=lambda i: window_ids[i])
         for start in range(0, len(order), chunk):
-            idx = [i for i in order[start:start + chunk] if window_ids[i] not in self.features]
+            idx = [i for i in order[start : start + chunk] if window_ids[i] not in self.features]
             if not idx:
                 continue
             feats = self.encode(frames_u8[idx].to(device).float().div_(255.0))
@@ -248,8 +275,13 @@ class MemorySource:
                 ids.append(s["window_id"])
             if not ids:
                 raise ValueError(f"{self.root / self.task}: the {split} split has no samples")
-            data = {"jpegs": jpegs, "target": torch.stack(targets), "valid": torch.stack(valids), "text": texts,
-                    "window_id": ids}
+            data = {
+                "jpegs": jpegs,
+                "target": torch.stack(targets),
+                "valid": torch.stack(valids),
+                "text": texts,
+                "window_id": ids,
+            }
             if self.inputs.any:  # a gaze-input run: the heatmap overlaid on its frames and/or its points as text
                 data["heatmap"] = torch.stack(heatmaps)
                 if self.inputs.text:
@@ -264,9 +296,12 @@ class MemorySource:
         data = self._split(split)
         if "frames" not in data:
             where = f"{self.root / self.task} {split} window"
-            frames = torch.stack([
-                torch.from_numpy(shards.decode_jpegs(j, f"{where} {w}")).permute(0, 3, 1, 2)
-                for j, w in zip(data["jpegs"], data["window_id"], strict=True)])
+            frames = torch.stack(
+                [
+                    torch.from_numpy(shards.decode_jpegs(j, f"{where} {w}")).permute(0, 3, 1, 2)
+                    for j, w in zip(data["jpegs"], data["window_id"], strict=True)
+                ]
+            )
             if self.inputs.overlay:  # made once here, so the feature cache encodes the frames the run trains on
                 frames = gaze_inputs.overlay_frames(frames, data["heatmap"], data["valid"])
             data["frames"] = frames
@@ -289,11 +324,13 @@ class MemorySource:
             if any(w not in cache.features for w in data["window_id"]):
                 cache.warm(data["window_id"], self.frames(split), device)
 
-    def batches(self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int,
-                shuffle: bool, seed: int) -> Iterator[dict]:
+    def batches(
+        self, split: str, *, epoch: int, rank: int, world_size: int, batch_size: int, shuffle: bool, seed: int
+    ) -> Iterator[dict]:
         if world_size != 1 or rank != 0:
-            raise ValueError("MemorySource serves one process; with several ranks stream the shards "
-                             "(params.train.in_memory: false)")
+            raise ValueError(
+                "MemorySource serves one process; with several ranks stream the shards (params.train.in_memory: false)"
+            )
         data = self._split(split)
         n = len(data["window_id"])
         if shuffle:
@@ -301,13 +338,17 @@ class MemorySource:
         else:
             order = torch.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             if shuffle and len(idx) < batch_size:
                 return  # drop_last, as the shard reader does for training
             rows = idx.tolist()
-            batch = {"frame_rows": FrameRows(self, split, idx, int(data["target"].shape[1])),
-                     "gaze_target": data["target"][idx], "gaze_valid": data["valid"][idx],
-                     "text": [data["text"][i] for i in rows], "window_id": [data["window_id"][i] for i in rows]}
+            batch = {
+                "frame_rows": FrameRows(self, split, idx, int(data["target"].shape[1])),
+                "gaze_target": data["target"][idx],
+                "gaze_valid": data["valid"][idx],
+                "text": [data["text"][i] for i in rows],
+                "window_id": [data["window_id"][i] for i in rows],
+            }
             if "gaze_points" in data:
                 batch["gaze_points"] = [data["gaze_points"][i] for i in rows]
             yield batch

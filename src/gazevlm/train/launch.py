@@ -4,6 +4,7 @@
 Torch-free, so that the notebook (04_train) starts its workers without importing torch itself
 (~2.5 s a stage); the package gazevlm.train re-exports every public name here.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,6 +47,7 @@ def switches(params: Params, run: str) -> dict:
 
 # --- one worker per task ---------------------------------------------------------------------------
 
+
 def torchrun_command(nproc_per_node: int | str) -> list[str]:
     """torchrun on one node; --standalone picks a free local rendezvous port (none is hard-coded)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
@@ -60,10 +62,17 @@ def launch_command(nproc_per_node: int | str) -> list[str]:
     return torchrun_command(nproc_per_node)
 
 
-def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yaml",
-        tasks: Sequence[str] | None = None, nproc_per_node: int | str | None = None,
-        extra_args: Sequence[str] = (), stream: Callable[[str], None] | None = print,
-        launcher: Sequence[str] | None = None, seed: int | None = None) -> dict:
+def run(
+    params: Params,
+    run: str = "gaze",
+    params_file: str | Path = "params.yaml",
+    tasks: Sequence[str] | None = None,
+    nproc_per_node: int | str | None = None,
+    extra_args: Sequence[str] = (),
+    stream: Callable[[str], None] | None = print,
+    launcher: Sequence[str] | None = None,
+    seed: int | None = None,
+) -> dict:
     """Launch `python -m gazevlm.train` (`torchrun --standalone -m gazevlm.train` when nproc_per_node > 1)
     for each task of `run` with one seed (default the first of train.seeds), up to train.parallel_tasks at
     a time; write reports/train/<run>/seed<N>/<task>/report.json.
@@ -73,30 +82,57 @@ def run(params: Params, run: str = "gaze", params_file: str | Path = "params.yam
     seed = check_seed(params, seed)
     tasks = list(tasks or params.train.tasks)
     nproc = nproc_per_node or params.train.nproc_per_node
-    report: dict[str, Any] = {"run": run, "seed": seed, "switches": switches(params, run), "nproc_per_node": nproc,
-                              "tasks": {}}
+    report: dict[str, Any] = {
+        "run": run,
+        "seed": seed,
+        "switches": switches(params, run),
+        "nproc_per_node": nproc,
+        "tasks": {},
+    }
     lock = threading.Lock()
     todo = list(tasks)
     while todo:
-        batch, todo = todo[:max(1, params.train.parallel_tasks)], todo[params.train.parallel_tasks:]
+        batch, todo = todo[: max(1, params.train.parallel_tasks)], todo[params.train.parallel_tasks :]
         # --run-name: torchrun's own parser rejects `--run` (a prefix of --run-path)
-        workers = [_Worker(run, task, seed, [*(launcher or launch_command(nproc)),
-                                             "-m", "gazevlm.train", "--params", str(params_file), "--run-name", run,
-                                             "--task", task, "--seed", str(seed), *extra_args],
-                           stream if len(batch) == 1 or stream is None else _prefixed(stream, task, lock))
-                   for task in batch]
+        workers = [
+            _Worker(
+                run,
+                task,
+                seed,
+                [
+                    *(launcher or launch_command(nproc)),
+                    "-m",
+                    "gazevlm.train",
+                    "--params",
+                    str(params_file),
+                    "--run-name",
+                    run,
+                    "--task",
+                    task,
+                    "--seed",
+                    str(seed),
+                    *extra_args,
+                ],
+                stream if len(batch) == 1 or stream is None else _prefixed(stream, task, lock),
+            )
+            for task in batch
+        ]
         failed = [w for w in workers if w.wait() != 0]
         if failed:
             w = failed[0]
             # the worker's own error goes last: torchrun's failure summary follows it in the output
-            raise RuntimeError(f"training {run}/{w.task} failed (exit {w.returncode}): {' '.join(w.cmd)}\n"
-                               + "\n".join(w.tail) + "".join(f"\n\n{e}" for e in _worker_error(w.tail)))
+            raise RuntimeError(
+                f"training {run}/{w.task} failed (exit {w.returncode}): {' '.join(w.cmd)}\n"
+                + "\n".join(w.tail)
+                + "".join(f"\n\n{e}" for e in _worker_error(w.tail))
+            )
         for w in workers:
             summary = ckpt.read_json(report_dir(run, w.task, seed) / "summary.json")
             report["tasks"][w.task] = {**summary, "wall_time_s": w.wall_time_s}
-            ckpt.write_json(report_dir(run, w.task, seed) / "report.json",
-                            {**{k: v for k, v in report.items() if k != "tasks"}, "task": w.task,
-                             **report["tasks"][w.task]})
+            ckpt.write_json(
+                report_dir(run, w.task, seed) / "report.json",
+                {**{k: v for k, v in report.items() if k != "tasks"}, "task": w.task, **report["tasks"][w.task]},
+            )
     write_seed_metrics(run, seed)
     return report
 
@@ -117,6 +153,7 @@ def _prefixed(stream: Callable[[str], None], task: str, lock: threading.Lock) ->
     def out(line: str) -> None:
         with lock:
             stream(f"[{task}] {line}")
+
     return out
 
 

@@ -1,11 +1,12 @@
 """The loop's DVCLive logs (reports/train/<run>/seed<N>/<task>/): opening, trimming on resume, and
 keeping the DVC metric free of wall-clock values."""
+
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
-_LIVE_REPOS: list = []   # DVC repos opened by DVCLive in this process, closed when train() returns
+_LIVE_REPOS: list = []  # DVC repos opened by DVCLive in this process, closed when train() returns
 
 
 def open_live(live_dir: Path, resume: bool):

@@ -1,5 +1,6 @@
 """One optimizer step of the training loop: the forward pass and its losses, gradient accumulation,
 clipping, AdamW and the learning-rate schedule (the benchmark times this very code)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,15 @@ def model_api() -> SimpleNamespace:
     from gazevlm.models import text, tokenizer
 
     # tiny presets: a word tokenizer over the train targets; real presets: the LM's own
-    return SimpleNamespace(build_model=models.build_model, build_tokenizer=models.build_tokenizer,
-                           encode_train=text.encode_train, train_encoder=text.TrainEncoder, gaze_kl=losses.gaze_kl,
-                           total_loss=losses.total_loss, vocab_fingerprint=tokenizer.vocabulary_fingerprint)
+    return SimpleNamespace(
+        build_model=models.build_model,
+        build_tokenizer=models.build_tokenizer,
+        encode_train=text.encode_train,
+        train_encoder=text.TrainEncoder,
+        gaze_kl=losses.gaze_kl,
+        total_loss=losses.total_loss,
+        vocab_fingerprint=tokenizer.vocabulary_fingerprint,
+    )
 
 
 def vision_tower(model: nn.Module) -> nn.Module | None:
@@ -65,8 +72,10 @@ def micro_batch_size(global_batch: int, world_size: int, grad_accum: int) -> int
     if grad_accum < 1:
         raise ValueError(f"params.train.grad_accum must be >= 1, got {grad_accum}")
     if global_batch % (world_size * grad_accum):
-        raise ValueError(f"params.train.batch_size={global_batch} is not divisible by world_size ({world_size}) "
-                         f"x grad_accum ({grad_accum})")
+        raise ValueError(
+            f"params.train.batch_size={global_batch} is not divisible by world_size ({world_size}) "
+            f"x grad_accum ({grad_accum})"
+        )
     return global_batch // (world_size * grad_accum)
 
 
@@ -82,8 +91,14 @@ class StepConfig:
     encode: Callable[[list[str], int], dict] | None = None
 
 
-def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNamespace, cfg: StepConfig,
-                   cache: VisionFeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def forward_losses(
+    model: nn.Module,
+    batch: dict,
+    tokenizer: Any,
+    api: SimpleNamespace,
+    cfg: StepConfig,
+    cache: VisionFeatureCache | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(loss, ce, kl or None) of one micro-batch; kl is None when the model has no gaze block."""
     n_frames = batch_frames(batch)
     extra = prompt_inputs(batch)  # gaze-input baselines only: each window's gaze points in its prompt
@@ -92,8 +107,9 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
     else:
         enc = api.encode_train(tokenizer, list(batch["text"]), cfg.task, n_frames, **extra)
     enc = {k: v.to(cfg.device) for k, v in enc.items()}
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.type == "cuda"
-                else contextlib.nullcontext())  # bf16 needs no loss scaler; CPU stays float32
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.type == "cuda" else contextlib.nullcontext()
+    )  # bf16 needs no loss scaler; CPU stays float32
     with autocast:
         if cache is not None:
             features = cache(list(batch["window_id"]), lambda: batch_pixels(batch).to(cfg.device), cfg.device)
@@ -104,8 +120,14 @@ def forward_losses(model: nn.Module, batch: dict, tokenizer: Any, api: SimpleNam
     attention = getattr(out, "attention", None)
     kl = None
     if attention is not None:
-        kl = api.gaze_kl(attention.float(), batch["gaze_target"].to(cfg.device), batch["gaze_valid"].to(cfg.device),
-                         direction=cfg.kl_direction, reduction=cfg.kl_reduction, eps=cfg.kl_eps)
+        kl = api.gaze_kl(
+            attention.float(),
+            batch["gaze_target"].to(cfg.device),
+            batch["gaze_valid"].to(cfg.device),
+            direction=cfg.kl_direction,
+            reduction=cfg.kl_reduction,
+            eps=cfg.kl_eps,
+        )
     loss = api.total_loss(ce, kl, cfg.lam)
     return loss, ce, kl
 
@@ -123,7 +145,7 @@ class Stepper:
     trainable: list[nn.Parameter]
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
-    grad_clip: float                 # math.inf: no clipping (the norm is still measured)
+    grad_clip: float  # math.inf: no clipping (the norm is still measured)
     ctx: distributed.DistContext
     has_block: bool
 
@@ -137,8 +159,9 @@ class Stepper:
                 self.model.set_requires_gradient_sync(i == len(group) - 1)
             loss, ce, kl = forward_losses(self.model, mb, self.tokenizer, self.api, self.cfg, self.cache)
             (loss / len(group)).backward()
-            sums += torch.tensor([loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0],
-                                 dtype=torch.float64)
+            sums += torch.tensor(
+                [loss.item(), ce.item(), kl.item() if kl is not None else 0.0, 1.0], dtype=torch.float64
+            )
         # clip_grad_norm_ on DTensor gradients reduces the shard norms over the mesh: the global norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
@@ -148,8 +171,13 @@ class Stepper:
         self.opt.zero_grad(set_to_none=True)
         tot = distributed.all_reduce(sums, self.ctx)
         n = tot[3].item()
-        last = {"loss": tot[0].item() / n, "ce": tot[1].item() / n, "lr": lr, "grad_norm": grad_norm,
-                "step_time_s": time.perf_counter() - t0}
+        last = {
+            "loss": tot[0].item() / n,
+            "ce": tot[1].item() / n,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "step_time_s": time.perf_counter() - t0,
+        }
         if self.has_block:
             last["kl"] = tot[2].item() / n
         return last

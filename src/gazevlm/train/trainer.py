@@ -6,6 +6,7 @@ built after sharding, gradient accumulation with gradient sync on the last micro
 global-norm clipping on the sharded gradients, AdamW with warmup and a constant or cosine schedule,
 bf16 autocast on GPU only. Loss = CE + lambda * gaze KL.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,10 +48,22 @@ from gazevlm.train.step import (
 )
 
 
-def train(params: Params, run: str, task: str, *, seed: int | None = None, out_dir: str | Path | None = None,
-          live_dir: str | Path | None = None, shards_root: str | Path = layout.SHARDS_DIR,
-          features_root: str | Path = layout.FEATURES_DIR, data: DataSource | None = None, device: str = "auto",
-          resume: str = "auto", progress: bool = True, on_step: Callable[[int, int], None] | None = None) -> dict:
+def train(
+    params: Params,
+    run: str,
+    task: str,
+    *,
+    seed: int | None = None,
+    out_dir: str | Path | None = None,
+    live_dir: str | Path | None = None,
+    shards_root: str | Path = layout.SHARDS_DIR,
+    features_root: str | Path = layout.FEATURES_DIR,
+    data: DataSource | None = None,
+    device: str = "auto",
+    resume: str = "auto",
+    progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
     """Train one (run, task, seed) on every rank of the process group; returns the summary (rank 0).
 
     seed: one of params.train.seeds (default the first). resume: auto (continue from
@@ -74,12 +87,23 @@ def train(params: Params, run: str, task: str, *, seed: int | None = None, out_d
         if data is None and params.train.in_memory and ctx.world_size == 1:
             data = MemorySource(task, Path(shards_root), inputs=inputs)
         elif data is None:
-            data = ShardSource(task, Path(shards_root), params.train.shuffle_buffer, params.train.num_workers,
-                               inputs=inputs)
-        trainer = Trainer(ctx, params, run, task, seed,
-                          out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task, seed),
-                          live_dir=Path(live_dir) if live_dir else report_dir(run, task, seed),
-                          data=data, shared=shared, resume=resume, progress=progress, on_step=on_step)
+            data = ShardSource(
+                task, Path(shards_root), params.train.shuffle_buffer, params.train.num_workers, inputs=inputs
+            )
+        trainer = Trainer(
+            ctx,
+            params,
+            run,
+            task,
+            seed,
+            out_dir=Path(out_dir) if out_dir else layout.run_dir(run, task, seed),
+            live_dir=Path(live_dir) if live_dir else report_dir(run, task, seed),
+            data=data,
+            shared=shared,
+            resume=resume,
+            progress=progress,
+            on_step=on_step,
+        )
         return trainer.fit()
     finally:
         live_mod.close_live_repos()
@@ -99,9 +123,22 @@ class Trainer:
     """One run's loop; `fit` calls the steps in order: setup, resume, prepare_outputs, then per epoch
     train_epoch, validate and save_epoch, then finish."""
 
-    def __init__(self, ctx: distributed.DistContext, params: Params, run: str, task: str, seed: int, *,
-                 out_dir: Path, live_dir: Path, data: DataSource, shared: tuple[Path, Path] | None, resume: str,
-                 progress: bool, on_step: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        ctx: distributed.DistContext,
+        params: Params,
+        run: str,
+        task: str,
+        seed: int,
+        *,
+        out_dir: Path,
+        live_dir: Path,
+        data: DataSource,
+        shared: tuple[Path, Path] | None,
+        resume: str,
+        progress: bool,
+        on_step: Callable[[int, int], None] | None,
+    ):
         self.ctx, self.params, self.run, self.task, self.seed = ctx, params, run, task, seed
         self.out_dir, self.live_dir, self.data, self.shared = out_dir, live_dir, data, shared
         self.resume_mode, self.progress, self.on_step = resume, progress, on_step
@@ -136,16 +173,34 @@ class Trainer:
         # fused: one kernel over the local shards (the per-tensor loop is 3x slower on DTensors on CPU)
         self.opt = torch.optim.AdamW(self.trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=True)
         total_steps = self.steps_per_epoch * tp.epochs
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt,
-                                                       WarmupSchedule(tp.warmup_steps, total_steps, tp.schedule))
-        self.cache = (VisionFeatureCache(self.model.encode_vision) if (tp.cache_vision_features and self.frozen)
-                      else None)
-        self.step_cfg = StepConfig(task=self.task, lam=float(self.rp.lam), kl_direction=tp.kl_direction,
-                                   kl_reduction=tp.kl_reduction, kl_eps=tp.kl_eps, device=self.ctx.device,
-                                   encode=self.api.train_encoder(self.tokenizer, self.task))
-        self.stepper = Stepper(self.model, self.tokenizer, self.api, self.step_cfg, self.cache, self.trainable,
-                               self.opt, self.sched, tp.grad_clip if tp.grad_clip > 0 else math.inf, self.ctx,
-                               has_block=bool(self.rp.block))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, WarmupSchedule(tp.warmup_steps, total_steps, tp.schedule)
+        )
+        self.cache = (
+            VisionFeatureCache(self.model.encode_vision) if (tp.cache_vision_features and self.frozen) else None
+        )
+        self.step_cfg = StepConfig(
+            task=self.task,
+            lam=float(self.rp.lam),
+            kl_direction=tp.kl_direction,
+            kl_reduction=tp.kl_reduction,
+            kl_eps=tp.kl_eps,
+            device=self.ctx.device,
+            encode=self.api.train_encoder(self.tokenizer, self.task),
+        )
+        self.stepper = Stepper(
+            self.model,
+            self.tokenizer,
+            self.api,
+            self.step_cfg,
+            self.cache,
+            self.trainable,
+            self.opt,
+            self.sched,
+            tp.grad_clip if tp.grad_clip > 0 else math.inf,
+            self.ctx,
+            has_block=bool(self.rp.block),
+        )
 
     def _build_tokenizer(self) -> None:
         # the same deterministic build from the train targets on every rank and for every run
@@ -157,8 +212,9 @@ class Trainer:
         n_train = self.data.num_samples("train")
         self.steps_per_epoch = n_train // self.tp.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{self.task}: {n_train} train samples, fewer than one global batch "
-                             f"({self.tp.batch_size})")
+            raise ValueError(
+                f"{self.task}: {n_train} train samples, fewer than one global batch ({self.tp.batch_size})"
+            )
 
     def _build_model(self) -> None:
         # identical initialisation on every rank (same seed), vision tower frozen and kept whole
@@ -182,8 +238,9 @@ class Trainer:
     def resume(self) -> None:
         """Continue from the latest resumable state (per `resume`) or start afresh; seed every rank."""
         ctx, st = self.ctx, self.state
-        meta, weights, optim_state = read_train_state(ctx, self.state_root, self.out_dir, self.model, self.fp,
-                                                      self.resume_mode)
+        meta, weights, optim_state = read_train_state(
+            ctx, self.state_root, self.out_dir, self.model, self.fp, self.resume_mode
+        )
         self.resumed = meta["found"]
         if self.resumed:
             load_opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=True)
@@ -217,9 +274,16 @@ class Trainer:
             if self.resumed:
                 live_mod.truncate_live_logs(self.live_dir, self.state.step)
             self.live = live_mod.open_live(self.live_dir, resume=self.resumed)
-            self.live.log_params({"run": self.run, "task": self.task, "world_size": ctx.world_size,
-                                  "seed": self.seed, "micro_batch": self.micro,
-                                  "steps_per_epoch": self.steps_per_epoch})
+            self.live.log_params(
+                {
+                    "run": self.run,
+                    "task": self.task,
+                    "world_size": ctx.world_size,
+                    "seed": self.seed,
+                    "micro_batch": self.micro,
+                    "steps_per_epoch": self.steps_per_epoch,
+                }
+            )
 
     # --- one epoch -----------------------------------------------------------------------------------
 
@@ -233,12 +297,23 @@ class Trainer:
         ctx, st, tp = self.ctx, self.state, self.tp
         if st.skip_steps == 0:
             self._restore_rng()
-        groups = full_groups(self.data.batches("train", epoch=epoch, rank=ctx.rank, world_size=ctx.world_size,
-                                               batch_size=self.micro, shuffle=True, seed=self.seed),
-                             tp.grad_accum, self.micro)
+        groups = full_groups(
+            self.data.batches(
+                "train",
+                epoch=epoch,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                batch_size=self.micro,
+                shuffle=True,
+                seed=self.seed,
+            ),
+            tp.grad_accum,
+            self.micro,
+        )
         steps_in_epoch = 0
-        bar = _progress_bar(self.steps_per_epoch, f"{self.run}/{self.task} epoch {epoch + 1}/{tp.epochs}",
-                            ctx.is_main and self.progress)
+        bar = _progress_bar(
+            self.steps_per_epoch, f"{self.run}/{self.task} epoch {epoch + 1}/{tp.epochs}", ctx.is_main and self.progress
+        )
         self._train_mode()
         while True:
             group = next(groups, None)
@@ -256,8 +331,10 @@ class Trainer:
         bar.close()
         st.skip_steps = 0  # only the epoch a mid-epoch state was written in is partly done
         if steps_in_epoch == 0:
-            raise ValueError(f"{self.run}/{self.task}: epoch {epoch} had no full batch of {self.micro} samples on "
-                             f"some rank ({ctx.world_size} ranks); fewer train samples or shards than ranks?")
+            raise ValueError(
+                f"{self.run}/{self.task}: epoch {epoch} had no full batch of {self.micro} samples on "
+                f"some rank ({ctx.world_size} ranks); fewer train samples or shards than ranks?"
+            )
 
     def _train_step(self, group: list[dict], epoch: int, steps_in_epoch: int) -> None:
         st = self.state
@@ -265,8 +342,9 @@ class Trainer:
         st.last = self.stepper.step(group)
         st.step += 1
         if not math.isfinite(st.last["loss"]):
-            raise FloatingPointError(f"{self.run}/{self.task}: non-finite training loss at step {st.step} "
-                                     f"(epoch {epoch})")
+            raise FloatingPointError(
+                f"{self.run}/{self.task}: non-finite training loss at step {st.step} (epoch {epoch})"
+            )
         live_mod.log_metrics(self.live, st.step, "train", st.last)
         if self.tp.checkpoint_every_steps and st.step % self.tp.checkpoint_every_steps == 0:
             self.save(epoch, steps_in_epoch, *full_state(self.model, self.opt))
@@ -275,13 +353,24 @@ class Trainer:
 
     def validate(self, epoch: int) -> dict[str, float]:
         """The validation losses after `epoch`, logged."""
-        val = validation_losses(self.model, self.data, self.tokenizer, self.api, self.step_cfg, self.ctx,
-                                self.micro * self.tp.grad_accum, self.seed, self.template, self.cache,
-                                has_block=bool(self.rp.block))
+        val = validation_losses(
+            self.model,
+            self.data,
+            self.tokenizer,
+            self.api,
+            self.step_cfg,
+            self.ctx,
+            self.micro * self.tp.grad_accum,
+            self.seed,
+            self.template,
+            self.cache,
+            has_block=bool(self.rp.block),
+        )
         self._train_mode()
         if not all(math.isfinite(v) for v in val.values()):
-            raise FloatingPointError(f"{self.run}/{self.task}: non-finite validation losses {val} after epoch "
-                                     f"{epoch + 1}")
+            raise FloatingPointError(
+                f"{self.run}/{self.task}: non-finite validation losses {val} after epoch {epoch + 1}"
+            )
         live_mod.log_metrics(self.live, self.state.step, "val", val)
         if self.live is not None:
             self.live.log_metric("epoch", epoch + 1, plot=False)
@@ -296,11 +385,25 @@ class Trainer:
         if ctx.is_main:
             # an epoch-end state may follow a mid-epoch one at the same step: distinct names
             name = f"step-{st.step:09d}" + ("" if steps_in_epoch else "-end")
-            ckpt.save_train_state(self.state_root, name, full_weights, {
-                "format": ckpt.FORMAT, "fingerprint": self.fp, "optimizer": full_optim,
-                "scheduler": self.sched.state_dict(), "rng": rngs, "epoch": epoch, "steps_in_epoch": steps_in_epoch,
-                "step": st.step, "best": st.best, "elapsed_s": st.elapsed + (time.perf_counter() - self.t_start),
-                "last": st.last, "world_size": ctx.world_size})
+            ckpt.save_train_state(
+                self.state_root,
+                name,
+                full_weights,
+                {
+                    "format": ckpt.FORMAT,
+                    "fingerprint": self.fp,
+                    "optimizer": full_optim,
+                    "scheduler": self.sched.state_dict(),
+                    "rng": rngs,
+                    "epoch": epoch,
+                    "steps_in_epoch": steps_in_epoch,
+                    "step": st.step,
+                    "best": st.best,
+                    "elapsed_s": st.elapsed + (time.perf_counter() - self.t_start),
+                    "last": st.last,
+                    "world_size": ctx.world_size,
+                },
+            )
 
     def save_epoch(self, epoch: int, val: dict[str, float]) -> None:
         """Keep the epoch as the best one if it is (by train.select_on), then its end-of-epoch state."""
@@ -310,8 +413,18 @@ class Trainer:
         if score < st.best["value"]:
             st.best = {"value": score, "epoch": epoch + 1, "step": st.step, **{f"val_{k}": v for k, v in val.items()}}
             if self.ctx.is_main:
-                save_best(self.out_dir, full_weights, self.params, self.run, self.task, self.seed, self.model,
-                          st.best, self.ctx.world_size, self.fp)
+                save_best(
+                    self.out_dir,
+                    full_weights,
+                    self.params,
+                    self.run,
+                    self.task,
+                    self.seed,
+                    self.model,
+                    st.best,
+                    self.ctx.world_size,
+                    self.fp,
+                )
         self.save(epoch + 1, 0, full_weights, full_optim)
         del full_weights, full_optim
         if self.live is not None:
@@ -323,14 +436,30 @@ class Trainer:
         """The run's summary (also reports/.../summary.json on rank 0); closes the logger."""
         ctx, st, tp, cache = self.ctx, self.state, self.tp, self.cache
         st.elapsed += time.perf_counter() - self.t_start
-        summary = {"run": self.run, "task": self.task, "seed": self.seed, "world_size": ctx.world_size,
-                   "device": str(ctx.device), "steps": st.step, "epochs": tp.epochs,
-                   "steps_per_epoch": self.steps_per_epoch, "micro_batch": self.micro, "best": st.best,
-                   "select_on": tp.select_on, "train_time_s": round(st.elapsed, 3), "last": st.last,
-                   "fingerprint": self.fp}
+        summary = {
+            "run": self.run,
+            "task": self.task,
+            "seed": self.seed,
+            "world_size": ctx.world_size,
+            "device": str(ctx.device),
+            "steps": st.step,
+            "epochs": tp.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "micro_batch": self.micro,
+            "best": st.best,
+            "select_on": tp.select_on,
+            "train_time_s": round(st.elapsed, 3),
+            "last": st.last,
+            "fingerprint": self.fp,
+        }
         if cache is not None:
-            summary["vision_cache"] = {"samples": len(cache.features), "bytes": cache.nbytes, "hits": cache.hits,
-                                       "misses": cache.misses, "loaded": cache.loaded}
+            summary["vision_cache"] = {
+                "samples": len(cache.features),
+                "bytes": cache.nbytes,
+                "hits": cache.hits,
+                "misses": cache.misses,
+                "loaded": cache.loaded,
+            }
         if self.features_note is not None:
             summary["vision_features"] = self.features_note
         if self.live is not None:
@@ -347,14 +476,16 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
-def _load_shared_features(cache: VisionFeatureCache, model: nn.Module, task: str, shards_root: Path,
-                          features_root: Path) -> dict[str, str]:
+def _load_shared_features(
+    cache: VisionFeatureCache, model: nn.Module, task: str, shards_root: Path, features_root: Path
+) -> dict[str, str]:
     """Fill the cache with the features stage's train and val features when they fit this model's tower
     and these shards; what was done, for the summary."""
     from gazevlm import features
 
-    found, why = features.open_shared(model, [(task, "train"), (task, "val")], shards_root=shards_root,
-                                      root=features_root)
+    found, why = features.open_shared(
+        model, [(task, "train"), (task, "val")], shards_root=shards_root, root=features_root
+    )
     if found is None:
         return {"source": "encoded here", "reason": why}
     for split in ("train", "val"):
@@ -363,14 +494,27 @@ def _load_shared_features(cache: VisionFeatureCache, model: nn.Module, task: str
 
 
 @torch.no_grad()
-def validation_losses(model: nn.Module, data: DataSource, tokenizer: Any, api: Any, cfg: StepConfig,
-                      ctx: distributed.DistContext, batch_size: int, seed: int, template: dict | None,
-                      cache: VisionFeatureCache | None, has_block: bool) -> dict[str, float]:
+def validation_losses(
+    model: nn.Module,
+    data: DataSource,
+    tokenizer: Any,
+    api: Any,
+    cfg: StepConfig,
+    ctx: distributed.DistContext,
+    batch_size: int,
+    seed: int,
+    template: dict | None,
+    cache: VisionFeatureCache | None,
+    has_block: bool,
+) -> dict[str, float]:
     """Mean validation loss/ce/kl over the whole val split (weighted by samples, all ranks)."""
     model.eval()
     # val features are cached too: the val set is the same every epoch (keys are window ids).
-    it = iter(data.batches("val", epoch=0, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size,
-                           shuffle=False, seed=seed))
+    it = iter(
+        data.batches(
+            "val", epoch=0, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch_size, shuffle=False, seed=seed
+        )
+    )
     sums = torch.zeros(4, dtype=torch.float64)
     while True:
         batch = next(it, None)
@@ -382,8 +526,9 @@ def validation_losses(model: nn.Module, data: DataSource, tokenizer: Any, api: A
         loss, ce, kl = forward_losses(model, template, tokenizer, api, cfg, cache)
         if batch is not None:  # a rank that ran out only joins the collective forward, unweighted
             n = len(batch["window_id"])
-            sums += torch.tensor([loss.item() * n, ce.item() * n, (kl.item() if kl is not None else 0.0) * n, n],
-                                 dtype=torch.float64)
+            sums += torch.tensor(
+                [loss.item() * n, ce.item() * n, (kl.item() if kl is not None else 0.0) * n, n], dtype=torch.float64
+            )
     tot = distributed.all_reduce(sums, ctx)
     if tot[3] == 0:
         raise ValueError("validation split is empty")
