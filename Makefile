@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 # Every transitive package at the exact version CI tested (pip-compile's output, see `lock` below).
 LOCK := requirements.lock
 
-.PHONY: install placeholder repro test test-fast lint lock bench browser clean-venv
+.PHONY: install placeholder repro test test-fast test-all lint lock bench browser clean-venv
 
 install: $(STAMP)
 
@@ -69,6 +69,10 @@ test: install browser
 # or browser test (those are marked slow / browser; `make test` runs them all).
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+# `make test` plus every backbone and ablation target as end-to-end DVC experiments (about 25 minutes)
+test-all: install browser
+	GAZEVLM_E2E_ALL=1 $(BIN)/python -m pytest -q
 
 # ruff's findings and formatting, notebooks without outputs (not yet part of .ci/run).
 lint: install

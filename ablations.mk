@@ -84,10 +84,10 @@ ablation-table12:
 	$(call abl_queue,t12-occlusion-on,-S heatmaps.occlusion_filter=true)
 	$(call abl_finish,table12,t12-occlusion-off t12-occlusion-on)
 
-# Table 14: the block without gaze loss is the `lambda0` run of every experiment; one experiment at the
-# committed params gives base / lambda0 / gaze rows.
+# Table 14: the block without the gaze loss: one experiment adds the run `lambda0` (block on, lambda 0; `++`
+# adds the key; base and gaze come from DVC's run cache) and gives base / lambda0 / gaze rows.
 ablation-table14:
-	$(call abl_queue,t14-runs,)
+	$(call abl_queue,t14-runs,-S ++runs.lambda0.block=true)
 	$(call abl_finish,table14,t14-runs)
 
 # Table 19: global vs frame-level query

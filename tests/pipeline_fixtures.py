@@ -14,6 +14,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# The shrunken world every pipeline test shares (one `dvc repro` per session, tests/conftest.py): 2 test
+# videos, so the shuffled-frames control gives each window a window of another video; both tasks.
+SMALL = {
+    "sample": {"videos": 8, "seconds": 10},
+    "extract": {"split_fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "pretrain": {"steps": 5, "batch_size": 8},
+    "runs": {"base": {"block": False, "lambda": 0.0}, "gaze": {"block": True, "lambda": 100.0}},
+    "train": {"tasks": ["future", "activity"], "seeds": [0], "epochs": 1, "batch_size": 8},
+    "evaluate": {"bootstrap_samples": 100, "max_new_tokens": 8},
+}
+
 
 def merge(base: dict, over: dict) -> dict:
     """`over` on top of `base`, section by section; `runs` is replaced whole (the runs are the test's)."""

@@ -11,26 +11,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline_fixtures import clone, run
+from pipeline_fixtures import run
 
-# the first test's timeout includes the clone's `dvc repro` (4-5 min on 2 cores, both tasks)
+# the first test's timeout includes the session's `dvc repro` of the shrunken world (2-3 min on 2 cores)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-SMALL = {
-    "sample": {"videos": 8, "seconds": 10},
-    "extract": {"split_fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    "pretrain": {"steps": 5, "batch_size": 8},
-    "runs": {"base": {"block": False, "lambda": 0.0}, "gaze": {"block": True, "lambda": 100.0}},
-    "train": {"tasks": ["future", "activity"], "seeds": [0], "epochs": 1, "batch_size": 8},
-    "evaluate": {"bootstrap_samples": 100, "max_new_tokens": 8},
-}
+# `make test` runs one target here (Table 13: an experiment that adds a run, queued, run and tabulated by
+# ablations.mk); `make test-all` also runs Tables 15, 18 and 20 (their experiments rerun the pipeline)
+GAZE_INPUT_TABLES = [("table13", "gaze_text"), pytest.param("table15", "gaze_overlay", marks=pytest.mark.every_variant)]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    dest = clone(tmp_path_factory.mktemp("clone") / "gazevlm", SMALL)
-    run(["dvc", "repro"], dest)
-    return dest
+def repo(small_pipeline) -> Path:
+    return small_pipeline
 
 
 def ablation(repo: Path, table: str) -> tuple[pd.DataFrame, dict, str]:
@@ -52,7 +45,7 @@ def metric(exp: dict, path: str) -> dict:
     return exp["metrics"][path]["data"]
 
 
-@pytest.mark.parametrize("table,run_name", [("table13", "gaze_text"), ("table15", "gaze_overlay")])
+@pytest.mark.parametrize("table,run_name", GAZE_INPUT_TABLES)
 def test_gaze_input_baseline_table(repo: Path, table: str, run_name: str):
     csv, exps, _ = ablation(repo, table)
     exp = exps[f"t{table[5:]}-runs"]
@@ -66,6 +59,7 @@ def test_gaze_input_baseline_table(repo: Path, table: str, run_name: str):
     assert (repo / "reports" / "ablations" / f"{table}.md").read_text().count("paper Ego4D OpenFlamingo") >= 1
 
 
+@pytest.mark.every_variant
 def test_single_static_frame_activity_table(repo: Path):
     csv, exps, _ = ablation(repo, "table18")
     assert list(csv["extract.activity_observe_s"]) == [1, 3]
@@ -78,6 +72,7 @@ def test_single_static_frame_activity_table(repo: Path):
     assert one["windows"]["future"] == three["windows"]["future"]
 
 
+@pytest.mark.every_variant
 def test_coarse_future_targets_table(repo: Path):
     csv, exps, _ = ablation(repo, "table20")
     assert list(csv["annotate.future_targets"]) == ["narrations", "captions"]

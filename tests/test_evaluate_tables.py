@@ -257,7 +257,9 @@ def test_ablations_mk_queues_what_the_table_reads(table):
         value = raw
         parts = key.split(".")
         if key.startswith("++"):
-            assert parts[0] == "++runs" and parts[1] not in raw["runs"] and parts[2] in gparams.GAZE_INPUTS, key
+            assert (
+                parts[0] == "++runs" and parts[1] not in raw["runs"] and parts[2] in (*gparams.GAZE_INPUTS, "block")
+            ), key
             continue
         for part in parts:
             value = value[part]
