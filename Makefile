@@ -29,12 +29,12 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-deps "$$(grep -m1 '^pip==' $(LOCK))"
 ifeq ($(shell uname -sm),Linux x86_64)
-	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 else
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test]'
 endif
-	$(BIN)/python -m pip install --quiet --no-deps open_flamingo==2.0.1
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps open_flamingo==2.0.1
 	touch $@
 
 # Refresh the lock after changing pyproject.toml: pins kept where still allowed, new packages resolved
