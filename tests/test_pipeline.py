@@ -102,15 +102,16 @@ def test_typed_view_accepts_the_committed_file():
 
 
 def test_every_run_trains_with_every_seed_as_a_stage_of_the_dvc_matrix(tmp_path):
-    """Issue 13, item 5: base, lambda0 and gaze with at least 3 seeds, one DVC stage each (DVC's own
-    expansion of dvc.yaml's matrix), each stage passing its seed to the notebook and writing apart."""
+    """Issue 13, item 5: base and gaze with at least 3 seeds (lambda0 is Table 14's added run, for the
+    15-minute budget), one DVC stage each (DVC's own expansion of dvc.yaml's matrix), each stage passing
+    its seed to the notebook and writing apart."""
     import contextlib
     import shutil
 
     from dvc.repo import Repo
 
     p = gparams.load(ROOT / "params.yaml")
-    assert {"base", "lambda0", "gaze"} <= set(p.runs) and len(p.train.seeds) >= 3
+    assert {"base", "gaze"} <= set(p.runs) and len(p.train.seeds) >= 3
     for name in ("dvc.yaml", "params.yaml"):  # a scratch repository: the project's own stays untouched
         shutil.copy(ROOT / name, tmp_path / name)
     Repo.init(str(tmp_path), no_scm=True).close()
