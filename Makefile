@@ -10,6 +10,10 @@ BIN := $(abspath $(VENV))/bin
 # Stages run notebooks through papermill's `python3` kernel, which must be this venv's python.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# The venv is installed without compiling every module (--no-compile below: a minute less on 2 cores);
+# Python then writes the bytecode of what is imported on first use. A shell with PYTHONDONTWRITEBYTECODE
+# set would compile torch & co. from source in every stage's processes, so the recipes run without it.
+unexport PYTHONDONTWRITEBYTECODE
 DVC := $(BIN)/dvc
 STAMP := $(VENV)/.installed
 
