@@ -26,16 +26,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make browser`); what the browser tests launch
 
 
+def _env_flag(name: str) -> bool:
+    """An environment switch: unset, "", "0", "false" and "no" mean off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def in_ci() -> bool:
-    """CI sets CI=true (.ci/run's environment); "", "0" and "false" mean a developer's machine."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    """CI sets CI=true (.ci/run's environment); off means a developer's machine."""
+    return _env_flag("CI")
 
 
 def every_variant() -> bool:
     """GAZEVLM_E2E_ALL=1 (`make test-all`): also the end-to-end tests marked `every_variant` (every backbone
     and every ablation target as DVC experiments, about 12 more minutes on 2 cores). `make test` runs one of
     each kind, so that it stays within 15 minutes; the others' code is covered by their own unit tests."""
-    return os.environ.get("GAZEVLM_E2E_ALL", "").strip().lower() not in ("", "0", "false", "no")
+    return _env_flag("GAZEVLM_E2E_ALL")
 
 
 def pytest_collection_modifyitems(config, items):
