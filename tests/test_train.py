@@ -204,6 +204,39 @@ def test_best_checkpoint_is_chosen_on_validation_not_training(tmp_path):
     assert s1["best"]["value"] == s2["best"]["value"]
 
 
+@pytest.mark.parametrize("select_on", ["last", "ce"])
+def test_validating_fewer_epochs_changes_no_weight(tmp_path, select_on):
+    """train.validate_every scores the val split after every Nth epoch and the last only: the trained
+    weights are the same bytes (validation draws no random number), the val curve has those epochs'
+    rows, and by `ce` the best is chosen among them."""
+    out = {}
+    for every in (1, 2):
+        with chdir(tmp_path):
+            out[every] = train_mod.train(
+                tiny_params(epochs=3, select_on=select_on, validate_every=every),
+                "gaze",
+                TASK,
+                out_dir=tmp_path / f"m{every}",
+                live_dir=tmp_path / f"l{every}",
+                data=ListSource(),
+                device="cpu",
+                progress=False,
+            )
+    end1, end2 = (ckpt.find_train_state(tmp_path / f"m{e}" / "state") for e in (1, 2))
+    assert (end1 / "model.safetensors").read_bytes() == (end2 / "model.safetensors").read_bytes()
+    curves = {e: read_tsv_metrics(tmp_path / f"l{e}") for e in (1, 2)}
+    steps = [s for s, _ in curves[1]["plots/metrics/val/ce.tsv"]]
+    assert len(steps) == 3 and curves[2]["plots/metrics/val/ce.tsv"] == curves[1]["plots/metrics/val/ce.tsv"][1:]
+    assert curves[2]["plots/metrics/train/ce.tsv"] == curves[1]["plots/metrics/train/ce.tsv"]
+    best1, best2 = out[1]["best"], out[2]["best"]
+    assert best2["epoch"] in (2, 3)
+    if select_on == "last" or best1["epoch"] != 1:
+        assert best2 == best1
+        assert (tmp_path / "m1/model.safetensors").read_bytes() == (tmp_path / "m2/model.safetensors").read_bytes()
+    metrics = {e: json.loads((tmp_path / f"l{e}" / "metrics.json").read_text()) for e in (1, 2)}
+    assert metrics[1]["epoch"] == metrics[2]["epoch"] == 3
+
+
 # --- strict checkpoints ---------------------------------------------------------------------------
 
 

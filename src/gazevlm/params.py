@@ -186,6 +186,7 @@ class TrainParams:
     shuffle_buffer: int = 64
     checkpoint_every_steps: int = 0  # also save a resumable state every N optimizer steps (0: epoch ends only)
     select_on: str = "ce"  # best checkpoint by validation ce | loss (ce + lambda * kl) | last epoch
+    validate_every: int = 1  # validation after every Nth epoch and the last (the best is chosen among those)
     cpu_threads: int = 1  # intra-op threads per process on CPU (0: torch's default)
     parallel_tasks: int = 2  # the train stage runs this many tasks' trainings at once
     in_memory: bool = True  # one process: decode the shards once into memory (tiny data only)
@@ -429,6 +430,7 @@ RULES: dict[str, Rule] = {
     "train.shuffle_buffer": _at_least(0),
     "train.checkpoint_every_steps": _at_least(0),
     "train.select_on": _one_of(*SELECT_ON),
+    "train.validate_every": _at_least(1),
     "train.cpu_threads": _at_least(0),
     "train.parallel_tasks": _at_least(1),
     "evaluate.max_new_tokens": _at_least(1),

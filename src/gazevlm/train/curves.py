@@ -42,7 +42,8 @@ def read_curves(run: str, tasks: Sequence[str], seed: int, root: str | Path = TR
 
 
 def plot_losses(curves: pd.DataFrame, metrics: Sequence[str] = ("loss", "ce", "kl")) -> plt.Figure:
-    """Train (every step) and validation (every epoch) losses, one column per metric, one row per task."""
+    """Train (every step) and validation (every train.validate_every-th epoch and the last) losses, one
+    column per metric, one row per task."""
     data = curves[curves["metric"].isin(metrics) & curves["split"].isin(["train", "val"])]
     present = [m for m in metrics if m in set(data["metric"])]
     grid = sns.relplot(

@@ -33,6 +33,7 @@ RESUMABLE_CHANGES = (
     "num_workers",
     "nproc_per_node",
     "checkpoint_every_steps",
+    "validate_every",
     "tasks",
     "cpu_threads",
     "seeds",

@@ -159,8 +159,12 @@ class Trainer:
         self.t_start = time.perf_counter()
         for epoch in range(self.state.epoch, self.tp.epochs):
             self.train_epoch(epoch)
-            self.save_epoch(epoch, self.validate(epoch))
+            self.save_epoch(epoch, self.validate(epoch) if self.validates(epoch) else None)
         return self.finish()
+
+    def validates(self, epoch: int) -> bool:
+        """Whether the val split is scored after `epoch` (0-based): every train.validate_every-th and the last."""
+        return (epoch + 1) % self.tp.validate_every == 0 or epoch + 1 == self.tp.epochs
 
     # --- setup ---------------------------------------------------------------------------------------
 
@@ -372,8 +376,6 @@ class Trainer:
                 f"{self.run}/{self.task}: non-finite validation losses {val} after epoch {epoch + 1}"
             )
         live_mod.log_metrics(self.live, self.state.step, "val", val)
-        if self.live is not None:
-            self.live.log_metric("epoch", epoch + 1, plot=False)
         return val
 
     # --- save ----------------------------------------------------------------------------------------
@@ -405,14 +407,22 @@ class Trainer:
                 },
             )
 
-    def save_epoch(self, epoch: int, val: dict[str, float]) -> None:
-        """Keep the epoch as the best one if it is (by train.select_on), then its end-of-epoch state."""
+    def save_epoch(self, epoch: int, val: dict[str, float] | None) -> None:
+        """Keep the epoch as the best one if it is (by train.select_on, among the validated epochs: `val`
+        None when this one was not), then its end-of-epoch state."""
         st, tp = self.state, self.tp
-        score = -float(epoch + 1) if tp.select_on == "last" else val[tp.select_on]
+        last = tp.select_on == "last"
+        score = -float(epoch + 1) if last else (val[tp.select_on] if val is not None else math.inf)
         full_weights, full_optim = full_state(self.model, self.opt)
         if score < st.best["value"]:
-            st.best = {"value": score, "epoch": epoch + 1, "step": st.step, **{f"val_{k}": v for k, v in val.items()}}
-            if self.ctx.is_main:
+            st.best = {
+                "value": score,
+                "epoch": epoch + 1,
+                "step": st.step,
+                **{f"val_{k}": v for k, v in (val or {}).items()},
+            }
+            # by `last`, every epoch is the best so far: only the final one's weights are worth writing
+            if self.ctx.is_main and (not last or epoch + 1 == tp.epochs):
                 save_best(
                     self.out_dir,
                     full_weights,
@@ -428,6 +438,7 @@ class Trainer:
         self.save(epoch + 1, 0, full_weights, full_optim)
         del full_weights, full_optim
         if self.live is not None:
+            self.live.log_metric("epoch", epoch + 1, plot=False)
             self.live.summary.update({"best_epoch": st.best["epoch"], f"best_val_{tp.select_on}": st.best["value"]})
             live_mod.results_only(self.live.summary)
             self.live.make_summary()
