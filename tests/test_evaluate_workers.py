@@ -27,7 +27,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_worker_processes_and_shared_features_write_the_same_bytes(tmp_path):
+def test_worker_processes_and_shared_features_write_the_same_bytes(tmp_path, monkeypatch):
     write_world(tmp_path)
     encoder = str(write_encoder(tmp_path / "vision.safetensors"))
     params = gparams.with_overrides(
@@ -51,7 +51,15 @@ def test_worker_processes_and_shared_features_write_the_same_bytes(tmp_path):
     for d in OUTPUTS:
         shutil.rmtree(tmp_path / d)
     features.run(params, root=tmp_path)
-    report = stage.run(gparams.with_overrides(params, evaluate={"workers": 2}), root=tmp_path, synthetic=False)
+    seen: list[int] = []  # intra-op threads of each scoring: 1 while workers generate, all once they are done
+    score_one = stage.score_one
+    monkeypatch.setattr(stage, "score_one", lambda *a: (seen.append(torch.get_num_threads()), score_one(*a))[1])
+    torch.set_num_threads(2)
+    try:
+        report = stage.run(gparams.with_overrides(params, evaluate={"workers": 2}), root=tmp_path, synthetic=False)
+        assert seen[-1] == 2 == torch.get_num_threads() and len(seen) == 3
+    finally:
+        torch.set_num_threads(before)
     assert report["workers"] == 2 and len(report["vision_inputs"]) == len(params.runs) == 3
     assert all(v.startswith("shared") for v in report["vision_inputs"].values()), report["vision_inputs"]
     got = _files(tmp_path)

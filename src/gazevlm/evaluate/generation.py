@@ -158,7 +158,13 @@ def generate_all(
         initargs=(params, Path(root)),
     )
     try:
-        yield from pool.map(_run_in_worker, jobs)
+        futures = [pool.submit(_run_in_worker, job) for job in jobs]
+        for future in futures:
+            got = future.result()
+            if all(f.done() for f in futures):
+                # the workers are done, scoring goes on (most of the stage): give it the idle core too
+                torch.set_num_threads(threads)
+            yield got
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
