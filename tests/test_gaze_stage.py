@@ -242,3 +242,42 @@ def test_the_stage_draws_the_gaze_blob_at_the_videos_scale(world):
             [s["target"][v].max(axis=(1, 2)).mean() for s in all_samples().values() for v in [s["valid"]] if v.any()]
         )
     assert peak[2 * WIDTH] > 2 * peak[WIDTH]
+
+
+# --- the videos' heatmaps in worker processes -------------------------------------------------------
+
+
+def _outputs() -> dict[str, bytes]:
+    files = [p for d in (layout.SHARDS_DIR, stage.HEATMAPS_DIR) for p in sorted(Path(d).rglob("*")) if p.is_file()]
+    return {str(p): p.read_bytes() for p in [*files, Path(stage.REPORT_PATH)]}
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_bytes(world):
+    """Each video's heatmaps computed in a worker, written here in the serial order: the same shards,
+    keyframe table and report, byte for byte (and the same section timings are reported)."""
+    serial = stage.run(params(), workers=1)
+    expected = _outputs()
+    assert len(expected) > 6
+    pooled = stage.run(params(), workers=2)
+    assert _outputs() == expected
+    assert set(pooled["timings_s"]) == set(serial["timings_s"]) and pooled["timings_s"]["flow"] > 0
+
+
+@pytest.mark.slow
+def test_a_bad_video_in_a_worker_fails_naming_it(world):
+    write_video(Path("data/sample/videos/vid_c.mp4"), panning_frames(90, seed=12, width=WIDTH // 2, height=HEIGHT))
+    with pytest.raises(stage.HeatmapInputError, match="vid_c.mp4: frames are 80x112"):
+        stage.run(params(), workers=2)
+    assert not list(Path("data").glob(".shards*")) and not list(Path("data").glob(".heatmaps*"))
+
+
+def test_worker_count_follows_the_cores_and_the_videos(monkeypatch):
+    monkeypatch.setattr(stage.os, "cpu_count", lambda: 16)
+    hp = params().heatmaps
+    assert stage._worker_count(hp, None, 3) == 1  # a few videos: no worker is worth starting
+    assert stage._worker_count(hp, None, 20) == 2
+    assert stage._worker_count(hp, None, 1000) == stage.MAX_WORKERS
+    assert stage._worker_count(hp, 3, 3) == 3
+    raft = P.with_overrides(P.from_dict({}), heatmaps={"flow": "raft"}).heatmaps
+    assert stage._worker_count(raft, 4, 1000) == 1

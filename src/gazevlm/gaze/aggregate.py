@@ -45,6 +45,11 @@ class Timings:
         finally:
             self.seconds[name] += time.perf_counter() - start
 
+    def add(self, seconds: dict[str, float]) -> None:
+        """Add another Timings' seconds (a worker's)."""
+        for name, value in seconds.items():
+            self.seconds[name] += value
+
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in sorted(self.seconds.items())}
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,14 @@ class _Tally:
         self.no_gaze_windows: dict[str, Counter[str]] = defaultdict(Counter)
         self.records: list[dict[str, Any]] = []  # rows of keyframes.parquet
 
+    def add_video(self, other: _Tally) -> None:
+        """Add what one video's keyframe_results counted (in video order: records keep the serial order)."""
+        self.earlier.update(other.earlier)
+        for split, counts in other.keyframes.items():
+            self.keyframes[split].update(counts)
+        self.skipped_examples += other.skipped_examples
+        self.records += other.records
+
 
 def keyframe_results(
     video: pd.Series,
@@ -430,11 +440,99 @@ def _write_windows(
             tally.no_gaze_windows[w["task"]][w["split"]] += 1
 
 
-def run(params: Params) -> dict[str, Any]:
+MAX_WORKERS = 4  # each worker holds the input tables and one flow backend
+VIDEOS_PER_WORKER = 8  # starting a worker costs about as much as a few videos' heatmaps
+
+
+def _worker_count(hp: HeatmapParams, workers: int | None, n_videos: int) -> int:
+    if hp.aggregate and hp.flow.startswith("raft"):
+        return 1  # RAFT is a torch model: one copy, on its own device
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS, n_videos // VIDEOS_PER_WORKER)
+    return max(1, workers)
+
+
+class _VideoWork:
+    """Everything one video's heatmaps need, built once per process (the stage's, or a worker's)."""
+
+    def __init__(self, params: Params, inputs: Inputs | None = None) -> None:
+        self.hp = hp = params.heatmaps
+        self.inputs = load_inputs() if inputs is None else inputs
+        self.image_size, patch = vision_geometry(params.model.preset)
+        self.grid = self.image_size // patch
+        self.aggregator = None
+        if hp.aggregate:
+            self.aggregator = Aggregator(
+                make_backend(hp.flow, hp.raft_weights), hp.flow_scale, hp.eps_px, hp.eta, hp.occlusion_filter
+            )
+        self.gaze_by_uid = dict(iter(self.inputs.gaze.groupby("uid", sort=False)))
+        self.kfs_by_uid = dict(iter(self.inputs.keyframes.groupby("uid", sort=False)))
+
+    def __call__(self, uid: str) -> tuple[str, dict, _Tally, dict[str, float]]:
+        """(uid, keyframe results, what they counted, seconds per section) of one video."""
+        timings, tally = Timings(), _Tally()
+        if self.aggregator is not None:
+            self.aggregator.timings = timings
+        results = _video_results(
+            uid,
+            self.inputs,
+            self.gaze_by_uid,
+            self.kfs_by_uid[uid],
+            self.aggregator,
+            self.image_size,
+            self.grid,
+            self.hp,
+            timings,
+            tally,
+        )
+        return uid, results, tally, dict(timings.seconds)
+
+
+_WORK: _VideoWork | None = None  # a worker process's (set by _start_worker)
+
+
+def _start_worker(params: Params) -> None:
+    global _WORK
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers share the cores
+    _WORK = _VideoWork(params)
+
+
+def _in_worker(uid: str) -> tuple[str, dict, _Tally, dict[str, float]]:
+    return _WORK(uid)
+
+
+def _each_video(
+    params: Params, inputs: Inputs, uids: list[str], workers: int
+) -> Iterator[tuple[str, dict, _Tally, dict[str, float]]]:
+    """Every video's (uid, results, tally, seconds), in the order of `uids` whatever the workers."""
+    if workers <= 1 or len(uids) <= 1:
+        yield from map(_VideoWork(params, inputs), uids)
+        return
+    import multiprocessing
+
+    # spawn: a fork would copy OpenCV's thread pool mid-use; each worker reads the input tables itself
+    pool = ProcessPoolExecutor(
+        min(workers, len(uids)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(params,),
+    )
+    try:
+        yield from pool.map(_in_worker, uids)
+    finally:  # on an error here (a bad input in some video), the videos not started are not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run(params: Params, workers: int | None = None) -> dict[str, Any]:
     """Compute heatmaps and patch targets, write shards; returns reports/heatmaps.json plus the timings
     (written apart, to reports/heatmaps_timings.json: timings are not results for `dvc metrics diff`).
 
-    data/shards and data/heatmaps are written into staged directories swapped in only on success."""
+    data/shards and data/heatmaps are written into staged directories swapped in only on success. The
+    videos' heatmaps are computed in `workers` processes (None: one per core, at most MAX_WORKERS, one
+    per VIDEOS_PER_WORKER videos) and written here in a fixed order: the outputs are the same bytes for
+    any number."""
     hp = params.heatmaps
     check_params(hp)
     start = time.perf_counter()
@@ -443,13 +541,7 @@ def run(params: Params) -> dict[str, Any]:
         inputs = load_inputs()
     image_size, patch = vision_geometry(params.model.preset)
     grid = image_size // patch
-    aggregator = None
-    if hp.aggregate:
-        aggregator = Aggregator(
-            make_backend(hp.flow, hp.raft_weights), hp.flow_scale, hp.eps_px, hp.eta, hp.occlusion_filter, timings
-        )
     tally = _Tally()
-    gaze_by_uid = dict(iter(inputs.gaze.groupby("uid", sort=False)))
     kfs_by_uid = dict(iter(inputs.keyframes.groupby("uid", sort=False)))
     win_by_uid = dict(iter(inputs.windows.groupby("uid", sort=False)))
     uids = sorted(kfs_by_uid)
@@ -458,10 +550,9 @@ def run(params: Params) -> dict[str, Any]:
     with layout.staged_dir(layout.SHARDS_DIR) as shards_root, layout.staged_dir(HEATMAPS_DIR) as heatmaps_dir:
         writers = _open_writers(inputs.windows, hp, shards_root)
         loop_start = time.perf_counter()
-        for uid in uids:
-            results = _video_results(
-                uid, inputs, gaze_by_uid, kfs_by_uid[uid], aggregator, image_size, grid, hp, timings, tally
-            )
+        for uid, results, counted, seconds in _each_video(params, inputs, uids, _worker_count(hp, workers, len(uids))):
+            tally.add_video(counted)
+            timings.add(seconds)
             with timings.section("write"):
                 _write_windows(
                     win_by_uid[uid], inputs.videos[uid], kfs_by_uid[uid], results, writers, image_size, grid, tally
