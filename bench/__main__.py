@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark in one run, a short table, reports/bench.md.
 
     python -m bench                 # model, loop, data and heatmap figures (~6 min on the 2-core machine)
-    python -m bench --pipeline      # also install + `dvc repro --force` in a fresh clone (~15 min more)
+    python -m bench --pipeline      # also `make install` + `make repro` in a fresh clone (~15 min more)
     python -m bench --quick         # tiny repeat counts: checks the harness, not the machine
 
 Figures that miss their goal are profiled and the largest costs are written under them. The install
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--pipeline", action="store_true", help="also time install + dvc repro --force in a fresh clone")
+    ap.add_argument("--pipeline", action="store_true", help="also time make install + make repro in a fresh clone")
     ap.add_argument("--quick", action="store_true", help="tiny repeat counts (a check of the harness)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     ap.add_argument("--params", default="params.yaml")
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped += skip
     pipeline_meta = None
     if args.pipeline:
-        progress("pipeline: fresh clone, make install, dvc repro --force (about 15 min)")
+        progress("pipeline: fresh clone, make install, make repro (about 15 min)")
         figs = bench_pipeline.run(log_dir=Path(tempfile.gettempdir()))
         figures += figs
         bench_pipeline.save(figs, meta["commit"], PIPELINE_RESULTS)
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         figures += [Figure(**f) for f in saved["figures"]]
         pipeline_meta = saved
     else:
-        skipped.append("install and `dvc repro --force` from a fresh clone (run `python -m bench --pipeline`)")
+        skipped.append("install and `make repro` from a fresh clone (run `python -m bench --pipeline`)")
 
     meta["load_end"] = load_average()
     meta["wall_s"] = time.perf_counter() - started

@@ -1,8 +1,8 @@
-"""Wall time of the README's install and of the full default pipeline, from a fresh clone.
+"""Wall time of the README's `make repro` from a fresh clone: its install, then the default pipeline.
 
     git clone <this repo> <tmp>/gazevlm          # the committed HEAD, nothing of the working tree
     make install                                   # the README's install: .venv + pinned stack
-    mkdir -p data/ego4d && .venv/bin/dvc repro --force
+    make repro                                     # install done: the placeholder, then `dvc repro`
 
 pip runs as configured on this machine (its cache and wheel sources are reused: nothing is
 downloaded twice). Stage times come from the lines DVC prints when it starts each stage. Takes
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 # the last measurement, kept so that `python -m bench` (without --pipeline) still reports it, dated
 RESULTS = Path("reports/bench_pipeline.json")
 INSTALL_GOAL_S = 5 * 60
-REPRO_GOAL_S = 10 * 60
+REPRO_GOAL_S = 15 * 60  # `make repro` on a fresh clone, install included (issue 14)
 MODULE = "python -m bench.bench_pipeline"
 _STAGE = re.compile(r"Running stage '([^']+)'")
 
@@ -84,9 +84,8 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
         subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True, env=env)
         load0 = load_average()
         install_s, _ = _run(["make", "install"], clone, env, log, timeout_s)
-        (clone / "data" / "ego4d").mkdir(parents=True, exist_ok=True)  # `make repro` does the same
         load1 = load_average()
-        repro_s, stages = _run([str(clone / ".venv" / "bin" / "dvc"), "repro", "--force"], clone, env, log, timeout_s)
+        pipeline_s, stages = _run(["make", "repro"], clone, env, log, timeout_s)
         load2 = load_average()
     finally:
         if keep:
@@ -95,6 +94,7 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
             shutil.rmtree(tmp, ignore_errors=True)
     where = f"fresh clone of {head}"
     g1, m1 = goal_at_most(install_s / 60, INSTALL_GOAL_S / 60)
+    repro_s = install_s + pipeline_s  # what a user waits for: one `make repro` on a fresh clone
     g2, m2 = goal_at_most(repro_s / 60, REPRO_GOAL_S / 60)
     split = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
     return [
@@ -112,15 +112,16 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
         ),
         Figure(
             "pipeline",
-            f"default `dvc repro --force`, {where}",
+            f"`make repro` (install included), {where}",
             repro_s / 60,
             "min",
             "n=1",
             g2,
             m2,
             f"{MODULE}",
-            f"{repro_s:.0f} s; load average {load1:.1f} at start, {load2:.1f} at end; {split}",
-            {"seconds": repro_s, "stages_s": stages},
+            f"{repro_s:.0f} s: install {install_s:.0f} s, then the pipeline {pipeline_s:.0f} s (load average "
+            f"{load1:.1f} at its start, {load2:.1f} at its end); {split}",
+            {"seconds": repro_s, "install_s": install_s, "pipeline_s": pipeline_s, "stages_s": stages},
         ),
     ]
 
