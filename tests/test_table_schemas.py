@@ -13,9 +13,10 @@ import pytest
 
 from ego4d_fixtures import tiny_params, tiny_world  # noqa: F401
 from evaluate_fixtures import make_tokenizer
-from gazevlm import ego4d, extract, layout, synthetic
+from gazevlm import ego4d, extract, layout, predict, synthetic
 from gazevlm import params as gparams
 from gazevlm.annotate import stage as annotate
+from gazevlm.attention import stage as attention
 from gazevlm.evaluate import stage as evaluate
 from gazevlm.gaze import stage as heatmaps
 from test_evaluate_stage import CODEC, loader, models, small_params
@@ -111,6 +112,34 @@ def test_synthetic_gaze_csv_has_the_ego4d_header_and_typed_data_columns(tmp_path
     )
     assert back[list(ego4d.GAZE_COLUMNS[len(ego4d.GAZE_DATA) :])].isna().all().all()
     assert set(ego4d.GAZE_REQUIRED) <= set(ego4d.GAZE_DATA.names)
+
+
+def csv_schema(path: Path) -> pa.Schema:
+    back = pd.read_csv(path, keep_default_na=False)
+    return pa.Schema.from_pandas(back, preserve_index=False).remove_metadata()
+
+
+def test_overlap_csv_has_the_declared_columns_and_types(tmp_path):
+    m = {"topk_overlap": {"mean": 0.5}, "last_frame_topk_overlap": {"mean": 0.25}, "chance_topk": {"mean": 0.125}}
+    path = tmp_path / "overlap.csv"
+    attention.overlap_rows({"gaze": {"future": {"attention": m}}}).to_csv(path, index=False, float_format="%.6g")
+    assert csv_schema(path).equals(layout.OVERLAP)
+
+
+def test_video_predictions_csv_has_the_declared_columns_and_types(tmp_path):
+    row = {
+        "window": 0,
+        "window_id": "clip_0000000",
+        "t_start": 0.0,
+        "t_end": 4.0,
+        "keyframe_frames": [0, 30],
+        "keyframe_times": [0.0, 1.0],
+        "horizon_in_video": True,
+        "prediction": "pick up the cup",
+    }
+    path = tmp_path / "predictions.csv"
+    predict._csv({"predictions": [row]}).to_csv(path, index=False)
+    assert csv_schema(path).equals(layout.VIDEO_PREDICTIONS_CSV)
 
 
 # --- read_table -----------------------------------------------------------------------------------------

@@ -179,6 +179,30 @@ PREDICTIONS = pa.schema(
 )
 PREDICTION_COLUMNS = ("window_id", "uid", "reference", "prediction")
 
+# CSV outputs: the columns in file order, typed as pandas reads them back.
+# reports/attention/overlap.csv (attention stage, a DVC plot): series = task/run/source
+OVERLAP = pa.schema(
+    [
+        ("series", _TEXT),
+        ("topk_overlap", pa.float64()),
+        ("last_frame_topk_overlap", pa.float64()),
+        ("chance_topk", pa.float64()),
+    ]
+)
+# predictions.csv of `python -m gazevlm.predict` (one video): keyframe lists as space-separated values
+VIDEO_PREDICTIONS_CSV = pa.schema(
+    [
+        ("window", pa.int64()),
+        ("window_id", _TEXT),
+        ("t_start", pa.float64()),
+        ("t_end", pa.float64()),
+        ("keyframe_frames", _TEXT),
+        ("keyframe_times", _TEXT),
+        ("horizon_in_video", pa.bool_()),
+        ("prediction", _TEXT),
+    ]
+)
+
 
 def schema_of(schema: pa.Schema, columns: Sequence[str], where: object = "a table") -> pa.Schema:
     """The fields of `schema` named in `columns`, in that order (a writer's or reader's subset)."""

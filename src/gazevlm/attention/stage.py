@@ -140,7 +140,7 @@ def overlap_rows(metrics: dict) -> pd.DataFrame:
                         "chance_topk": m["chance_topk"]["mean"],
                     }
                 )
-    return pd.DataFrame(rows, columns=["series", "topk_overlap", "last_frame_topk_overlap", "chance_topk"])
+    return pd.DataFrame(rows, columns=layout.OVERLAP.names)
 
 
 def _save(fig: plt.Figure, path: Path) -> str:

@@ -467,7 +467,7 @@ def load_predictions(
             path = layout.predictions_file(run_name, task, seed, root)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no predictions; run the evaluate stage first")
-            out[(run_name, task)] = pd.read_parquet(path)
+            out[(run_name, task)] = layout.read_table(path, layout.PREDICTIONS, layout.PREDICTION_COLUMNS)
     return out
 
 
