@@ -30,6 +30,13 @@ from gazevlm.params import ExtractParams, Params
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
+# The tables the stage writes (data/extract/<name>.parquet), each with its contract in gazevlm.layout.
+TABLES = {
+    "videos": layout.VIDEOS,
+    "gaze_frames": layout.GAZE_FRAMES,
+    "keyframes": layout.KEYFRAMES,
+    "windows": layout.WINDOWS,
+}
 
 
 def frame_path(uid: str, frame: int, root: Path = EXTRACT_DIR) -> Path:
@@ -243,9 +250,9 @@ def run(params: Params) -> dict:
         assignment = _split(res, ep, src, out)
         t = _tables(res, assignment)
         win, win_skipped = windows.build_windows(t["keyframes"], ep, assignment)
-        schemas = {"videos": layout.VIDEOS, "gaze_frames": layout.GAZE_FRAMES, "keyframes": layout.KEYFRAMES}
-        for name, table in (*t.items(), ("windows", win)):
-            table.to_parquet(out / f"{name}.parquet", index=False, schema={**schemas, "windows": layout.WINDOWS}[name])
+        tables = {**t, "windows": win}
+        for name, schema in TABLES.items():
+            tables[name].to_parquet(out / f"{name}.parquet", index=False, schema=schema)
     report = _report(src.inventory, res, assignment, t, win, win_skipped)
     if params.data.format != "ego4d":  # the Ego4D report keeps its keys (a DVC metrics file)
         report = {"format": params.data.format, **report}
