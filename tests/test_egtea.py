@@ -488,8 +488,8 @@ def test_extract_and_annotate_read_egtea_into_the_same_tables(world, tmp_path):
         ann = annotate.run(p)
     out = tmp_path / layout.EXTRACT_DIR
     videos = pd.read_parquet(out / "videos.parquet")
-    assert list(videos.columns) == list(extract.VIDEO_COLUMNS)
-    assert list(pd.read_parquet(out / "gaze_frames.parquet").columns) == list(extract.GAZE_FRAME_COLUMNS)
+    assert list(videos.columns) == layout.VIDEOS.names
+    assert list(pd.read_parquet(out / "gaze_frames.parquet").columns) == layout.GAZE_FRAMES.names
     split, _ = egtea.session_split(egtea.read_actions(world, 1)[0])
     assert sorted(videos[videos["split"] == "test"]["uid"]) == sorted(split["test"])
     assert report["format"] == "egtea" and report["splits"]["val"]["videos"] == 0

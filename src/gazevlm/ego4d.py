@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 EGO4D_VERSION = "v2"
 GAZE_DIR = "gaze"
@@ -31,15 +32,22 @@ METADATA_FILE = "ego4d.json"
 MANIFEST_NAMES = ("manifest.csv", "manifest.ver")
 NARRATION_PASSES = ("narration_pass_1", "narration_pass_2")
 
+# The leading columns of an Ego4D gaze CSV, the ones that carry data (the synthetic world writes only
+# these, leaving the rest empty), with the types the values have.
+GAZE_DATA = pa.schema(
+    [
+        ("component_idx", pa.int64()),
+        ("component_timestamp_s", pa.float64()),
+        ("canonical_timestamp_s", pa.float64()),
+        ("world_index", pa.int64()),
+        ("confidence", pa.float64()),
+        ("norm_pos_x", pa.float64()),
+        ("norm_pos_y", pa.float64()),
+    ]
+)
 # Every column of an Ego4D gaze CSV, in the order the files have them.
 GAZE_COLUMNS = (
-    "component_idx",
-    "component_timestamp_s",
-    "canonical_timestamp_s",
-    "world_index",
-    "confidence",
-    "norm_pos_x",
-    "norm_pos_y",
+    *GAZE_DATA.names,
     "base_data",
     "gaze_point_3d_x",
     "gaze_point_3d_y",

@@ -30,9 +30,13 @@ from gazevlm.params import ExtractParams, Params
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 95
-VIDEO_COLUMNS = ("uid", "fps", "width", "height", "num_frames", "duration_s", "split", "video_path", "gaze_path")
-GAZE_FRAME_COLUMNS = ("uid", "frame", "t", "x", "y", "confidence", "label", "valid")
-KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
+# The tables the stage writes (data/extract/<name>.parquet), each with its contract in gazevlm.layout.
+TABLES = {
+    "videos": layout.VIDEOS,
+    "gaze_frames": layout.GAZE_FRAMES,
+    "keyframes": layout.KEYFRAMES,
+    "windows": layout.WINDOWS,
+}
 
 
 def frame_path(uid: str, frame: int, root: Path = EXTRACT_DIR) -> Path:
@@ -223,12 +227,12 @@ def _tables(res: _Videos, assignment: dict[str, str]) -> dict[str, pd.DataFrame]
             }
             for r in kept
         ],
-        columns=list(VIDEO_COLUMNS),
+        columns=layout.VIDEOS.names,
     )
-    gaze_frames = pd.concat([res.gaze[r.uid] for r in kept], ignore_index=True)[list(GAZE_FRAME_COLUMNS)]
+    gaze_frames = pd.concat([res.gaze[r.uid] for r in kept], ignore_index=True)[layout.GAZE_FRAMES.names]
     keyframes = pd.concat([res.keyframes[r.uid] for r in kept], ignore_index=True)
     keyframes["split"] = keyframes.uid.map(assignment)
-    keyframes = keyframes[list(KEYFRAME_COLUMNS)]
+    keyframes = keyframes[layout.KEYFRAMES.names]
     return {"videos": videos, "gaze_frames": gaze_frames, "keyframes": keyframes}
 
 
@@ -246,8 +250,9 @@ def run(params: Params) -> dict:
         assignment = _split(res, ep, src, out)
         t = _tables(res, assignment)
         win, win_skipped = windows.build_windows(t["keyframes"], ep, assignment)
-        for name, table in (*t.items(), ("windows", win)):
-            table.to_parquet(out / f"{name}.parquet", index=False)
+        tables = {**t, "windows": win}
+        for name, schema in TABLES.items():
+            tables[name].to_parquet(out / f"{name}.parquet", index=False, schema=schema)
     report = _report(src.inventory, res, assignment, t, win, win_skipped)
     if params.data.format != "ego4d":  # the Ego4D report keeps its keys (a DVC metrics file)
         report = {"format": params.data.format, **report}

@@ -26,16 +26,7 @@ from gazevlm.out_dir import check_replaceable
 from gazevlm.params import with_overrides
 
 MARKER = "predictions.json"
-CSV_COLUMNS = (
-    "window",
-    "window_id",
-    "t_start",
-    "t_end",
-    "keyframe_frames",
-    "keyframe_times",
-    "horizon_in_video",
-    "prediction",
-)
+CSV_COLUMNS = tuple(layout.VIDEO_PREDICTIONS_CSV.names)
 
 
 def resolve_device(device: str) -> str:

@@ -50,7 +50,7 @@ def train_keyframes(
     """Every captioned keyframe of the train split (each once), from the heatmap stage's shards."""
     from gazevlm import shards
 
-    table = pd.read_parquet(captions_path, columns=["keyframe_id", "caption"])
+    table = layout.read_table(captions_path, layout.CAPTIONS, ["keyframe_id", "caption"])
     caption_of = dict(zip(table["keyframe_id"], table["caption"], strict=False))
     seen: dict[str, tuple[np.ndarray, str]] = {}
     for s in shards.iter_samples((task, "train"), with_gaze=False, root=shards_root):

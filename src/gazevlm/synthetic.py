@@ -840,15 +840,7 @@ def simulate_gaze(plan: VideoPlan, rng: np.random.Generator) -> tuple[pd.DataFra
 def write_gaze_csv(path: Path, table: pd.DataFrame) -> None:
     """Write an Ego4D gaze table with fixed formatting (byte-identical for identical values); the
     columns that carry no data in Ego4D are left empty."""
-    data_cols = (
-        "component_idx",
-        "component_timestamp_s",
-        "canonical_timestamp_s",
-        "world_index",
-        "confidence",
-        "norm_pos_x",
-        "norm_pos_y",
-    )
+    data_cols = ego4d.GAZE_DATA.names
     empty = "," * (len(ego4d.GAZE_COLUMNS) - len(data_cols))
     rows = zip(*(table[c].to_numpy() for c in data_cols), strict=False)
     lines = [f"{int(ci)},{ct:.6f},{t:.6f},{int(wi)},{c:.6f},{x:.6f},{y:.6f}{empty}" for ci, ct, t, wi, c, x, y in rows]

@@ -21,21 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gazevlm.layout import SPLITS, TASKS, keyframe_id, window_id
+from gazevlm.layout import SPLITS, TASKS, WINDOWS, keyframe_id, window_id
 from gazevlm.params import ExtractParams
 
-WINDOW_COLUMNS = (
-    "window_id",
-    "task",
-    "uid",
-    "split",
-    "obs_frames",
-    "obs_keyframe_ids",
-    "target_frames",
-    "target_keyframe_ids",
-    "t_start",
-    "t_end",
-)
 SKIP_NO_TARGET = "no target keyframe: the horizon runs past the end of the video"
 SKIP_SHORT_VIDEO = "video has fewer keyframes than one observation window"
 
@@ -147,7 +135,7 @@ def build_windows(
             rows += made
             counter.update(skip)
         skipped[task] = dict(sorted(counter.items()))
-    table = pd.DataFrame(rows, columns=list(WINDOW_COLUMNS))
+    table = pd.DataFrame(rows, columns=WINDOWS.names)
     return table, skipped
 
 

@@ -45,46 +45,8 @@ from .refine import RefinementSession, load_feedback, replay, select_validation
 log = logging.getLogger(__name__)
 
 SOURCES = ANNOTATE_SOURCES
-KEYFRAME_COLUMNS = ("keyframe_id", "uid", "frame", "t", "split", "path")
-WINDOW_COLUMNS = (
-    "window_id",
-    "task",
-    "uid",
-    "split",
-    "obs_frames",
-    "obs_keyframe_ids",
-    "target_frames",
-    "target_keyframe_ids",
-    "t_start",
-    "t_end",
-)
 DROP_REASONS = ("failed_chunk", "no_caption", "qc_flagged", "no_target_frames")
 NO_NARRATION = "no_narration"  # future_targets: narrations only
-
-CAPTIONS_SCHEMA = pa.schema(
-    [
-        ("keyframe_id", pa.string()),
-        ("uid", pa.string()),
-        ("frame", pa.int64()),
-        ("t", pa.float64()),
-        ("caption", pa.string()),
-        ("source", pa.string()),
-        ("flags", pa.list_(pa.string())),
-        ("flagged", pa.bool_()),
-    ]
-)
-TARGETS_SCHEMA = pa.schema(
-    [
-        ("window_id", pa.string()),
-        ("task", pa.string()),
-        ("split", pa.string()),
-        ("target_text", pa.string()),
-        ("n_frames", pa.int64()),
-        ("n_flagged", pa.int64()),
-        ("dropped", pa.bool_()),
-        ("drop_reason", pa.string()),
-    ]
-)
 
 
 def paths(root: str | Path = ".") -> dict[str, Path]:
@@ -123,7 +85,7 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
         for c, src in zip(captions["caption"], sources, strict=True)
     ]
     captions["flagged"] = captions["flags"].map(bool)
-    captions = captions[list(CAPTIONS_SCHEMA.names)]
+    captions = captions[list(layout.CAPTIONS.names)]
     targets = build_targets(
         windows,
         captions,
@@ -147,7 +109,7 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
             pd.concat([targets[~future.to_numpy()], coarse])
             .set_index("window_id")
             .loc[windows["window_id"].astype(str)]
-            .reset_index()[list(TARGETS_SCHEMA.names)]
+            .reset_index()[list(layout.TARGETS.names)]
         )
 
     report = build_report(a.source, keyframes, captions, targets)
@@ -158,8 +120,8 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
         report["llm"]["windows_skipped_failed_chunk"] = int((targets["drop_reason"] == "failed_chunk").sum())
 
     p["cache"].mkdir(parents=True, exist_ok=True)  # a declared DVC output even for the narrations source
-    _write_parquet(captions, CAPTIONS_SCHEMA, p["captions"])
-    _write_parquet(targets, TARGETS_SCHEMA, p["targets"])
+    _write_parquet(captions, layout.CAPTIONS, p["captions"])
+    _write_parquet(targets, layout.TARGETS, p["targets"])
     _write_json(history, p["prompt_history"])
     _write_json(report, p["report"])
     log.info(
@@ -176,8 +138,8 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
 
 
 def load_inputs(keyframes_path: Path, windows_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    keyframes = layout.read_table(keyframes_path, KEYFRAME_COLUMNS)
-    windows = layout.read_table(windows_path, WINDOW_COLUMNS)
+    keyframes = layout.read_table(keyframes_path, layout.KEYFRAMES)
+    windows = layout.read_table(windows_path, layout.WINDOWS)
     dup = keyframes["keyframe_id"][keyframes["keyframe_id"].duplicated()]
     if len(dup):
         raise ValueError(f"{keyframes_path}: duplicated keyframe_id {sorted(set(dup))[:5]}")
@@ -394,7 +356,7 @@ def build_targets(
                 "drop_reason": reason,
             }
         )
-    return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
+    return pd.DataFrame(rows, columns=list(layout.TARGETS.names))
 
 
 def build_narration_targets(
@@ -436,7 +398,7 @@ def build_narration_targets(
                 "drop_reason": reason,
             }
         )
-    return pd.DataFrame(rows, columns=list(TARGETS_SCHEMA.names))
+    return pd.DataFrame(rows, columns=list(layout.TARGETS.names))
 
 
 def _length_stats(texts: pd.Series) -> dict[str, float]:

@@ -41,10 +41,7 @@ def read_predictions(path: Path) -> pd.DataFrame | None:
     """The evaluation stage's predictions for one run and task, or None when the file is absent."""
     if not path.exists():
         return None
-    df = pd.read_parquet(path)
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (need {list(PREDICTION_COLUMNS)})")
+    df = layout.read_table(path, layout.PREDICTIONS, PREDICTION_COLUMNS)
     if df["window_id"].duplicated().any():
         raise ValueError(f"{path}: window_id repeats, e.g. {df.loc[df['window_id'].duplicated(), 'window_id'].iloc[0]}")
     return df.set_index("window_id")
@@ -143,7 +140,7 @@ def overlap_rows(metrics: dict) -> pd.DataFrame:
                         "chance_topk": m["chance_topk"]["mean"],
                     }
                 )
-    return pd.DataFrame(rows, columns=["series", "topk_overlap", "last_frame_topk_overlap", "chance_topk"])
+    return pd.DataFrame(rows, columns=layout.OVERLAP.names)
 
 
 def _save(fig: plt.Figure, path: Path) -> str:

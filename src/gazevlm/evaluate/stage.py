@@ -233,7 +233,9 @@ def compare_runs(
 def chance_levels(params: Params, task: str, test_references: list[str], root: Path) -> dict:
     """What a frame-blind model scores: the most frequent train target for every window, and a uniform guess."""
     targets = layout.read_table(
-        root / layout.ANNOTATE_DIR / "targets.parquet", ("window_id", "task", "split", "target_text", "dropped")
+        root / layout.ANNOTATE_DIR / "targets.parquet",
+        layout.TARGETS,
+        ("window_id", "task", "split", "target_text", "dropped"),
     )
     train = targets[(targets["task"] == task) & (targets["split"] == "train") & ~targets["dropped"]]
     return grounding.prior_baseline(train["target_text"].dropna().tolist(), test_references)
@@ -308,7 +310,7 @@ def run(
                     per_seed[seed] = scored[(run_name, task, seed)] = df
                     path = layout.predictions_file(run_name, task, seed, root)
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    df.to_parquet(path, index=False)
+                    df.to_parquet(path, index=False, schema=layout.schema_of(layout.PREDICTIONS, df.columns, path))
                     outputs.append(str(path))
                     timings[got.job.name] = {"generate": got.seconds, "score": round(time.time() - t, 2)}
                 if synthetic and not chance:
@@ -465,7 +467,7 @@ def load_predictions(
             path = layout.predictions_file(run_name, task, seed, root)
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no predictions; run the evaluate stage first")
-            out[(run_name, task)] = pd.read_parquet(path)
+            out[(run_name, task)] = layout.read_table(path, layout.PREDICTIONS, layout.PREDICTION_COLUMNS)
     return out
 
 

@@ -43,7 +43,7 @@ def _overlay(ax: plt.Axes, rgb: np.ndarray, heat: np.ndarray | None, title: str)
 def keyframe_table() -> pd.DataFrame:
     if not KEYFRAMES_TABLE.is_file():
         raise FileNotFoundError(f"{KEYFRAMES_TABLE}: run the heatmaps stage first")
-    return pd.read_parquet(KEYFRAMES_TABLE)
+    return layout.read_table(KEYFRAMES_TABLE, layout.HEATMAP_KEYFRAMES)
 
 
 def summary_table(report: dict[str, Any]) -> pd.DataFrame:
@@ -119,7 +119,8 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
         rows = _pick(table, n, params.heatmaps.seed, table["valid"] & (table["n_points"] > 1))
     else:
         rows = table.set_index("keyframe_id").loc[list(keyframe_ids)].reset_index()
-    paths = pd.read_parquet(layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")["path"]
+    paths = layout.read_table(layout.EXTRACT_DIR / "keyframes.parquet", layout.KEYFRAMES, ["keyframe_id", "path"])
+    paths = paths.set_index("keyframe_id")["path"]
     hp = params.heatmaps
     fig, axes = plt.subplots(max(1, len(rows)), 2, figsize=(8, 4 * max(1, len(rows))), squeeze=False)
     for ax_row, (_, r) in zip(axes, rows.iterrows(), strict=False):
@@ -168,7 +169,9 @@ def occluded_examples(params: Params, n: int = 2) -> Figure:
         ax.text(0.5, 0.5, "no earlier frame went through the occlusion test", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    videos = pd.read_parquet(layout.EXTRACT_DIR / "videos.parquet").set_index("uid")
+    videos = layout.read_table(layout.EXTRACT_DIR / "videos.parquet", layout.VIDEOS, ["uid", "video_path"]).set_index(
+        "uid"
+    )
     hp = params.heatmaps
     backend = make_backend(hp.flow, hp.raft_weights)
     fig, axes = plt.subplots(len(chosen), 3, figsize=(12, 3.8 * len(chosen)), squeeze=False)

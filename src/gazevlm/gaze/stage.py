@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from gazevlm import layout
 from gazevlm.gaze import aggregate as agg_mod
@@ -43,12 +44,16 @@ TIMINGS_PATH = layout.REPORTS_DIR / "heatmaps_timings.json"  # speed: an uncache
 # Windows held back per (task, split) before writing, so shards mix videos (bounded memory).
 WRITE_POOL = 4096
 
+# Each input table, its contract and the columns of it this stage uses.
 REQUIRED_COLUMNS = {
-    layout.EXTRACT_DIR / "videos.parquet": ["uid", "fps", "width", "height", "split", "video_path"],
-    layout.EXTRACT_DIR / "gaze_frames.parquet": ["uid", "frame", "x", "y", "label", "valid"],
-    layout.EXTRACT_DIR / "keyframes.parquet": ["keyframe_id", "uid", "frame", "t", "split", "path"],
-    layout.EXTRACT_DIR / "windows.parquet": ["window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids"],
-    layout.ANNOTATE_DIR / "targets.parquet": ["window_id", "task", "split", "target_text", "dropped"],
+    layout.EXTRACT_DIR / "videos.parquet": (layout.VIDEOS, ["uid", "fps", "width", "height", "split", "video_path"]),
+    layout.EXTRACT_DIR / "gaze_frames.parquet": (layout.GAZE_FRAMES, ["uid", "frame", "x", "y", "label", "valid"]),
+    layout.EXTRACT_DIR / "keyframes.parquet": (layout.KEYFRAMES, ["keyframe_id", "uid", "frame", "t", "split", "path"]),
+    layout.EXTRACT_DIR / "windows.parquet": (
+        layout.WINDOWS,
+        ["window_id", "task", "uid", "split", "obs_frames", "obs_keyframe_ids"],
+    ),
+    layout.ANNOTATE_DIR / "targets.parquet": (layout.TARGETS, ["window_id", "task", "split", "target_text", "dropped"]),
 }
 
 
@@ -71,9 +76,9 @@ def check_params(hp: HeatmapParams) -> None:
     with_overrides(Params(), heatmaps=asdict(hp))  # raises ParamsError naming the key
 
 
-def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+def read_table(path: Path, schema: pa.Schema, columns: list[str]) -> pd.DataFrame:
     try:
-        return layout.read_table(path, columns)
+        return layout.read_table(path, schema, columns)
     except FileNotFoundError:
         raise HeatmapInputError(f"{path}: input table not found (run the earlier stages first)") from None
     except ValueError as err:
@@ -230,7 +235,7 @@ class Inputs:
 
 
 def load_inputs() -> Inputs:
-    t = {path.name.split(".")[0]: read_table(path, cols) for path, cols in REQUIRED_COLUMNS.items()}
+    t = {path.name.split(".")[0]: read_table(path, *contract) for path, contract in REQUIRED_COLUMNS.items()}
     targets, windows = t["targets"], t["windows"]
     kept = targets[~targets["dropped"].astype(bool)][["window_id", "split", "target_text"]]
     unknown = sorted(set(kept["window_id"]) - set(windows["window_id"]))
@@ -562,7 +567,8 @@ def run(params: Params, workers: int | None = None) -> dict[str, Any]:
             for (task, split), writer in writers.items():
                 files = writer.close()
                 tally.written[task].setdefault(split, {"windows": 0, "frames_without_gaze": 0})["shards"] = len(files)
-        pd.DataFrame.from_records(tally.records).to_parquet(heatmaps_dir / KEYFRAMES_TABLE.name, index=False)
+        keyframes = pd.DataFrame.from_records(tally.records, columns=layout.HEATMAP_KEYFRAMES.names)
+        keyframes.to_parquet(heatmaps_dir / KEYFRAMES_TABLE.name, index=False, schema=layout.HEATMAP_KEYFRAMES)
     report = _report(params, inputs, tally, image_size, grid)
     speed = {
         "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - start, 3)},

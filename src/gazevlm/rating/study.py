@@ -19,7 +19,7 @@ from gazevlm import layout
 from gazevlm.params import Params
 from gazevlm.rating.ratings import prediction_hash
 
-PREDICTION_COLUMNS = ("window_id", "uid", "prediction", "reference")
+PREDICTION_COLUMNS = ("window_id", "uid", "prediction", "reference")  # in the order the rating app shows them
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def load_predictions(params: Params, root: Path = Path(".")) -> dict[str, pd.Dat
     out = {}
     for run in h.runs:
         path = layout.predictions_file(run, h.task, rated_seed(params), root)
-        df = layout.read_table(path, PREDICTION_COLUMNS)[list(PREDICTION_COLUMNS)].copy()
+        df = layout.read_table(path, layout.PREDICTIONS, PREDICTION_COLUMNS)[list(PREDICTION_COLUMNS)].copy()
         df["prediction"] = df["prediction"].fillna("").astype(str)
         df["reference"] = df["reference"].fillna("").astype(str)
         if df["window_id"].duplicated().any():
