@@ -1,4 +1,4 @@
-"""Readers for the Ego4D on-disk layout (reference/ego4d.md), shared by the synthetic world and real data.
+"""Readers for the Ego4D on-disk layout (as the Ego4D CLI downloads it), shared by the synthetic world and real data.
 
     <root>/v2/ego4d.json                      metadata (fps, resolution, frame count) per video
     <root>/v2/gaze/<uid>.csv                  eye tracking; manifest.csv / manifest.ver are not gaze

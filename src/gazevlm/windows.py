@@ -1,7 +1,8 @@
 """Keyframes, observation windows for both tasks, and the video-level train/val/test split.
 
 Every keyframe and window carries absolute frame indices of its source video and their timestamps
-(pitfalls 6 and 7): nothing downstream may rely on file order. Windows:
+(frame files sorted as strings, "10.jpg" before "2.jpg", once paired frames with the wrong captions):
+nothing downstream may rely on file order. Windows:
 
 - future:   observe `future_observe_s` of keyframes (5 at 1 fps); targets are the keyframes in
             (t_last, t_last + future_horizon_s], t_last = time of the last observed keyframe.
@@ -9,7 +10,8 @@ Every keyframe and window carries absolute frame indices of its source video and
 - activity: observe `activity_observe_s` of keyframes (3 at 1 fps); targets are the observed
             keyframes themselves. t_start / t_end = first / last observed keyframe's time.
 
-Consecutive windows start `window_stride_s` apart. The split is by video, never by window (pitfall 5).
+Consecutive windows start `window_stride_s` apart. The split is by video, never by window (overlapping
+windows of one video in train and test would be near-duplicates).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each builder returns two frames with the same rows: `numbers` (plain floats, written as CSV) and
 `display` (formatted strings "mean [ci_low, ci_high]", written as Markdown). Our cells come from the
 metrics JSON written by the stage (one dict per run and task, see stage.metrics_record) and from
-comparisons.json; paper cells are copied from reference/paper.md and never mixed with ours.
+comparisons.json; paper cells are the published numbers (Pani & Yang, NeurIPS 2025) and never mixed with ours.
 """
 
 from __future__ import annotations

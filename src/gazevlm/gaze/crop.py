@@ -2,7 +2,7 @@
 
 One geometry object maps a native frame to the encoder's square input. The shard frames and the
 heatmaps both go through `CropGeometry.apply`, so a patch target can never be cut from a different
-region than the pixels the model sees (pitfall 1).
+region than the pixels the model sees.
 """
 
 from __future__ import annotations

@@ -333,7 +333,8 @@ def keyframe_results(
 def window_meta(
     w: pd.Series, video: pd.Series, by_id: pd.DataFrame, results: list[KeyframeResult], image_size: int, grid: int
 ) -> dict[str, Any]:
-    """The sample's json: absolute frame indices and timestamps, never a file order (pitfall 6).
+    """The sample's json: absolute frame indices and timestamps, never a file order (string-sorted
+    file names put "10.jpg" before "2.jpg").
     `by_id`: the video's keyframes indexed by keyframe_id."""
     ids = list(w["obs_keyframe_ids"])
     frames = [int(f) for f in w["obs_frames"]]

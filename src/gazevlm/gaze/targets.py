@@ -1,7 +1,8 @@
 """Patch targets: the raw heatmap after the frame's resize/crop, area-pooled to the patch grid.
 
 Built from the heatmap itself (values in [0, 1], summing to 1), never from normalised pixels, with
-rows = y and columns = x throughout (pitfall 1 of the reference: do not repeat it).
+rows = y and columns = x throughout (a target built from normalised pixels with the row and channel axes
+swapped points at the wrong patches).
 """
 
 from __future__ import annotations

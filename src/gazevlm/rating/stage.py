@@ -27,7 +27,7 @@ from gazevlm.evaluate import stats, tables
 from gazevlm.params import Params
 from gazevlm.rating import ratings, study
 
-PAPER_RATE = {"base": 0.205, "gaze": 0.14}  # reference/paper.md: judged by a person on 200 samples
+PAPER_RATE = {"base": 0.205, "gaze": 0.14}  # the paper's rates, judged by a person on 200 samples
 PAPER_SAMPLES = 200
 METRICS_FILE = layout.METRICS_DIR / "hallucination.json"
 REPORT_MD = layout.REPORTS_DIR / "hallucination.md"
