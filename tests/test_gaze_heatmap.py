@@ -1,4 +1,5 @@
-"""Gaussian heatmaps, the shared resize/crop and patch targets (pitfalls 1 and 7 of the reference)."""
+"""Gaussian heatmaps, the shared resize/crop and patch targets (targets never from normalised pixels, never
+with swapped axes)."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ def test_single_point_sums_to_one_and_peaks_at_the_point():
     assert heat.shape == (64, 96) and heat.dtype == np.float32
     assert heat.sum() == pytest.approx(1.0, abs=1e-5)
     row, col = np.unravel_index(heat.argmax(), heat.shape)
-    assert (row, col) == (20, 70)  # rows are y, columns are x (pitfall 7: no swapped axes)
+    assert (row, col) == (20, 70)  # rows are y, columns are x (no swapped axes)
 
 
 def test_vectorised_sum_equals_per_point_loop():

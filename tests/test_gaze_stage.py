@@ -72,11 +72,11 @@ def test_stage_writes_the_kept_windows_with_correct_targets(world):
         assert meta["keyframe_ids"] == [layout.keyframe_id(meta["uid"], f) for f in meta["frames"]]
         assert meta["timestamps"] == pytest.approx([f / FPS for f in meta["frames"]])
         for i, (k, f) in enumerate(zip(meta["keyframe_ids"], meta["frames"], strict=False)):
-            # pitfall 1 end to end: the target's peak is the cell of the keyframe's gaze in the crop
+            # end to end: the target's peak is the cell of the keyframe's gaze in the crop
             cx, cy = geom.to_crop(gaze.loc[(meta["uid"], f), "x"], gaze.loc[(meta["uid"], f), "y"])
             if np.isfinite(cx):
                 assert np.unravel_index(s["target"][i].argmax(), (grid, grid)) == (int(cy // patch), int(cx // patch))
-            # pitfall 6: frame i is the keyframe listed i-th (the scene pans, so frames differ)
+            # never a file order: frame i is the keyframe listed i-th (the scene pans, so frames differ)
             expected = geom.apply(read_image(kf.loc[k, "path"]))[..., ::-1].astype(float)
             errors = [np.abs(s["frames"][j] - expected).mean() for j in range(t)]
             assert int(np.argmin(errors)) == i and errors[i] < 6

@@ -13,7 +13,7 @@ What it is not: photo-realistic, physically simulated, or a benchmark of anythin
 model can learn *where to look* from gaze. Frames never show gaze: rendering reads the plan (objects,
 actions, head and hand motion) and nothing that the gaze simulation produces.
 
-Learnability choices (DESIGN "Sizing the world"): objects sit on the tiny model's patch grid (the
+Learnability choices (what a tiny model trained in minutes can learn): objects sit on the tiny model's patch grid (the
 frame's centre square is GRID x GRID cells, one object per cell) and the head pans in whole cells; the
 frame at the last whole second before each action (the last 1 fps keyframe before it) shows the head
 turned `HEAD_TURN * cue` of the way and the hand `HAND_REACH * cue` of the way to the target.
