@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 
 GAZE_ENTRIES = ("target.npy", "valid.npy", "heatmap.npy")
 
@@ -197,10 +197,7 @@ def write_manifest(path: Path, files: Sequence[str], counts: dict[str, int] | No
         "samples": sum(v["samples"] for v in shards.values()),
         "shards": dict(sorted(shards.items())),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(path, manifest, indent=1, sort_keys=True)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, layout
+from gazevlm import atomic, ego4d, layout
 from gazevlm.evaluate import controls, generation, grounding, stats, tables
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
@@ -66,11 +66,7 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic.write_json(path, _clean(obj), indent=2)
 
 
 def is_synthetic(params: Params, root: Path = Path(".")) -> bool:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.evaluate import stats, tables
 from gazevlm.params import Params
 from gazevlm.rating import ratings, study
@@ -117,14 +116,6 @@ def _clean(obj: Any) -> Any:
     return [_clean(v) for v in obj] if isinstance(obj, list) else obj
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace `path` whole (a failed run leaves the last good file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run(params: Params, root: Path = Path(".")) -> dict:
     """Read the ratings and the rated predictions under root; write the metrics and the report; return the result."""
     root = Path(root)
@@ -142,10 +133,10 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     else:
         predictions = study.load_predictions(params, root)
         result = summarise(table, params, predictions, study.draw_sample(params, predictions))
-    _write(root / METRICS_FILE, json.dumps(_clean(result), indent=2) + "\n")
+    atomic.write_text(root / METRICS_FILE, json.dumps(_clean(result), indent=2) + "\n")
     numbers, display = report_tables(result)
-    _write(root / REPORT_CSV, numbers.to_csv(index=False))
-    _write(root / REPORT_MD, report_markdown(result, display, h.ratings_file, table.skipped_messages()))
+    atomic.write_text(root / REPORT_CSV, numbers.to_csv(index=False))
+    atomic.write_text(root / REPORT_MD, report_markdown(result, display, h.ratings_file, table.skipped_messages()))
     return result
 
 
