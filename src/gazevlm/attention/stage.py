@@ -122,9 +122,9 @@ def summarise(r: outputs.RunAttention, n_resamples: int, seed: int) -> dict:
     uids = [layout.window_uid(w, r.task) for w in r.window_ids]
     for source in r.sources:
         m = r.metrics[source]
-        entry = {name: summary.mean_ci(m[name], uids, n_resamples, seed) for name in saliency.METRICS}
-        entry["last_frame_topk_overlap"] = summary.mean_ci(m["topk_overlap"][:, -1], uids, n_resamples, seed)
-        entry["chance_topk"] = summary.mean_ci(m["chance_topk"], uids, n_resamples, seed)
+        entry = {name: summary.metric_entry(m[name], uids, n_resamples, seed) for name in saliency.METRICS}
+        entry["last_frame_topk_overlap"] = summary.metric_entry(m["topk_overlap"][:, -1], uids, n_resamples, seed)
+        entry["chance_topk"] = summary.metric_entry(m["chance_topk"], uids, n_resamples, seed)
         out[source] = entry
     return out
 
