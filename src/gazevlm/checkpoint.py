@@ -296,7 +296,9 @@ def config_params(config: Mapping[str, Any], path: Path):
 
 
 def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu"):
-    """(model, tokenizer) of a finished run, in eval mode, for the evaluation and attention stages.
+    """(model, tokenizer) of a finished run, in eval mode: the one loader of trained models (evaluation,
+    attention, zero-shot and `gazevlm.trained.load_model` all call it). run_dir: models/<run>/seed<N>/<task>
+    (gazevlm.layout.run_dir) or an exported directory; a missing one is a FileNotFoundError naming it.
 
     If `params` is given, its model section must equal the one the checkpoint was trained with (a
     checkpoint of another preset or variant is refused with the differing keys named), except
@@ -307,6 +309,10 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     from gazevlm.models import build_model
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir}: no trained model here (the train stage writes models/<run>/seed<N>/<task>)"
+        )
     cfg_path = run_dir / CONFIG_FILE
     config = read_json(cfg_path)
     if config.get("format") != FORMAT:
