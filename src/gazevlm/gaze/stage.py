@@ -28,11 +28,12 @@ from gazevlm.gaze import aggregate as agg_mod
 from gazevlm.gaze.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
 from gazevlm.gaze.crop import CropGeometry
 from gazevlm.gaze.flow import make_backend
-from gazevlm.gaze.frames import ImageError, encode_jpeg, read_frames, read_image
+from gazevlm.gaze.frames import ImageError, encode_jpeg, read_image
 from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
 from gazevlm.geometry import vision_geometry
 from gazevlm.params import HeatmapParams, Params, with_overrides
 from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_shard_size
+from gazevlm.video_frames import read_frames
 
 HEATMAPS_DIR = Path("data/heatmaps")
 KEYFRAMES_TABLE = HEATMAPS_DIR / "keyframes.parquet"
