@@ -12,7 +12,6 @@ failed run keeps the last good data/extract.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, egtea, layout, video_frames, windows
+from gazevlm import atomic, ego4d, egtea, layout, video_frames, windows
 from gazevlm.layout import EXTRACT_DIR, GAZE_LABELS, REPORTS_DIR, SPLITS, TASKS
 from gazevlm.params import ExtractParams, Params
 
@@ -234,7 +233,7 @@ def run(params: Params) -> dict:
     if params.data.format != "ego4d":  # the Ego4D report keeps its keys (a DVC metrics file)
         report = {"format": params.data.format, **report}
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORTS_DIR / "extract.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORTS_DIR / "extract.json", report, trailing_newline=False)
     return report
 
 

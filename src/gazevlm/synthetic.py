@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, video_frames
+from gazevlm import atomic, ego4d, video_frames
 from gazevlm.layout import REPORTS_DIR
 from gazevlm.params import Params, SampleParams
 
@@ -1024,8 +1024,7 @@ def run(params: Params) -> dict:
         },
         "per_video": {p["uid"]: {k: v for k, v in p.items() if k != "uid"} for p in per_video},
     }
-    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORTS_DIR / "sample.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORTS_DIR / "sample.json", report, trailing_newline=False)
     return report
 
 

@@ -12,7 +12,6 @@ and Perceiver), scores it against gaze with the metrics of saliency.py and write
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.attention import extract, figures, outputs, saliency, summary, testset
 from gazevlm.params import Params
 
@@ -248,10 +247,8 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
         report["tasks"][task] = task_report
     outputs.write_index(root, runs_by_task, cfg.topk, cfg.support_threshold, extract.analysed_seed(params))
 
-    METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    METRICS_FILE.write_text(json.dumps(metrics, indent=2))
-    PLOT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    overlap_rows(metrics).to_csv(PLOT_FILE, index=False, float_format="%.6g")
+    atomic.write_json(METRICS_FILE, metrics, trailing_newline=False)
+    atomic.write_text(PLOT_FILE, overlap_rows(metrics).to_csv(index=False, float_format="%.6g"))
     report["figures"] = write_figures(params, root)
     report["paper_comparison"] = {
         "paper_topk_overlap": {"base": 0.42, "gaze": 0.68},
@@ -259,6 +256,5 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     }
     report["outputs"] = [str(outputs.index_file(root)), str(METRICS_FILE), str(PLOT_FILE)]
     report["seconds"] = round(time.time() - start, 2)
-    REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_FILE.write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORT_FILE, report, trailing_newline=False)
     return report

@@ -11,7 +11,6 @@ and reports/heatmaps_timings.json (speed).
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections import Counter, defaultdict
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.gaze import aggregate as agg_mod
 from gazevlm.gaze.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
 from gazevlm.gaze.crop import CropGeometry
@@ -479,9 +478,8 @@ def run(params: Params) -> dict[str, Any]:
         "video_seconds": round(video_seconds, 2),
         "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None,
     }
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    TIMINGS_PATH.write_text(json.dumps(speed, indent=2, sort_keys=True) + "\n")
+    atomic.write_json(REPORT_PATH, report, sort_keys=True)
+    atomic.write_json(TIMINGS_PATH, speed, sort_keys=True)
     return {**report, **speed}
 
 
