@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from gazevlm import atomic
@@ -62,3 +63,11 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path):
     assert len(set(temps)) == 8
     assert json.loads(path.read_text())["writer"] in range(8)
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_json_safe_writes_nan_as_null_for_strict_readers(tmp_path):
+    obj = {"a": float("nan"), 3: (np.float64("nan"), 0.5, [np.nan, {"b": 1}]), "c": "x"}
+    assert atomic.json_safe(obj) == {"a": None, "3": [None, 0.5, [None, {"b": 1}]], "c": "x"}
+    path = atomic.write_json(tmp_path / "m.json", atomic.json_safe(obj))
+    assert "NaN" not in path.read_text()
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in a metrics file"))

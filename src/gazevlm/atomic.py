@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Replace `path` with `text` (UTF-8), atomically; returns `path`."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN float (numpy's too) as None, mapping keys as str and tuples as lists: the
+    metrics files are read by DVC and strict JSON readers, which reject NaN."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json(

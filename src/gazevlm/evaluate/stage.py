@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -54,19 +53,8 @@ def metrics_path(run: str, task: str, root: Path = Path(".")) -> Path:
     return root / EVAL_METRICS_DIR / f"{run}_{task}.json"
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN -> null (DVC and strict JSON readers reject NaN)."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def write_json(obj: Any, path: Path) -> Path:
-    return atomic.write_json(path, _clean(obj), indent=2)
+    return atomic.write_json(path, atomic.json_safe(obj), indent=2)
 
 
 def is_synthetic(params: Params, root: Path = Path(".")) -> bool:
