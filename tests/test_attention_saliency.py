@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from gazevlm.attention import saliency as S
 from gazevlm.attention import summary
+from gazevlm.evaluate import stats as evaluate_stats
 
 
 def maps(seed: int, n: int = 20, p: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -160,26 +161,41 @@ def test_auc_judd_matches_loop_and_sklearn():
 # --- intervals ---------------------------------------------------------------------------------------
 
 
-def test_mean_ci_pools_frames_and_resamples_videos():
+def test_metric_entry_pools_frames_and_resamples_videos():
     values = np.array([[1.0, 1.0, np.nan], [0.0, np.nan, np.nan], [0.5, 0.5, 0.5]])
-    out = summary.mean_ci(values, ["a", "b", "c"], n_resamples=500, seed=0)
+    out = summary.metric_entry(values, ["a", "b", "c"], n_resamples=500, seed=0)
     assert out["mean"] == pytest.approx(3.5 / 6) and out["n_frames"] == 6 and out["n_windows"] == 3
     assert out["n_videos"] == 3
     assert 0.0 <= out["ci_low"] <= out["mean"] <= out["ci_high"] <= 1.0
-    assert summary.mean_ci(values, ["a", "b", "c"], 500, 0) == out  # seeded
-    assert summary.mean_ci(np.full((2, 2), np.nan), ["a", "b"], 500, 0)["mean"] is None
-    one = summary.mean_ci(np.array([[0.3, 0.5], [0.1, 0.1]]), ["a", "a"], 500, 0)
+    assert summary.metric_entry(values, ["a", "b", "c"], 500, 0) == out  # seeded
+    assert summary.metric_entry(np.full((2, 2), np.nan), ["a", "b"], 500, 0)["mean"] is None
+    one = summary.metric_entry(np.array([[0.3, 0.5], [0.1, 0.1]]), ["a", "a"], 500, 0)
     assert one["mean"] == pytest.approx(0.25) and one["ci_low"] is None  # one video: no interval
     assert one["n_windows"] == 2 and one["n_videos"] == 1
     with pytest.raises(ValueError, match="one uid per window"):
-        summary.mean_ci(values, ["a", "b"], 500, 0)
+        summary.metric_entry(values, ["a", "b"], 500, 0)
 
 
-def test_mean_ci_interval_moves_whole_videos():
+def test_metric_entry_is_the_evaluation_mean_ci_bit_for_bit():
+    # one bootstrap for the whole project: the entry only renames and counts, it never re-estimates
+    rng = np.random.default_rng(7)
+    values = rng.random((30, 4))
+    values[rng.random((30, 4)) < 0.4] = np.nan
+    values[:5] = np.nan  # windows without a scored frame (video u0 keeps others)
+    uids = [f"u{i % 6}" for i in range(30)]
+    est = evaluate_stats.mean_ci(values, uids, n_resamples=300, seed=4, allow_nan=True)
+    entry = summary.metric_entry(values, uids, 300, 4)
+    assert (entry["mean"], entry["ci_low"], entry["ci_high"]) == (est.mean, est.ci_low, est.ci_high)
+    scored_windows = int(np.isfinite(values).any(axis=1).sum())
+    assert scored_windows < 25  # some of the other windows have no scored frame either
+    assert (entry["n_frames"], entry["n_videos"], entry["n_windows"]) == (est.n, est.n_videos, scored_windows)
+
+
+def test_metric_entry_interval_moves_whole_videos():
     # two videos of two identical windows: resampling videos can only give pooled means 0, 1/2, 1
     # (each with probability >= 1/4, so the 95% percentile interval is [0, 1]); resampling the four
     # windows independently would also give 1/4 and 3/4 and a narrower interval.
     values = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
-    out = summary.mean_ci(values, ["a", "a", "b", "b"], n_resamples=2000, seed=1)
+    out = summary.metric_entry(values, ["a", "a", "b", "b"], n_resamples=2000, seed=1)
     assert out["mean"] == pytest.approx(0.5) and out["n_videos"] == 2
     assert (out["ci_low"], out["ci_high"]) == (pytest.approx(0.0), pytest.approx(1.0))

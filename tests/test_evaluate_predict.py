@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from evaluate_fixtures import ANSWERS, WRONG, StandInModel, encode_prompt, encode_train, make_batches, make_tokenizer
+from gazevlm import checkpoint, layout
 from gazevlm.evaluate import predict as P
 
 CODEC = P.TextCodec(encode_prompt=encode_prompt, encode_train=encode_train)
@@ -85,8 +86,6 @@ def test_bad_batches_are_reported(tok):
 
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
-    expected = re.escape(
-        f"{tmp_path / 'gaze' / 'seed1' / 'future'}: no trained model for run 'gaze', task 'future', seed 1"
-    )
-    with pytest.raises(FileNotFoundError, match=expected):
-        P.load_trained("gaze", "future", 1, root=tmp_path)
+    run_dir = layout.run_dir("gaze", "future", 1, tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{run_dir}: no trained model here")):
+        checkpoint.load_trained(run_dir)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gaze_fixtures import FPS, HEIGHT, WIDTH, make_world, panning_frames, write_video
-from gazevlm import layout
+from gazevlm import ego4d, layout
 from gazevlm import params as P
 from gazevlm.gaze import stage
 from gazevlm.gaze.crop import CropGeometry
@@ -132,7 +132,7 @@ def test_keyframe_without_any_valid_point_gets_the_no_gaze_mask(tmp_path, monkey
 
 def test_missing_video_is_a_clear_error(world):
     Path("data/sample/videos/vid_b.mp4").unlink()
-    with pytest.raises(RuntimeError, match="vid_b.mp4: video file not found"):
+    with pytest.raises(ego4d.VideoFileError, match="vid_b.mp4: video file not found"):
         stage.run(params())
 
 
@@ -206,7 +206,7 @@ def test_a_failed_run_keeps_the_last_good_shards(world):
     table = Path(stage.KEYFRAMES_TABLE).read_bytes()
     assert any(p.name.endswith(".manifest.json") for p in before)
     Path("data/sample/videos/vid_b.mp4").unlink()
-    with pytest.raises(RuntimeError, match="vid_b.mp4: video file not found"):
+    with pytest.raises(ego4d.VideoFileError, match="vid_b.mp4: video file not found"):
         stage.run(params())
     assert {p: p.read_bytes() for p in Path("data/shards").rglob("*") if p.is_file()} == before
     assert Path(stage.KEYFRAMES_TABLE).read_bytes() == table

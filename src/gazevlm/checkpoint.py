@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gazevlm import atomic
+
 # torch and safetensors are imported where tensors are read or written: the train stage's notebook
 # launches its workers (gazevlm.train.launch) through this module's JSON helpers without importing torch
 if TYPE_CHECKING:
@@ -49,22 +51,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, or does not fit the model it is loaded into."""
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    _replace(tmp, path)
+    """A checkpoint's JSON file (sorted keys; values JSON cannot hold as their str), atomically."""
+    atomic.write_json(path, obj, indent=2, sort_keys=True, default=str)
 
 
 def read_json(path: Path) -> dict:
@@ -117,11 +106,10 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: Path, metadata: M
             t = t.clone()  # safetensors refuses shared storage (e.g. tied embeddings)
         seen.add(t.untyped_storage().data_ptr())
         tensors[name] = t
-    tmp = _tmp_name(path)
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, **(metadata or {})})
-    _canonical_header(tmp)
-    digest = sha256_file(tmp)
-    _replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, **(metadata or {})})
+        _canonical_header(tmp)
+        digest = sha256_file(tmp)
     return digest
 
 
@@ -226,9 +214,7 @@ def save_train_state(
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    ptmp = _tmp_name(pointer)
-    ptmp.write_text(name + "\n")
-    _replace(ptmp, pointer)
+    atomic.write_text(pointer, name + "\n")
     for old in state_root.iterdir():
         if old.name not in (name, LATEST_FILE) and (old.name.startswith("step-") or old.name.startswith(".step-")):
             shutil.rmtree(old, ignore_errors=True)
@@ -310,7 +296,9 @@ def config_params(config: Mapping[str, Any], path: Path):
 
 
 def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu"):
-    """(model, tokenizer) of a finished run, in eval mode, for the evaluation and attention stages.
+    """(model, tokenizer) of a finished run, in eval mode: the one loader of trained models (evaluation,
+    attention, zero-shot and `gazevlm.trained.load_model` all call it). run_dir: models/<run>/seed<N>/<task>
+    (gazevlm.layout.run_dir) or an exported directory; a missing one is a FileNotFoundError naming it.
 
     If `params` is given, its model section must equal the one the checkpoint was trained with (a
     checkpoint of another preset or variant is refused with the differing keys named), except
@@ -321,6 +309,10 @@ def load_trained(run_dir: Path, params=None, device: str | torch.device = "cpu")
     from gazevlm.models import build_model
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir}: no trained model here (the train stage writes models/<run>/seed<N>/<task>)"
+        )
     cfg_path = run_dir / CONFIG_FILE
     config = read_json(cfg_path)
     if config.get("format") != FORMAT:

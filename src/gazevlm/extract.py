@@ -12,7 +12,6 @@ failed run keeps the last good data/extract.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, egtea, layout, windows
+from gazevlm import atomic, ego4d, egtea, layout, video_frames, windows
 from gazevlm.layout import EXTRACT_DIR, GAZE_LABELS, REPORTS_DIR, SPLITS, TASKS
 from gazevlm.params import ExtractParams, Params
 
@@ -47,42 +46,24 @@ def frame_path(uid: str, frame: int, root: Path = EXTRACT_DIR) -> Path:
 def write_keyframes(
     video: Path, frames: Sequence[int], uid: str, width: int, height: int, root: Path = EXTRACT_DIR
 ) -> list[str]:
-    """Decode the video in order and write the given frames as JPEGs; raises VideoFileError if a
-    keyframe cannot be decoded. Reading in order (grab) instead of seeking keeps indices exact."""
-    wanted = sorted(int(f) for f in frames)
+    """Decode the video in order (video_frames.read_frames, strict) and write the given frames as JPEGs;
+    raises VideoFileError if a keyframe cannot be decoded."""
     out_dir = frame_path(uid, 0, root).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(str(video))
     paths: list[str] = []
     try:
-        if not cap.isOpened():
-            raise ego4d.VideoFileError(f"{video}: OpenCV cannot open the video")
-        index, k = 0, 0
-        while k < len(wanted):
-            if not cap.grab():
+        for index, image in video_frames.read_frames(video, frames, strict=True):
+            if image.shape[:2] != (height, width):
                 raise ego4d.VideoFileError(
-                    f"{video}: decoding stopped after {index} frames; keyframe "
-                    f"{wanted[k]} is missing (video shorter than its metadata?)"
+                    f"{video}: frame {index} is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
                 )
-            if index == wanted[k]:
-                ok, image = cap.retrieve()
-                if not ok or image is None:
-                    raise ego4d.VideoFileError(f"{video}: frame {index} could not be decoded")
-                if image.shape[:2] != (height, width):
-                    raise ego4d.VideoFileError(
-                        f"{video}: frame {index} is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
-                    )
-                path = frame_path(uid, index, root)
-                if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-                    raise OSError(f"{path}: could not write the keyframe JPEG")
-                paths.append(str(path))
-                k += 1
-            index += 1
+            path = frame_path(uid, index, root)
+            if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+                raise OSError(f"{path}: could not write the keyframe JPEG")
+            paths.append(str(path))
     except ego4d.VideoFileError:
         shutil.rmtree(out_dir, ignore_errors=True)  # no partial frame folder for a skipped video
         raise
-    finally:
-        cap.release()
     return paths
 
 
@@ -257,7 +238,7 @@ def run(params: Params) -> dict:
     if params.data.format != "ego4d":  # the Ego4D report keeps its keys (a DVC metrics file)
         report = {"format": params.data.format, **report}
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORTS_DIR / "extract.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORTS_DIR / "extract.json", report, trailing_newline=False)
     return report
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.params import Params
 
 FEATURES_DIR = layout.FEATURES_DIR
@@ -367,6 +367,5 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             )
         (out_dir / INFO_FILE).write_text(json.dumps(report, indent=2) + "\n")
     # results only (DVC metrics): the seconds are in the return value
-    (root / REPORT_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (root / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    atomic.write_json(root / REPORT_FILE, report)
     return {**report, "seconds": round(time.perf_counter() - t0, 1)}

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.params import Params
 
 ENCODER_DIR = layout.MODELS_DIR / "encoder"
@@ -210,8 +210,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             json.dumps({k: v for k, v in report.items() if k != "curve"}, indent=2) + "\n"
         )
     # results only: the DVC metrics of two identical runs must not differ (the time is in the return value)
-    (root / REPORT_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (root / REPORT_FILE).write_text(json.dumps({k: v for k, v in report.items() if k != "curve"}, indent=2) + "\n")
+    atomic.write_json(root / REPORT_FILE, {k: v for k, v in report.items() if k != "curve"})
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 

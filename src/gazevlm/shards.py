@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 
 GAZE_ENTRIES = ("target.npy", "valid.npy", "heatmap.npy")
 
@@ -197,10 +197,7 @@ def write_manifest(path: Path, files: Sequence[str], counts: dict[str, int] | No
         "samples": sum(v["samples"] for v in shards.values()),
         "shards": dict(sorted(shards.items())),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(path, manifest, indent=1, sort_keys=True)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -503,46 +500,6 @@ def collate(samples: list[dict[str, Any]], with_gaze: bool) -> dict[str, Any]:
     return batch
 
 
-def make_dataset(
-    source: Sequence[str] | tuple[str, str],
-    *,
-    batch_size: int,
-    with_gaze: bool,
-    rank: int = 0,
-    world_size: int = 1,
-    shuffle: bool = True,
-    seed: int = 0,
-    epoch: int = 0,
-    shuffle_buffer: int = 64,
-    drop_last: bool = False,
-    split_mode: str = "auto",
-    root: str | Path = layout.SHARDS_DIR,
-    with_heatmap: bool = False,
-) -> wds.DataPipeline:
-    """The IterableDataset behind `make_loader` (yields whole batches)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if with_heatmap and not with_gaze:
-        raise ValueError("with_heatmap needs with_gaze (the heatmap is a gaze entry)")
-    files = resolve_files(source, root)
-    expected = check_manifest(files, complete=False)
-    slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
-    opened = lambda: [*slots.plan().whole, *slots.plan().shared]  # noqa: E731  (this slot's shards)
-    stages: list[Any] = [
-        _SlotShards(slots),
-        wds.tarfile_to_samples(handler=_tar_error),
-        partial(_count_check, expected=expected, urls=opened),
-        partial(_keep_slot, slots=slots),
-    ]
-    if not with_gaze:
-        stages.append(_drop_gaze)
-    if shuffle and shuffle_buffer > 1:
-        stages.append(partial(_shuffle, slots=slots, bufsize=shuffle_buffer))
-    stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze, with_heatmap=with_heatmap)))
-    stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze), partial=not drop_last))
-    return wds.DataPipeline(*stages)
-
-
 def make_loader(
     source: Sequence[str] | tuple[str, str],
     *,
@@ -566,21 +523,28 @@ def make_loader(
     (see `assign_shards`). with_heatmap (with with_gaze): the batches also carry gaze_heatmap, for the
     runs that take gaze as input only.
     Deterministic given (seed, epoch, rank, world_size, num_workers)."""
-    dataset = make_dataset(
-        source,
-        batch_size=batch_size,
-        with_gaze=with_gaze,
-        rank=rank,
-        world_size=world_size,
-        shuffle=shuffle,
-        seed=seed,
-        epoch=epoch,
-        shuffle_buffer=shuffle_buffer,
-        drop_last=drop_last,
-        split_mode=split_mode,
-        root=root,
-        with_heatmap=with_heatmap,
-    )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if with_heatmap and not with_gaze:
+        raise ValueError("with_heatmap needs with_gaze (the heatmap is a gaze entry)")
+    files = resolve_files(source, root)
+    expected = check_manifest(files, complete=False)
+    slots = _Slots(files, rank, world_size, shuffle, seed, epoch, split_mode)
+    opened = lambda: [*slots.plan().whole, *slots.plan().shared]  # noqa: E731  (this slot's shards)
+    stages: list[Any] = [
+        _SlotShards(slots),
+        wds.tarfile_to_samples(handler=_tar_error),
+        partial(_count_check, expected=expected, urls=opened),
+        partial(_keep_slot, slots=slots),
+    ]
+    if not with_gaze:
+        stages.append(_drop_gaze)
+    if shuffle and shuffle_buffer > 1:
+        stages.append(partial(_shuffle, slots=slots, bufsize=shuffle_buffer))
+    stages.append(wds.map(partial(decode_sample, with_gaze=with_gaze, with_heatmap=with_heatmap)))
+    stages.append(wds.batched(batch_size, collation_fn=partial(collate, with_gaze=with_gaze), partial=not drop_last))
+    # the pipeline yields whole batches: the DataLoader only adds worker processes (batch_size=None)
+    dataset = wds.DataPipeline(*stages)
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
 
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d
+from gazevlm import atomic, ego4d, video_frames
 from gazevlm.layout import REPORTS_DIR
 from gazevlm.params import Params, SampleParams
 
@@ -1016,8 +1016,7 @@ def run(params: Params) -> dict:
         },
         "per_video": {p["uid"]: {k: v for k, v in p.items() if k != "uid"} for p in per_video},
     }
-    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORTS_DIR / "sample.json").write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORTS_DIR / "sample.json", report, trailing_newline=False)
     return report
 
 
@@ -1025,24 +1024,8 @@ def run(params: Params) -> dict:
 
 
 def read_frames(video: str | Path, frames: Sequence[int]) -> dict[int, np.ndarray]:
-    """Decode the given frame indices (RGB) by reading the video in order (no seeking)."""
-    wanted = set(int(f) for f in frames)
-    out: dict[int, np.ndarray] = {}
-    cap = cv2.VideoCapture(str(video))
-    i = 0
-    try:
-        while wanted - set(out) and cap.grab():
-            if i in wanted:
-                ok, frame = cap.retrieve()
-                if ok:
-                    out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
-    missing = wanted - set(out)
-    if missing:
-        raise ego4d.VideoFileError(f"{video}: could not decode frame(s) {sorted(missing)[:5]}")
-    return out
+    """The given frame indices as RGB images (video_frames.read_frames, strict)."""
+    return {i: cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for i, f in video_frames.read_frames(video, frames, strict=True)}
 
 
 def plot_frames(

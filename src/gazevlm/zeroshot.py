@@ -86,11 +86,11 @@ def evaluate(
     pe: Params, repo: Path, workdir: Path, load_model: Callable[[str, str, int], tuple[Any, Any]] | None = None
 ) -> dict:
     """The evaluate stage on the workdir's test shards with the repository's trained models."""
-    from gazevlm.evaluate import predict
+    from gazevlm import checkpoint
     from gazevlm.evaluate import stage as evaluate_stage
 
     models = repo / layout.MODELS_DIR
-    load_model = load_model or (lambda r, t, s: predict.load_trained(r, t, s, models, pe))
+    load_model = load_model or (lambda r, t, s: checkpoint.load_trained(layout.run_dir(r, t, s, models), params=pe))
     return evaluate_stage.run(pe, root=workdir, load_model=load_model)
 
 

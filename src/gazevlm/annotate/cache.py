@@ -1,6 +1,6 @@
 """On-disk cache of chat responses keyed by a content hash of what was asked.
 
-One JSON file per request, <dir>/<sha256>.json, written atomically (temporary file + os.replace), so
+One JSON file per request, <dir>/<sha256>.json, written atomically (gazevlm.atomic), so
 a run killed at any moment leaves either a complete answer or none, and the next run asks only what
 is missing. The key covers the model, the full text sent and the bytes of every image: change any of
 them and the question is new. Nothing about the endpoint (URL, key) is part of the key or the file.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .. import atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,4 @@ class ResponseCache:
     def put(self, key: str, reply: str, meta: dict | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = {"key": key, "reply": reply, **(meta or {})}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(entry, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic.write_json(self.path(key), entry, indent=1, trailing_newline=False)

@@ -14,15 +14,14 @@ cache without a single request.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import atomic
 from .cache import ResponseCache, request_key
 from .llm_captions import Chunk, ChunkResult, annotate_chunks, sha256_text
 from .llm_client import ChatClient, ChatError
@@ -103,11 +102,7 @@ def save_feedback(path: str | Path, entries: list[Feedback]) -> None:
             for e in entries
         ]
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(FEEDBACK_HEADER)
-        yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True, width=100)
-    os.replace(tmp, path)
+    atomic.write_text(path, FEEDBACK_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
 
 
 def rewrite_prompt(client: ChatClient, cache: ResponseCache, prompt: str, feedback: str) -> str:

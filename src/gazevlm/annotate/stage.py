@@ -20,10 +20,7 @@ those narrations, QC flags them, and a window without any is dropped as no_narra
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import ego4d, egtea, layout
+from .. import atomic, ego4d, egtea, layout
 from ..params import ANNOTATE_SOURCES, Params, validate
 from . import actions as action_captions
 from . import qc
@@ -122,8 +119,8 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
     p["cache"].mkdir(parents=True, exist_ok=True)  # a declared DVC output even for the narrations source
     _write_parquet(captions, layout.CAPTIONS, p["captions"])
     _write_parquet(targets, layout.TARGETS, p["targets"])
-    _write_json(history, p["prompt_history"])
-    _write_json(report, p["report"])
+    atomic.write_json(p["prompt_history"], history, ensure_ascii=False)
+    atomic.write_json(p["report"], report, ensure_ascii=False)
     log.info(
         "annotate: %d/%d keyframes captioned, %d/%d windows kept",
         report["keyframes"]["captioned"],
@@ -459,15 +456,5 @@ def build_report(source: str, keyframes: pd.DataFrame, captions: pd.DataFrame, t
 
 def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

@@ -127,10 +127,7 @@ def load_run_model(params: Params, run: str, task: str) -> tuple[torch.nn.Module
     """(trained model in eval mode, its prompt function) for models/<run>/seed<N>/<task> (analysed_seed)."""
     from gazevlm import checkpoint  # imported late: model code is heavy and the tests use stand-ins
 
-    run_dir = layout.run_dir(run, task, analysed_seed(params))
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no trained model for run {run!r}, task {task!r} (train stage output)")
-    model, tokenizer = checkpoint.load_trained(run_dir, params=params)
+    model, tokenizer = checkpoint.load_trained(layout.run_dir(run, task, analysed_seed(params)), params=params)
     return model, prompt_for(tokenizer, task)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.attention.saliency import METRICS
 
 # block = the gaze block's last-layer attention (runs with the block); perceiver = the Perceiver
@@ -201,7 +201,7 @@ def write_index(
             for task, runs in runs_by_task.items()
         },
     }
-    index_file(root).write_text(json.dumps(index, indent=2))
+    atomic.write_json(index_file(root), index, trailing_newline=False)
     return index
 
 

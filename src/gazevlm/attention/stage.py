@@ -12,7 +12,6 @@ and Perceiver), scores it against gaze with the metrics of saliency.py and write
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.attention import extract, figures, outputs, saliency, summary, testset
 from gazevlm.params import Params
 
@@ -119,9 +118,9 @@ def summarise(r: outputs.RunAttention, n_resamples: int, seed: int) -> dict:
     uids = [layout.window_uid(w, r.task) for w in r.window_ids]
     for source in r.sources:
         m = r.metrics[source]
-        entry = {name: summary.mean_ci(m[name], uids, n_resamples, seed) for name in saliency.METRICS}
-        entry["last_frame_topk_overlap"] = summary.mean_ci(m["topk_overlap"][:, -1], uids, n_resamples, seed)
-        entry["chance_topk"] = summary.mean_ci(m["chance_topk"], uids, n_resamples, seed)
+        entry = {name: summary.metric_entry(m[name], uids, n_resamples, seed) for name in saliency.METRICS}
+        entry["last_frame_topk_overlap"] = summary.metric_entry(m["topk_overlap"][:, -1], uids, n_resamples, seed)
+        entry["chance_topk"] = summary.metric_entry(m["chance_topk"], uids, n_resamples, seed)
         out[source] = entry
     return out
 
@@ -245,10 +244,8 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
         report["tasks"][task] = task_report
     outputs.write_index(root, runs_by_task, cfg.topk, cfg.support_threshold, extract.analysed_seed(params))
 
-    METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    METRICS_FILE.write_text(json.dumps(metrics, indent=2))
-    PLOT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    overlap_rows(metrics).to_csv(PLOT_FILE, index=False, float_format="%.6g")
+    atomic.write_json(METRICS_FILE, metrics, trailing_newline=False)
+    atomic.write_text(PLOT_FILE, overlap_rows(metrics).to_csv(index=False, float_format="%.6g"))
     report["figures"] = write_figures(params, root)
     report["paper_comparison"] = {
         "paper_topk_overlap": {"base": 0.42, "gaze": 0.68},
@@ -256,6 +253,5 @@ def run(params: Params, *, load_model: ModelLoader | None = None, batches: Batch
     }
     report["outputs"] = [str(outputs.index_file(root)), str(METRICS_FILE), str(PLOT_FILE)]
     report["seconds"] = round(time.time() - start, 2)
-    REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_FILE.write_text(json.dumps(report, indent=2))
+    atomic.write_json(REPORT_FILE, report, trailing_newline=False)
     return report

@@ -1,8 +1,9 @@
-"""Means with 95% intervals for per-frame attention metrics, resampling test videos.
+"""The attention metrics file's entry for one per-frame metric: its mean with a 95% interval.
 
-Frames of one window share a scene and windows of one video overlap, so the interval comes from the
-evaluation's cluster bootstrap over videos (gazevlm.evaluate.stats.mean_ci): the frame-pooled mean
-of the resampled videos' scored frames.
+Frames of one window share a scene and windows of one video overlap, so the estimate is the
+evaluation's one cluster bootstrap over videos (gazevlm.evaluate.stats.mean_ci, the frame-pooled mean
+of the resampled videos' scored frames); this module only adds the window count and writes "no value"
+as None (the attention report's format).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 from gazevlm.evaluate import stats
 
 
-def mean_ci(values: np.ndarray, uids: Sequence[str], n_resamples: int, seed: int) -> dict:
-    """Frame-pooled mean of (N windows, T frames) values (NaN = not scored) with a video-bootstrap CI.
+def metric_entry(values: np.ndarray, uids: Sequence[str], n_resamples: int, seed: int) -> dict:
+    """stats.mean_ci of (N windows, T frames) values (NaN = not scored) as a metrics-file entry.
 
     uids: (N,) the video of each window; windows of one video are resampled together.
     Returns {mean, ci_low, ci_high, n_frames, n_windows, n_videos} over the scored frames, windows
@@ -26,7 +27,9 @@ def mean_ci(values: np.ndarray, uids: Sequence[str], n_resamples: int, seed: int
         values = values[:, None]
     uids = np.asarray(uids, dtype=object).reshape(-1)
     if values.ndim != 2 or uids.shape[0] != values.shape[0]:
-        raise ValueError(f"mean_ci: {uids.shape[0]} video uids for values of shape {values.shape} (one uid per window)")
+        raise ValueError(
+            f"metric_entry: {uids.shape[0]} video uids for values of shape {values.shape} (one uid per window)"
+        )
     keep = np.isfinite(values).any(1)
     est = stats.mean_ci(values[keep], uids[keep], n_resamples=n_resamples, seed=seed, allow_nan=True)
     out = {

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gazevlm import layout
+from gazevlm import checkpoint, layout
 from gazevlm.evaluate import predict as P
 from gazevlm.params import Params
 
@@ -74,7 +74,9 @@ class _Generator:
         self.gaze_batches = gaze_batches or (
             lambda params_, task_, run_: P.gaze_input_batches(params_, task_, run_, root / layout.SHARDS_DIR)
         )
-        self.load_model = load_model or (lambda r, t, s: P.load_trained(r, t, s, root / layout.MODELS_DIR, params))
+        self.load_model = load_model or (
+            lambda r, t, s: checkpoint.load_trained(layout.run_dir(r, t, s, root / layout.MODELS_DIR), params=params)
+        )
         if batches is None:
             shards = root / layout.SHARDS_DIR
             self.test_batches = features.TestBatches(

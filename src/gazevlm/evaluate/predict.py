@@ -9,7 +9,7 @@ Contract with gazevlm.models (kept here, in one place, so a change there is a ch
 - `gazevlm.models.text.encode_prompt(tokenizer, task, n_frames, batch)` -> {"input_ids",
   "attention_mask"}: the answer-free prompt; `encode_train(tokenizer, texts, task, n_frames)` ->
   {"input_ids", "attention_mask", "labels"} with labels -100 outside the answer.
-- Checkpoints: `gazevlm.checkpoint.load_trained(models/<run>/seed<N>/<task>, params)` -> (model, tokenizer).
+- Checkpoints: `gazevlm.checkpoint.load_trained(layout.run_dir(run, task, seed), params)` -> (model, tokenizer).
 - Test batches: `gazevlm.shards.make_loader((task, "test"), with_gaze=False, shuffle=False, ...)` yields
   {"pixels": (B, T, 3, H, W) in [0, 1], "text": [reference], "window_id": [id], "meta": [...]};
   `gazevlm.features.feature_batches` the same with "vision_features" (B, T, P, D) (the frozen encoder's
@@ -48,23 +48,6 @@ def default_codec() -> TextCodec:
     from gazevlm.models import text
 
     return TextCodec(encode_prompt=text.encode_prompt, encode_train=text.encode_train)
-
-
-def load_trained(
-    run: str, task: str, seed: int, root: Path = layout.MODELS_DIR, params: Params | None = None
-) -> tuple[Any, Any]:
-    """(model, tokenizer) of a trained run, in eval mode; with `params`, a checkpoint trained with
-    another model section is refused."""
-    run_dir = layout.run_dir(run, task, seed, root)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"{run_dir}: no trained model for run {run!r}, task {task!r}, seed {seed} (train stage output)"
-        )
-    from gazevlm import checkpoint
-
-    model, tokenizer = checkpoint.load_trained(run_dir, params=params)
-    model.eval()
-    return model, tokenizer
 
 
 def test_batches(params: Params, task: str, root: Path = layout.SHARDS_DIR) -> Iterable[Mapping[str, Any]]:

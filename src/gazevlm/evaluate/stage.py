@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, layout
+from gazevlm import atomic, ego4d, layout
 from gazevlm.evaluate import controls, generation, grounding, stats, tables
 from gazevlm.evaluate import metrics as M
 from gazevlm.evaluate import predict as P
@@ -54,23 +53,8 @@ def metrics_path(run: str, task: str, root: Path = Path(".")) -> Path:
     return root / EVAL_METRICS_DIR / f"{run}_{task}.json"
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN -> null (DVC and strict JSON readers reject NaN)."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic.write_json(path, atomic.json_safe(obj), indent=2)
 
 
 def is_synthetic(params: Params, root: Path = Path(".")) -> bool:

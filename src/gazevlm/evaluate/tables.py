@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gazevlm import atomic
 from gazevlm.layout import TASKS
 
 PAPER_SOURCE = "Pani & Yang, NeurIPS 2025 (arXiv 2510.21356), Ego4D"
@@ -107,15 +108,15 @@ def write_table(
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    numbers.to_csv(csv, index=False)
+    atomic.write_text(csv, numbers.to_csv(index=False))
     text = to_markdown(display, caption)
     paths = [csv, md]
     for k, (cap, num, disp) in enumerate(extra, start=2):
         extra_csv = stem.with_name(f"{stem.name}_{k}.csv")
-        num.to_csv(extra_csv, index=False)
+        atomic.write_text(extra_csv, num.to_csv(index=False))
         paths.append(extra_csv)
         text += "\n" + to_markdown(disp, cap)
-    md.write_text(text)
+    atomic.write_text(md, text)
     return paths
 
 

@@ -19,12 +19,13 @@ from matplotlib.figure import Figure
 from gazevlm import layout
 from gazevlm.gaze import aggregate as A
 from gazevlm.gaze.flow import make_backend
-from gazevlm.gaze.frames import read_frames, read_image
+from gazevlm.gaze.frames import read_image
 from gazevlm.gaze.heatmap import gaussian_heatmap
 from gazevlm.gaze.occlusion import consistency
 from gazevlm.gaze.stage import KEYFRAMES_TABLE
 from gazevlm.params import Params
 from gazevlm.shards import iter_samples
+from gazevlm.video_frames import read_frames
 
 
 def _rgb(bgr: np.ndarray) -> np.ndarray:

@@ -1,13 +1,7 @@
-"""Sequential video decoding of only the frames the aggregation needs, and keyframe JPEG reading.
-
-Frames are decoded in order with grab() (no colour conversion) and only the wanted ones retrieved:
-cheaper and more reliable than seeking per frame, and indices are counted, never inferred from a
-timestamp or a file order.
-"""
+"""Keyframe JPEG reading and writing for the heatmap stage (video frames: gazevlm.video_frames)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -15,39 +9,8 @@ import numpy as np
 from PIL import Image
 
 
-class VideoError(RuntimeError):
-    """A video cannot be opened."""
-
-
 class ImageError(RuntimeError):
     """A keyframe image is missing or cannot be decoded."""
-
-
-def read_frames(path: str | Path, wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (absolute frame index, BGR frame) for each wanted index, in order; stops at the video's end."""
-    want = sorted(set(int(i) for i in wanted))
-    if not want:
-        return
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: video file not found")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise VideoError(f"{path}: cannot open video")
-    try:
-        wanted_set = set(want)
-        last = want[-1]
-        index = 0
-        while index <= last:
-            if not cap.grab():
-                return  # the caller notices the frames that never came
-            if index in wanted_set:
-                ok, frame = cap.retrieve()
-                if ok:
-                    yield index, frame
-            index += 1
-    finally:
-        cap.release()
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -11,7 +11,6 @@ and reports/heatmaps_timings.json (speed).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import time
@@ -26,16 +25,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.gaze import aggregate as agg_mod
 from gazevlm.gaze.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
 from gazevlm.gaze.crop import CropGeometry
 from gazevlm.gaze.flow import make_backend
-from gazevlm.gaze.frames import ImageError, encode_jpeg, read_frames, read_image
+from gazevlm.gaze.frames import ImageError, encode_jpeg, read_image
 from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
 from gazevlm.geometry import vision_geometry
 from gazevlm.params import HeatmapParams, Params, with_overrides
 from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_shard_size
+from gazevlm.video_frames import read_frames
 
 HEATMAPS_DIR = Path("data/heatmaps")
 KEYFRAMES_TABLE = HEATMAPS_DIR / "keyframes.parquet"
@@ -576,9 +576,8 @@ def run(params: Params, workers: int | None = None) -> dict[str, Any]:
         "video_seconds": round(video_seconds, 2),
         "realtime_factor": round(video_seconds / loop_seconds, 2) if loop_seconds > 0 and video_seconds else None,
     }
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    TIMINGS_PATH.write_text(json.dumps(speed, indent=2, sort_keys=True) + "\n")
+    atomic.write_json(REPORT_PATH, report, sort_keys=True)
+    atomic.write_json(TIMINGS_PATH, speed, sort_keys=True)
     return {**report, **speed}
 
 

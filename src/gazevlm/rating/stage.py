@@ -14,15 +14,12 @@ Statistics come from gazevlm.evaluate.stats (the same procedure as the evaluate 
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from gazevlm import layout
+from gazevlm import atomic, layout
 from gazevlm.evaluate import stats, tables
 from gazevlm.params import Params
 from gazevlm.rating import ratings, study
@@ -108,23 +105,6 @@ def summarise(
     return result
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN (an interval over fewer than 2 videos) -> null."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    return [_clean(v) for v in obj] if isinstance(obj, list) else obj
-
-
-def _write(path: Path, text: str) -> None:
-    """Replace `path` whole (a failed run leaves the last good file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run(params: Params, root: Path = Path(".")) -> dict:
     """Read the ratings and the rated predictions under root; write the metrics and the report; return the result."""
     root = Path(root)
@@ -142,10 +122,11 @@ def run(params: Params, root: Path = Path(".")) -> dict:
     else:
         predictions = study.load_predictions(params, root)
         result = summarise(table, params, predictions, study.draw_sample(params, predictions))
-    _write(root / METRICS_FILE, json.dumps(_clean(result), indent=2) + "\n")
+    # NaN (an interval over fewer than 2 videos) is written as null
+    atomic.write_json(root / METRICS_FILE, atomic.json_safe(result))
     numbers, display = report_tables(result)
-    _write(root / REPORT_CSV, numbers.to_csv(index=False))
-    _write(root / REPORT_MD, report_markdown(result, display, h.ratings_file, table.skipped_messages()))
+    atomic.write_text(root / REPORT_CSV, numbers.to_csv(index=False))
+    atomic.write_text(root / REPORT_MD, report_markdown(result, display, h.ratings_file, table.skipped_messages()))
     return result
 
 
