@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gazevlm.gaze.aggregate import Aggregator, GazeTrack, Timings, window_frames
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.flow import FlowBackendError, make_backend
-from gazevlm.gaze.frames import read_frames
-from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
+from gazevlm.heatmaps.aggregate import Aggregator, GazeTrack, Timings, window_frames
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.flow import FlowBackendError, make_backend
+from gazevlm.heatmaps.frames import read_frames
+from gazevlm.heatmaps.targets import patch_target_from_points, resize_heatmap
 
 WIDTH, HEIGHT, FPS = 1088, 1080, 30
 VELOCITY = (3, 2)
