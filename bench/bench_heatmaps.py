@@ -23,8 +23,8 @@ import numpy as np
 from gazevlm.heatmaps.aggregate import Aggregator, GazeTrack, Timings, window_frames
 from gazevlm.heatmaps.crop import CropGeometry
 from gazevlm.heatmaps.flow import FlowBackendError, make_backend
-from gazevlm.heatmaps.frames import read_frames
 from gazevlm.heatmaps.targets import patch_target_from_points, resize_heatmap
+from gazevlm.video_frames import read_frames
 
 WIDTH, HEIGHT, FPS = 1088, 1080, 30
 VELOCITY = (3, 2)
