@@ -91,7 +91,7 @@ class Plan:
 def heatmap_figures(plan: Plan) -> tuple[list[Figure], list[str]]:
     from bench import bench_heatmaps as bh
     from gazevlm import params as params_mod
-    from gazevlm.gaze.flow import FlowBackendError
+    from gazevlm.heatmaps.flow import FlowBackendError
 
     hp = params_mod.load(plan.params_file).heatmaps
     n_prev = round(hp.delta_ms / 1000 * NATIVE_FPS)

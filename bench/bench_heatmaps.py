@@ -20,10 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gazevlm.gaze.aggregate import Aggregator, GazeTrack, Timings, window_frames
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.flow import FlowBackendError, make_backend
-from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
+from gazevlm.heatmaps.aggregate import Aggregator, GazeTrack, Timings, window_frames
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.flow import FlowBackendError, make_backend
+from gazevlm.heatmaps.targets import patch_target_from_points, resize_heatmap
 from gazevlm.video_frames import read_frames
 
 WIDTH, HEIGHT, FPS = 1088, 1080, 30

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gazevlm import ego4d, params, synthetic
+from gazevlm import ego4d, params, sample
 
 TINY = {
     "videos": 3,
@@ -40,7 +40,7 @@ def tiny_params(root: Path, **overrides) -> params.Params:
 def tiny_world(tmp_path_factory) -> Path:
     """The tiny synthetic world, written once per test session. Treat it as read-only."""
     root = tmp_path_factory.mktemp("tiny_world")
-    synthetic.write_world(tiny_params(root).sample)
+    sample.write_world(tiny_params(root).sample)
     return root
 
 

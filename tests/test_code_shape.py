@@ -107,7 +107,7 @@ def test_the_cycle_finder_finds_a_cycle():
 @pytest.mark.slow
 def test_the_heatmap_stage_does_not_import_the_model_stack():
     code = (
-        "import sys; import gazevlm.gaze.stage, gazevlm.gaze.figures; "
+        "import sys; import gazevlm.heatmaps.stage, gazevlm.heatmaps.figures; "
         "print([m for m in ('transformers', 'open_flamingo', 'gazevlm.models') if m in sys.modules])"
     )
     out = subprocess.run(

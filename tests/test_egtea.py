@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from egtea_fixtures import NEW_COLUMNS, clip, new_row, old_row, write_annotations, write_begaze, write_video
-from gazevlm import egtea, extract, layout, synthetic, synthetic_egtea
+from gazevlm import egtea, extract, layout, sample, sample_egtea
 from gazevlm import params as gparams
 from gazevlm.annotate import actions as action_captions
 from gazevlm.ego4d import VideoRecord
@@ -401,14 +401,14 @@ TINY = gparams.EgteaSampleParams(videos=3, seconds=6, width=128, height=96, test
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("egtea") / "world"
-    synthetic_egtea.write_world(dataclasses.replace(TINY, root=str(root)))
+    sample_egtea.write_world(dataclasses.replace(TINY, root=str(root)))
     return root
 
 
 def test_the_synthetic_world_has_the_egtea_layout_and_both_begaze_versions(world):
-    report = json.loads((world / synthetic_egtea.MARKER).read_text())
+    report = json.loads((world / sample_egtea.MARKER).read_text())
     sessions = list(report["sessions"])
-    assert sessions == [synthetic_egtea.session_name(i) for i in range(3)]
+    assert sessions == [sample_egtea.session_name(i) for i in range(3)]
     heads = [(world / egtea.GAZE_DIR / f"{s}.txt").read_bytes().decode("latin-1").split("\r\n") for s in sessions]
     header_lengths = {sum(line.startswith("##") for line in h) for h in heads}
     assert len(header_lengths) == 2  # the two BeGaze versions differ in header length
@@ -422,11 +422,11 @@ def test_the_synthetic_world_has_the_egtea_layout_and_both_begaze_versions(world
 
 
 def test_the_synthetic_gaze_reads_back_where_the_simulation_put_it(world):
-    sp = synthetic_egtea.sample_params(dataclasses.replace(TINY, root=str(world)))
+    sp = sample_egtea.sample_params(dataclasses.replace(TINY, root=str(world)))
     for index in range(2):  # one of each BeGaze version
-        plan = synthetic.plan_video(sp, index)
-        truth = synthetic_egtea.begaze_samples(plan, synthetic_egtea._rng(sp.seed, index, synthetic_egtea.EVENTS))
-        rec = next(v for v in egtea.discover(world).videos if v.uid == synthetic_egtea.session_name(index))
+        plan = sample.plan_video(sp, index)
+        truth = sample_egtea.begaze_samples(plan, sample_egtea._rng(sp.seed, index, sample_egtea.EVENTS))
+        rec = next(v for v in egtea.discover(world).videos if v.uid == sample_egtea.session_name(index))
         gf, stats, _ = egtea.read_gaze_frames(rec)
         assert stats["samples"] == len(truth) and stats["dropped_truncated"] == 0
         tracked = truth[truth["event"].isin(("Fixation", "Saccade"))]
@@ -441,22 +441,22 @@ def test_the_synthetic_labels_and_split_read_back(world):
     es = dataclasses.replace(TINY, root=str(world))
     actions, skipped = egtea.read_actions(world, 1)
     assert not skipped
-    sp = synthetic_egtea.sample_params(es)
+    sp = sample_egtea.sample_params(es)
     for index in range(3):
-        plan = synthetic.plan_video(sp, index)
-        mine = actions[actions["session"] == synthetic_egtea.session_name(index)]
+        plan = sample.plan_video(sp, index)
+        mine = actions[actions["session"] == sample_egtea.session_name(index)]
         assert len(mine) == len(plan.actions)
-        assert set(mine["verb"]) <= set(synthetic_egtea.VERBS)
+        assert set(mine["verb"]) <= set(sample_egtea.VERBS)
         contacts = np.array([a.contact_s for a in plan.actions])
         assert np.allclose(np.sort(mine["start_s"].to_numpy()), np.sort(contacts) - 0.5, atol=1 / 24)
     split, notes = egtea.session_split(actions)
-    test = {synthetic_egtea.session_name(i) for i in synthetic_egtea.test_sessions(es)}
+    test = {sample_egtea.session_name(i) for i in sample_egtea.test_sessions(es)}
     assert set(split["test"]) == test and len(test) == 2 and not notes
 
 
 def test_the_synthetic_world_is_deterministic_and_guards_other_folders(world, tmp_path):
     again = tmp_path / "again"
-    synthetic_egtea.write_world(dataclasses.replace(TINY, root=str(again)))
+    sample_egtea.write_world(dataclasses.replace(TINY, root=str(again)))
 
     def digest(root: Path) -> dict:
         return {
@@ -466,14 +466,14 @@ def test_the_synthetic_world_is_deterministic_and_guards_other_folders(world, tm
         }
 
     assert digest(again) == digest(world) and len(digest(world)) == 3 + 5 + 1
-    assert synthetic_egtea.is_current(dataclasses.replace(TINY, root=str(again)))
-    assert not synthetic_egtea.is_current(dataclasses.replace(TINY, root=str(again), seed=3))
-    (again / egtea.GAZE_DIR / f"{synthetic_egtea.session_name(0)}.txt").unlink()
-    assert not synthetic_egtea.is_current(dataclasses.replace(TINY, root=str(again)))
+    assert sample_egtea.is_current(dataclasses.replace(TINY, root=str(again)))
+    assert not sample_egtea.is_current(dataclasses.replace(TINY, root=str(again), seed=3))
+    (again / egtea.GAZE_DIR / f"{sample_egtea.session_name(0)}.txt").unlink()
+    assert not sample_egtea.is_current(dataclasses.replace(TINY, root=str(again)))
     other = tmp_path / "download"
     (other / "gaze_data").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not a synthetic EGTEA world"):
-        synthetic_egtea.write_world(dataclasses.replace(TINY, root=str(other)))
+        sample_egtea.write_world(dataclasses.replace(TINY, root=str(other)))
 
 
 # --- extract and annotate on data.format egtea --------------------------------------------------------------

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from gazevlm import synthetic
+from gazevlm import sample
 from gazevlm.annotate.narrations import clean_narration
 from gazevlm.evaluate import grounding as G
 from gazevlm.params import AnnotateParams, SampleParams
@@ -24,19 +24,19 @@ def score(pred, ref):
 
 
 def test_vocabulary_is_the_synthetic_worlds():
-    assert G.COLOURS == tuple(synthetic.COLOURS)
-    assert G.KINDS == tuple(synthetic.KINDS)
+    assert G.COLOURS == tuple(sample.COLOURS)
+    assert G.KINDS == tuple(sample.KINDS)
     assert isinstance(G.COLOURS, tuple) and isinstance(G.KINDS, tuple)  # gazevlm.ceiling indexes them
 
 
 def test_every_verb_of_the_world_has_a_clause():
-    assert {verb for verb, _ in G._CLAUSES} == set(synthetic.TEMPLATES)
+    assert {verb for verb, _ in G._CLAUSES} == set(sample.TEMPLATES)
 
 
-@pytest.mark.parametrize("verb", sorted(synthetic.TEMPLATES))
+@pytest.mark.parametrize("verb", sorted(sample.TEMPLATES))
 def test_every_template_with_every_object_parses_to_its_event(verb):
-    names = [(c, k) for c in synthetic.COLOURS for k in synthetic.KINDS]
-    template = synthetic.TEMPLATES[verb]
+    names = [(c, k) for c in sample.COLOURS for k in sample.KINDS]
+    template = sample.TEMPLATES[verb]
     dests = names if "{dest}" in template else [None]
     for obj, dest in itertools.product(names, dests):
         text = clean_narration(template.format(obj=" ".join(obj), dest=" ".join(dest) if dest else ""))
@@ -48,7 +48,7 @@ def test_every_narration_of_a_tiny_world_parses_and_their_joined_windows_too():
     sp = SampleParams(seed=3, videos=3, seconds=12, objects=6)
     joiner = AnnotateParams().joiner
     for index in range(3):
-        plan = synthetic.plan_video(sp, index)
+        plan = sample.plan_video(sp, index)
         captions = [clean_narration(text) for _, text in plan.narrations]
         assert captions
         for caption in captions:

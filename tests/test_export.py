@@ -133,7 +133,7 @@ def test_model_card_reports_data_fingerprints_metrics_and_attention(project, tmp
         "| backbone / preset | openflamingo / tiny (language model: opt) |",
         "| gaze loss | lambda 100, KL gaze_to_attention, reduction sum |",
         "centre-cropped to 128 px: 8 x 8 patches of 16 px",
-        f"- root: `{world}` (v2), the synthetic world (gazevlm.synthetic)",
+        f"- root: `{world}` (v2), the synthetic world (gazevlm.sample)",
         "- fingerprint of the root (DVC md5, dvc.lock): `aaa111.dir`",
         "- fingerprint of the training shards (`data/shards`, dvc.lock): `bbb222.dir`",
         "| metric | seeds [0, 1] | seed 0 |",

@@ -245,13 +245,13 @@ def test_split_fractions():
 def test_the_default_world_has_enough_test_videos_and_train_windows():
     """Issue 13, item 1: the default params (the `sample` world, the default split and windows) give at
     least 8 test videos and about 1000 train windows per task; counted without rendering a video."""
-    from gazevlm import synthetic
+    from gazevlm import sample
 
     p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
     sp, ep = p.sample, p.extract
     assert p.data.root == sp.root  # the default pipeline reads the world it samples
-    uids = [synthetic.video_uid(sp.seed, i) for i in range(sp.videos)]
-    assert synthetic.plan_video(sp, 0).num_frames == int(round(sp.seconds * sp.fps))
+    uids = [sample.video_uid(sp.seed, i) for i in range(sp.videos)]
+    assert sample.plan_video(sp, 0).num_frames == int(round(sp.seconds * sp.fps))
     split, unassigned = windows.split_videos(uids, ep.split_fractions, ep.split_seed, ep.split_uids)
     assert not unassigned and windows.check_split(split, ep.split_fractions) == []
     assert sum(s == "test" for s in split.values()) >= 8

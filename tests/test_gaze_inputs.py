@@ -11,8 +11,8 @@ import torch
 
 from gazevlm import gaze_inputs as G
 from gazevlm import params
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.targets import patch_target_from_points, resize_heatmap
 from gazevlm.models import text
 from gazevlm.models.tokenizer import UNK, build_word_tokenizer
 

@@ -136,7 +136,7 @@ def test_params_built_in_code_are_checked_the_same_way():
 
 def test_choice_lists_agree_with_the_modules_that_use_them():
     from gazevlm import layout, losses
-    from gazevlm.gaze import flow
+    from gazevlm.heatmaps import flow
     from gazevlm.models import gaze_block, presets
 
     assert params.BACKBONES == presets.BACKBONES

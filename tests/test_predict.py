@@ -22,8 +22,8 @@ from gazevlm import checkpoint, ego4d, layout, overlay, params, predict, video_i
 from gazevlm.attention.extract import attention_maps, prompt_for
 from gazevlm.cli import main as cli_main
 from gazevlm.evaluate.predict import predict as evaluate_predict
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.frames import encode_jpeg, read_image
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.frames import encode_jpeg, read_image
 from gazevlm.shards import collate, decode_sample, encode_sample
 from gazevlm.trained import ModelDirError, load_model
 from train_fixtures import TASK

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from gaze_fixtures import dummy_shards
 from gazevlm import layout
 from gazevlm.shards import (
     ShardError,
@@ -19,6 +18,7 @@ from gazevlm.shards import (
     iter_samples,
     make_loader,
 )
+from heatmaps_fixtures import dummy_shards
 
 
 def ids_of(loader):

@@ -13,12 +13,12 @@ import pytest
 
 from ego4d_fixtures import tiny_params, tiny_world  # noqa: F401
 from evaluate_fixtures import make_tokenizer
-from gazevlm import ego4d, extract, layout, predict, synthetic
+from gazevlm import ego4d, extract, layout, predict, sample
 from gazevlm import params as gparams
 from gazevlm.annotate import stage as annotate
 from gazevlm.attention import stage as attention
 from gazevlm.evaluate import stage as evaluate
-from gazevlm.gaze import stage as heatmaps
+from gazevlm.heatmaps import stage as heatmaps
 from test_evaluate_stage import CODEC, loader, models, small_params
 
 # where each stage writes each table, relative to the run's root, and its contract
@@ -102,7 +102,7 @@ def test_synthetic_gaze_csv_has_the_ego4d_header_and_typed_data_columns(tmp_path
     table = pd.DataFrame(
         {c: [1, 2] if c in ("component_idx", "world_index") else [0.5, 0.25] for c in ego4d.GAZE_COLUMNS}
     )
-    synthetic.write_gaze_csv(tmp_path / "g.csv", table)
+    sample.write_gaze_csv(tmp_path / "g.csv", table)
     back = pd.read_csv(tmp_path / "g.csv")
     assert tuple(back.columns) == ego4d.GAZE_COLUMNS
     assert (

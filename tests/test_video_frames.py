@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ego4d_fixtures import write_video
-from gazevlm import ego4d, synthetic
+from gazevlm import ego4d, sample
 from gazevlm.video_frames import read_frames
 
 
@@ -43,8 +43,8 @@ def test_missing_or_unreadable_video_is_a_video_file_error(tmp_path):
 def test_the_sample_figures_read_rgb_through_it(tmp_path):
     video = write_video(tmp_path / "v.mp4", 5)
     bgr = dict(read_frames(video, [1, 4]))
-    rgb = synthetic.read_frames(video, [4, 1])
+    rgb = sample.read_frames(video, [4, 1])
     assert sorted(rgb) == [1, 4]
     assert all(np.array_equal(rgb[i], cv2.cvtColor(bgr[i], cv2.COLOR_BGR2RGB)) for i in (1, 4))
     with pytest.raises(ego4d.VideoFileError, match="keyframe 9"):
-        synthetic.read_frames(video, [9])
+        sample.read_frames(video, [9])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gazevlm import layout, synthetic_egtea, zeroshot
+from gazevlm import layout, sample_egtea, zeroshot
 from gazevlm import params as gparams
 from gazevlm import train as train_mod
 from train_fixtures import ListSource, tiny_params
@@ -104,7 +104,7 @@ def test_zero_shot_end_to_end_on_a_tiny_egtea_world(tmp_path):
     work = tmp_path / "data" / "zeroshot" / "egtea"
     assert list((work / layout.SHARDS_DIR / "future").glob("test-*.tar"))
     assert (work / "metrics" / "eval" / "gaze_future.json").is_file()
-    assert (tmp_path / "data" / "egtea_sample" / synthetic_egtea.MARKER).is_file()
+    assert (tmp_path / "data" / "egtea_sample" / sample_egtea.MARKER).is_file()
     num = pd.read_csv(tmp_path / "reports" / "ablations" / "table4.csv")
     assert num["row"].tolist() == ["base", "gaze", "gaze - base"]
     assert num["n_videos"].iloc[0] == 2 and num["n_seeds"].iloc[0] == 1 and num["n"].iloc[0] > 0

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from ego4d_fixtures import tiny_world  # noqa: F401  (a fixture this module's fixtures use)
-from gazevlm import extract, layout, params, synthetic
-from gazevlm.gaze.crop import CropGeometry
+from gazevlm import extract, layout, params, sample
+from gazevlm.heatmaps.crop import CropGeometry
 from train_fixtures import TASK, run_in_process, tiny_params
 
 MAX_NEW_TOKENS = 6
@@ -71,13 +71,13 @@ def project(tiny_world, tmp_path_factory) -> Project:  # noqa: F811
 
 
 def write_clip(path: Path, seconds: float, width: int = 176, height: int = 144, fps: int = 30) -> Path:
-    """A short synthetic-world mp4 (gazevlm.synthetic), not square, so the preset's crop cuts its sides."""
+    """A short synthetic-world mp4 (gazevlm.sample), not square, so the preset's crop cuts its sides."""
     sp = params.with_overrides(
         params.from_dict({}), sample={"seconds": seconds, "width": width, "height": height, "fps": fps, "seed": 7}
     ).sample
-    plan = synthetic.plan_video(sp, 0)
+    plan = sample.plan_video(sp, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    synthetic.write_video(path, synthetic.render_frames(plan), fps, (width, height))
+    sample.write_video(path, sample.render_frames(plan), fps, (width, height))
     return path
 
 
@@ -90,7 +90,7 @@ def clip(tmp_path_factory) -> Path:
 
 def pipeline_pixels(video: Path, frames: list[int], size: int) -> dict[int, np.ndarray]:
     """The pipeline's frames written out step by step, independently of gazevlm.predict: OpenCV decodes
-    in order, extract's JPEG (quality 95), PIL decodes it (gaze.frames.read_image), resize + centre crop,
+    in order, extract's JPEG (quality 95), PIL decodes it (heatmaps.frames.read_image), resize + centre crop,
     the shard's JPEG (quality 95), OpenCV decodes it to RGB (gazevlm.shards)."""
     from PIL import Image
 

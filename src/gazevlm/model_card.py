@@ -110,7 +110,7 @@ def _model(config: dict[str, Any]) -> list[str]:
 def _data(config: dict[str, Any]) -> list[str]:
     d = config["export"]["data"]
     world = {
-        True: "the synthetic world (gazevlm.synthetic)",
+        True: "the synthetic world (gazevlm.sample)",
         False: "an Ego4D-layout root",
         None: "not found in the project when exported",
     }[d["synthetic"]]

@@ -47,7 +47,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class EgteaSampleParams:
-    """The synthetic world written in the EGTEA Gaze+ layout (gazevlm.synthetic_egtea), for Table 4."""
+    """The synthetic world written in the EGTEA Gaze+ layout (gazevlm.sample_egtea), for Table 4."""
 
     root: str = "data/egtea_sample"
     seed: int = 17

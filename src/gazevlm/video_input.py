@@ -2,8 +2,8 @@
 
 Windows come from the extract stage's code (gazevlm.windows: keyframes at the model's keyframe rate, the
 model's observation length and stride). Keyframes go through the same steps as the pipeline's frames:
-extract's JPEG (extract.write_keyframes), the preset's resize + centre crop (gaze.crop), the shard's JPEG
-(gaze.frames.encode_jpeg), decoded as gazevlm.shards decodes it; so a video of the pipeline gets the very
+extract's JPEG (extract.write_keyframes), the preset's resize + centre crop (heatmaps.crop), the shard's JPEG
+(heatmaps.frames.encode_jpeg), decoded as gazevlm.shards decodes it; so a video of the pipeline gets the very
 pixels its shards hold.
 
 For the future task the last windows of a clip have no keyframe of the video inside their horizon; the
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from gazevlm import ego4d, extract, windows
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.frames import encode_jpeg, read_image
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.frames import encode_jpeg, read_image
 
 
 class VideoTooShortError(ValueError):

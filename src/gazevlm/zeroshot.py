@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from gazevlm import egtea, extract, layout, synthetic_egtea
+from gazevlm import egtea, extract, layout, sample_egtea
 from gazevlm import params as params_mod
 from gazevlm.evaluate import tables
 from gazevlm.params import Params
@@ -68,14 +68,14 @@ def write_world(params: Params, repo: Path, workers: int | None = None) -> dict 
     if Path(params.zeroshot.root) != Path(es.root):
         return None
     es = dataclasses.replace(es, root=_absolute(repo, es.root))
-    return synthetic_egtea.run(dataclasses.replace(params, sample_egtea=es), workers=workers)
+    return sample_egtea.run(dataclasses.replace(params, sample_egtea=es), workers=workers)
 
 
 def build_shards(pe: Params, workdir: Path) -> dict[str, dict]:
     """extract, annotate and heatmaps, unchanged, inside `workdir` (their paths are relative to the
     working directory); returns their reports."""
     from gazevlm import annotate
-    from gazevlm.gaze import stage as heatmaps
+    from gazevlm.heatmaps import stage as heatmaps
 
     workdir.mkdir(parents=True, exist_ok=True)
     with chdir(workdir):
@@ -219,7 +219,7 @@ def _describe(pe: Params, extract_report: Mapping | None) -> str:
     root = Path(pe.data.root)
     what = (
         "the synthetic EGTEA-layout world (params.sample_egtea)"
-        if (root / synthetic_egtea.MARKER).is_file()
+        if (root / sample_egtea.MARKER).is_file()
         else f"the EGTEA Gaze+ download at {root}"
     )
     if extract_report:

@@ -1,6 +1,6 @@
 """Grounding diagnostics for the synthetic world: did the text name the right objects and actions?
 
-The synthetic world's captions come from a closed grammar (gazevlm.synthetic.TEMPLATES, cleaned by
+The synthetic world's captions come from a closed grammar (gazevlm.sample.TEMPLATES, cleaned by
 the annotate stage): "the camera wearer picks up the red cup, then the camera wearer puts the red
 cup in the blue bowl". So a caption can be parsed back into its events, and a prediction can be
 checked against the world's truth word by word, which the semantic score cannot do ("picks up the
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gazevlm import synthetic
+from gazevlm import sample
 
 # The world's vocabulary, taken from the world itself (no second copy to drift): colour names in the
 # world's order, and its object kinds.
-COLOURS: tuple[str, ...] = tuple(synthetic.COLOURS)
-KINDS: tuple[str, ...] = tuple(synthetic.KINDS)
+COLOURS: tuple[str, ...] = tuple(sample.COLOURS)
+KINDS: tuple[str, ...] = tuple(sample.KINDS)
 GROUNDING_METRICS = ("object_accuracy", "action_f1", "verb_accuracy")
 
 Obj = tuple[str, str]  # (colour, kind)

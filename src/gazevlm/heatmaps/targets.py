@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.heatmap import gaussian_axes
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.heatmap import gaussian_axes
 
 # Below this share of the heatmap's mass inside the model's crop, the person looked at something
 # the model cannot see: the frame is marked invalid rather than given a target piled on the border.

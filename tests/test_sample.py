@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from ego4d_fixtures import TINY, tiny_params, tiny_world  # noqa: F401
-from gazevlm import ego4d, synthetic
+from gazevlm import ego4d, sample
 
-SRC = Path(synthetic.__file__).parent
+SRC = Path(sample.__file__).parent
 
 
 def frames_digest(video: Path) -> tuple[int, str]:
@@ -41,7 +41,7 @@ def world_bytes(root: Path) -> dict[str, bytes]:
 def test_grid_matches_the_tiny_preset():
     from gazevlm.geometry import patch_grid  # no torch: gazevlm.geometry is outside the models package
 
-    assert synthetic.GRID == patch_grid("tiny")
+    assert sample.GRID == patch_grid("tiny")
 
 
 def test_layout_and_schemas(tiny_world):
@@ -70,7 +70,7 @@ def test_layout_and_schemas(tiny_world):
             for item in entry[p]["narrations"]:
                 assert set(item) == {"timestamp_sec", "timestamp_frame", "narration_text", "annotation_uid"}
                 assert item["narration_text"].startswith("#C C ")
-                assert set(item["narration_text"].split()) <= set(synthetic.vocabulary())
+                assert set(item["narration_text"].split()) <= set(sample.vocabulary())
 
 
 def test_videos_decode_with_the_metadata_frame_count(tiny_world):
@@ -85,9 +85,9 @@ def test_videos_decode_with_the_metadata_frame_count(tiny_world):
 def test_same_seed_same_bytes_and_frames_other_seed_differs(tmp_path):
     small = dict(videos=2, seconds=3)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    synthetic.write_world(tiny_params(a, **small).sample)
-    synthetic.write_world(tiny_params(b, **small).sample, workers=2)
-    synthetic.write_world(tiny_params(c, seed=1, **small).sample)
+    sample.write_world(tiny_params(a, **small).sample)
+    sample.write_world(tiny_params(b, **small).sample, workers=2)
+    sample.write_world(tiny_params(c, seed=1, **small).sample)
     assert world_bytes(a) == world_bytes(b)
     for video in sorted((a / "v2" / "full_scale").glob("*.mp4")):
         assert frames_digest(video) == frames_digest(b / "v2" / "full_scale" / video.name)
@@ -97,11 +97,11 @@ def test_same_seed_same_bytes_and_frames_other_seed_differs(tmp_path):
 
 def test_frames_never_show_gaze(tmp_path, monkeypatch):
     # rendering takes the plan only: no gaze argument can reach a frame
-    assert list(inspect.signature(synthetic.render_frames).parameters) == ["plan"]
+    assert list(inspect.signature(sample.render_frames).parameters) == ["plan"]
     small = dict(videos=1, seconds=3)
-    synthetic.write_world(tiny_params(tmp_path / "a", **small).sample)
-    monkeypatch.setattr(synthetic, "GAZE", 99)  # a different gaze stream: other blinks, glances, noise
-    synthetic.write_world(tiny_params(tmp_path / "b", **small).sample)
+    sample.write_world(tiny_params(tmp_path / "a", **small).sample)
+    monkeypatch.setattr(sample, "GAZE", 99)  # a different gaze stream: other blinks, glances, noise
+    sample.write_world(tiny_params(tmp_path / "b", **small).sample)
     a, b = world_bytes(tmp_path / "a"), world_bytes(tmp_path / "b")
     csv = [k for k in a if k.endswith(".csv")][0]
     assert a[csv] != b[csv]
@@ -132,8 +132,8 @@ def test_gaze_leads_the_hand_and_the_cue_frame_shows_the_target(tiny_world):
     sp = tiny_params(tiny_world).sample
     checked = 0
     for i in range(sp.videos):
-        plan = synthetic.plan_video(sp, i)
-        kin, g = synthetic.Kinematics(plan), plan.geom
+        plan = sample.plan_video(sp, i)
+        kin, g = sample.Kinematics(plan), plan.geom
         raw = read_csv(tiny_world, plan.uid)
         t = raw.canonical_timestamp_s.to_numpy()
         for a in plan.actions:
@@ -148,7 +148,7 @@ def test_gaze_leads_the_hand_and_the_cue_frame_shows_the_target(tiny_world):
                 checked += 1
             # the head is turned and the hand close to the target; the camera sits on the cell grid
             assert 0 <= target[0] < g.width and 0 <= target[1] < g.height
-            grasp = target + np.multiply(synthetic.GRASP_OFFSET, g.cell)
+            grasp = target + np.multiply(sample.GRASP_OFFSET, g.cell)
             assert np.hypot(*(kin.right_hand(np.array([a.cue_s]))[0] - grasp)) < 1.2 * g.cell
             cam = kin.camera(np.array([a.cue_s]))[0] - g.margin
             assert np.abs(cam - np.round(cam / g.cell) * g.cell).max() <= 0.1 * g.cell
@@ -157,8 +157,8 @@ def test_gaze_leads_the_hand_and_the_cue_frame_shows_the_target(tiny_world):
 
 def test_cue_scales_head_turn_and_hand_reach(tiny_world):
     sp = tiny_params(tiny_world, cue=0.0).sample
-    plan = synthetic.plan_video(sp, 0)
-    kin = synthetic.Kinematics(plan)
+    plan = sample.plan_video(sp, 0)
+    kin = sample.Kinematics(plan)
     reaches = [p for p in kin.phases if p[6]]  # (t0, t_mid, t1, share, start point, grasp, world)
     assert len(reaches) == len(plan.actions)
     for a, reach in zip(plan.actions, reaches, strict=False):
@@ -167,8 +167,8 @@ def test_cue_scales_head_turn_and_hand_reach(tiny_world):
         # next reach follows at once): nothing of the target shows before the contact
         assert reach[3] == 0.0 and reach[1] == a.cue_s
         assert np.allclose(kin.right_hand(np.array([a.cue_s]))[0], reach[4])
-    full = synthetic.Kinematics(synthetic.plan_video(tiny_params(tiny_world).sample, 0))
-    assert all(p[3] == synthetic.HAND_REACH for p in full.phases if p[6])
+    full = sample.Kinematics(sample.plan_video(tiny_params(tiny_world).sample, 0))
+    assert all(p[3] == sample.HAND_REACH for p in full.phases if p[6])
 
 
 def test_narrations_cover_the_keyframes(tiny_world):
@@ -183,17 +183,17 @@ def test_narrations_cover_the_keyframes(tiny_world):
 def test_actions_follow_the_world_rules(tiny_world):
     sp = tiny_params(tiny_world, seconds=60).sample
     for i in range(3):
-        plan = synthetic.plan_video(sp, i)
+        plan = sample.plan_video(sp, i)
         # contacts fall late in a whole second (PHASE), one or two whole seconds apart (GAPS)
         contacts = np.asarray(plan.contacts)
         phase = contacts - np.floor(contacts)
-        assert phase.min() >= synthetic.PHASE[0] - 1e-6 and phase.max() <= synthetic.PHASE[1] + 1e-6
-        assert set(np.diff(np.floor(contacts)).astype(int)) <= set(synthetic.GAPS)
+        assert phase.min() >= sample.PHASE[0] - 1e-6 and phase.max() <= sample.PHASE[1] + 1e-6
+        assert set(np.diff(np.floor(contacts)).astype(int)) <= set(sample.GAPS)
         held = None
         for e, a in enumerate(plan.actions):
             kind = plan.things[a.obj].kind
             if a.verb == "pick":
-                assert held is None and kind in synthetic.GRASPABLE
+                assert held is None and kind in sample.GRASPABLE
                 held = a.obj
             elif a.verb.startswith("put"):
                 assert held == a.obj
@@ -205,7 +205,7 @@ def test_actions_follow_the_world_rules(tiny_world):
 
 def test_run_writes_the_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    report = synthetic.run(tiny_params(Path("data/sample"), videos=1, seconds=2))
+    report = sample.run(tiny_params(Path("data/sample"), videos=1, seconds=2))
     assert (tmp_path / "data/sample/v2/ego4d.json").is_file()
     saved = json.loads((tmp_path / "reports/sample.json").read_text())
     assert saved == json.loads(json.dumps(report))
@@ -214,18 +214,18 @@ def test_run_writes_the_report(tmp_path, monkeypatch):
 
 def test_rewriting_replaces_a_synthetic_world_but_never_real_data(tmp_path):
     sp = tiny_params(tmp_path, videos=1, seconds=2).sample
-    synthetic.write_world(sp)
+    sample.write_world(sp)
     stale = tmp_path / "v2" / "gaze" / "stale.csv"
     stale.write_text("x")
-    synthetic.write_world(sp)
+    sample.write_world(sp)
     assert not stale.exists()
     (tmp_path / "v2" / "ego4d.json").write_text(json.dumps({"videos": []}))  # looks like a real download
     with pytest.raises(FileExistsError, match="not a synthetic world"):
-        synthetic.write_world(sp)
+        sample.write_world(sp)
 
 
 def test_bad_sizes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="too small"):
-        synthetic.plan_video(tiny_params(tmp_path, width=32, height=32).sample, 0)
+        sample.plan_video(tiny_params(tmp_path, width=32, height=32).sample, 0)
     with pytest.raises(ValueError, match="objects"):
-        synthetic.plan_video(tiny_params(tmp_path, objects=1).sample, 0)
+        sample.plan_video(tiny_params(tmp_path, objects=1).sample, 0)

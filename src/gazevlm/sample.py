@@ -963,7 +963,7 @@ def write_world(sp: SampleParams, workers: int = 1) -> dict:
                 "version": ego4d.EGO4D_VERSION,
                 "description": "gazevlm synthetic egocentric world (not Ego4D data)",
                 "synthetic": {
-                    "generator": "gazevlm.synthetic",
+                    "generator": "gazevlm.synthetic",  # the old module name, kept: the same bytes
                     **{
                         k: getattr(sp, k)
                         for k in ("seed", "videos", "seconds", "width", "height", "fps", "gaze_hz", "objects", "cue")

@@ -11,7 +11,7 @@ import yaml
 
 import attention_fixtures as AF
 from gazevlm import layout, params
-from gazevlm.rating import ratings
+from gazevlm.hallucination import ratings
 
 RUNS = ("base", "gaze")
 PHRASES = (

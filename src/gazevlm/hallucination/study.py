@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from gazevlm import layout
+from gazevlm.hallucination.ratings import prediction_hash
 from gazevlm.params import Params
-from gazevlm.rating.ratings import prediction_hash
 
 PREDICTION_COLUMNS = ("window_id", "uid", "prediction", "reference")  # in the order the rating app shows them
 

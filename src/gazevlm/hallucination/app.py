@@ -1,12 +1,12 @@
 """The rating form: one blinded item at a time (a test window's frames and one run's prediction), rated
 "hallucinated: yes / no" with an optional note, each rating appended to the ratings file at once.
 
-    from gazevlm.rating.app import RatingApp
+    from gazevlm.hallucination.app import RatingApp
     RatingApp(rater="AB")      # the repository of the working directory (or a parent): its params.yaml
 
-Blinding: no displayed widget holds a run name (tests/test_rating_app.py walks every widget's state);
+Blinding: no displayed widget holds a run name (tests/test_hallucination.py walks every widget's state);
 the run of each item lives only in Python and in the ratings file. Items come in the sample's shuffled
-order (gazevlm.rating.study); the form opens at the first item not yet rated, so a reviewer can stop
+order (gazevlm.hallucination.study); the form opens at the first item not yet rated, so a reviewer can stop
 and resume. Going back and rating an item again appends a new row; the latest one counts. A click that
 comes sooner than `min_seconds` after an item appeared (the second click of a double click) is ignored.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import ipywidgets as W
 
 from gazevlm import layout, params
-from gazevlm.rating import frames, ratings, study
+from gazevlm.hallucination import frames, ratings, study
 
 INSTRUCTIONS = (
     "<b>Is the prediction hallucinated?</b> Answer <i>yes</i> when it names objects, actions or details that "

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import browser_fixtures as B
-import rating_fixtures as RF
-from gazevlm.rating import ratings, study
+import hallucination_fixtures as RF
+from gazevlm.hallucination import ratings, study
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/rate_hallucinations.ipynb"

@@ -4,9 +4,9 @@ with swapped axes)."""
 import numpy as np
 import pytest
 
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.heatmap import gaussian_heatmap, single_point_heatmap
-from gazevlm.gaze.targets import area_pool, patch_target, patch_target_from_points, resize_heatmap
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.heatmap import gaussian_heatmap, single_point_heatmap
+from gazevlm.heatmaps.targets import area_pool, patch_target, patch_target_from_points, resize_heatmap
 
 
 def test_single_point_sums_to_one_and_peaks_at_the_point():

@@ -17,12 +17,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gazevlm import layout
-from gazevlm.gaze import aggregate as A
-from gazevlm.gaze.flow import make_backend
-from gazevlm.gaze.frames import read_image
-from gazevlm.gaze.heatmap import gaussian_heatmap
-from gazevlm.gaze.occlusion import consistency
-from gazevlm.gaze.stage import KEYFRAMES_TABLE
+from gazevlm.heatmaps import aggregate as A
+from gazevlm.heatmaps.flow import make_backend
+from gazevlm.heatmaps.frames import read_image
+from gazevlm.heatmaps.heatmap import gaussian_heatmap
+from gazevlm.heatmaps.occlusion import consistency
+from gazevlm.heatmaps.stage import KEYFRAMES_TABLE
 from gazevlm.params import Params
 from gazevlm.shards import iter_samples
 from gazevlm.video_frames import read_frames
@@ -127,7 +127,7 @@ def single_vs_aggregated(params: Params, n: int = 3, keyframe_ids: Sequence[str]
     for ax_row, (_, r) in zip(axes, rows.iterrows(), strict=False):
         rgb = _rgb(read_image(paths[r["keyframe_id"]]))
         h, w = rgb.shape[:2]
-        sigma = hp.sigma_px * w / hp.reference_width  # as the stage draws it (gaze.stage.at_width)
+        sigma = hp.sigma_px * w / hp.reference_width  # as the stage draws it (heatmaps.stage.at_width)
         status = list(r["status"])
         own = (r["gaze_x"][-1], r["gaze_y"][-1])
         single = gaussian_heatmap(np.array([own]), h, w, sigma) if np.isfinite(own).all() else None

@@ -1,4 +1,4 @@
-"""The heatmaps stage end to end on a generated three-video world (see gaze_fixtures.py)."""
+"""The heatmaps stage end to end on a generated three-video world (see heatmaps_fixtures.py)."""
 
 import json
 from pathlib import Path
@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gaze_fixtures import FPS, HEIGHT, WIDTH, make_world, panning_frames, write_video
 from gazevlm import ego4d, layout
 from gazevlm import params as P
-from gazevlm.gaze import stage
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.frames import read_image
 from gazevlm.geometry import vision_geometry
+from gazevlm.heatmaps import stage
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.frames import read_image
 from gazevlm.shards import iter_samples
+from heatmaps_fixtures import FPS, HEIGHT, WIDTH, make_world, panning_frames, write_video
 
 DROPPED = "activity_vid_a_0000040"
 
@@ -22,7 +22,7 @@ DROPPED = "activity_vid_a_0000040"
 def params(**heatmaps):
     # eps 2 px at 160 px wide ~ the paper's 20 px at 1088 px (given here at the world's own width, so it is
     # not rescaled). The upside-down frame of vid_b is inconsistent on ~0.5 of its pixels and clean frames on
-    # <= 0.15 here (DIS on this small scene; test_gaze_flow checks eta = 0.6 itself), so eta 0.35 separates
+    # <= 0.15 here (DIS on this small scene; test_heatmaps_flow checks eta = 0.6 itself), so eta 0.35 separates
     # them with margin both ways.
     base = {
         "eps_px": 2,

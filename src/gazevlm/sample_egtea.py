@@ -1,6 +1,6 @@
 """A small synthetic world written in the EGTEA Gaze+ layout (gazevlm.egtea): Table 4's offline default.
 
-The table world of gazevlm.synthetic (its planning, rendering and gaze simulation are called here, not
+The table world of gazevlm.sample (its planning, rendering and gaze simulation are called here, not
 copied), written as an EGTEA download is: 24 fps session videos at params.sample_egtea's resolution
 (4:3 like EGTEA's 640 x 480), gaze as SMI BeGaze text exports at gaze_hz (30 Hz, as EGTEA's glasses)
 in the gaze camera's 1280 x 960 frame with BeGaze's event types (velocity-typed fixations and saccades,
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gazevlm import ego4d, egtea, synthetic
+from gazevlm import ego4d, egtea, sample
 from gazevlm.params import EgteaSampleParams, Params, SampleParams
 
 MARKER = "synthetic_egtea.json"  # written last; its presence says the root is ours to overwrite
@@ -38,14 +38,14 @@ RECIPES = (
 )
 VERB_OF = {"pick": "Take", "put_in": "Put", "put_on": "Put", "put_table": "Put", "open": "Open", "close": "Close"}
 VERBS = ("Take", "Put", "Open", "Close")
-NOUNS = tuple(f"{colour}_{kind}" for colour in synthetic.COLOURS for kind in synthetic.KINDS)
+NOUNS = tuple(f"{colour}_{kind}" for colour in sample.COLOURS for kind in sample.KINDS)
 ACTIONS = tuple((v, n) for v in VERBS for n in NOUNS)
 SEGMENT_S = (0.5, 0.4)  # a clip runs from this long before the hand's contact to this long after
 SACCADE_PX_S = 1000.0  # velocity threshold (gaze-camera px / s) of the event typing
 UNKNOWN_SHARE = 0.01  # samples BeGaze could not type ("-")
 BLINK_CONFIDENCE = 0.6  # the simulation's blinks have confidence below this
 TIME0_US = 4_811_032_504  # BeGaze's clock does not start at zero
-EVENTS, CLIPS = 7, 8  # random streams of their own (synthetic uses 0-4)
+EVENTS, CLIPS = 7, 8  # random streams of their own (gazevlm.sample uses 0-4)
 
 OLD_COLUMNS = ("Time", "Type", "Trial", "L POR X [px]", "L POR Y [px]", "Frame", "L Event Info")
 NEW_COLUMNS = (
@@ -105,10 +105,10 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, stream])
 
 
-def begaze_samples(plan: synthetic.VideoPlan, rng: np.random.Generator) -> pd.DataFrame:
+def begaze_samples(plan: sample.VideoPlan, rng: np.random.Generator) -> pd.DataFrame:
     """The simulated gaze of a plan as BeGaze samples: time_us, frame, x, y (gaze camera px, origin
     top-left), event (Fixation | Saccade | Blink | -); `rng` draws the unknowns."""
-    table, _ = synthetic.simulate_gaze(plan, _rng(plan.seed, plan.index, synthetic.GAZE))
+    table, _ = sample.simulate_gaze(plan, _rng(plan.seed, plan.index, sample.GAZE))
     t = table["canonical_timestamp_s"].to_numpy()
     gw, gh = egtea.GAZE_FRAME
     x = table["norm_pos_x"].to_numpy() * gw
@@ -201,7 +201,7 @@ def write_begaze(path: Path, samples: pd.DataFrame, session: str, newer: bool, n
 # --- action labels -----------------------------------------------------------------------------------------
 
 
-def clips(plan: synthetic.VideoPlan, session: str) -> list[dict]:
+def clips(plan: sample.VideoPlan, session: str) -> list[dict]:
     """One labelled clip per action of the plan, named as EGTEA names its clips."""
     out = []
     last = plan.num_frames - 1
@@ -233,11 +233,11 @@ def test_sessions(es: EgteaSampleParams) -> set[int]:
 def write_one(es: EgteaSampleParams, index: int, root: Path) -> dict:
     """One session's video and BeGaze export; returns its clips and a summary."""
     sp = sample_params(es)
-    plan = synthetic.plan_video(sp, index)
+    plan = sample.plan_video(sp, index)
     session = session_name(index)
     video = root / egtea.VIDEO_DIRS[0] / f"{session}.mp4"
     g = plan.geom
-    written = synthetic.write_video(video, synthetic.render_frames(plan), plan.fps, (g.width, g.height))
+    written = sample.write_video(video, sample.render_frames(plan), plan.fps, (g.width, g.height))
     probe = ego4d.probe_video(video)
     if written != plan.num_frames or probe.num_frames != plan.num_frames:
         raise RuntimeError(
@@ -323,7 +323,7 @@ def write_world(es: EgteaSampleParams, workers: int = 1) -> dict:
     _write_annotations(root, es, results)
     test = test_sessions(es)
     report = {
-        "generator": "gazevlm.synthetic_egtea",
+        "generator": "gazevlm.synthetic_egtea",  # the old module name, kept: the same bytes
         "params": _params_dict(es),
         "sessions": {
             r["session"]: {**r["summary"], "split": "test" if i in test else "train", "clips": len(r["clips"])}

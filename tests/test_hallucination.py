@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import rating_fixtures as RF
+import hallucination_fixtures as RF
 from gazevlm import layout, params, shards
 from gazevlm.evaluate import stats
-from gazevlm.rating import ratings, stage, study
-from gazevlm.rating.app import RatingApp
+from gazevlm.hallucination import ratings, stage, study
+from gazevlm.hallucination.app import RatingApp
 
 # --- the sample ----------------------------------------------------------------------------------------------
 

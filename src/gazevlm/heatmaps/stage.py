@@ -26,13 +26,13 @@ import pandas as pd
 import pyarrow as pa
 
 from gazevlm import atomic, layout
-from gazevlm.gaze import aggregate as agg_mod
-from gazevlm.gaze.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
-from gazevlm.gaze.crop import CropGeometry
-from gazevlm.gaze.flow import make_backend
-from gazevlm.gaze.frames import ImageError, encode_jpeg, read_image
-from gazevlm.gaze.targets import patch_target_from_points, resize_heatmap
 from gazevlm.geometry import vision_geometry
+from gazevlm.heatmaps import aggregate as agg_mod
+from gazevlm.heatmaps.aggregate import Aggregation, Aggregator, GazeTrack, Timings, single_point
+from gazevlm.heatmaps.crop import CropGeometry
+from gazevlm.heatmaps.flow import make_backend
+from gazevlm.heatmaps.frames import ImageError, encode_jpeg, read_image
+from gazevlm.heatmaps.targets import patch_target_from_points, resize_heatmap
 from gazevlm.params import HeatmapParams, Params, with_overrides
 from gazevlm.shards import PooledWriter, ShardSetWriter, encode_sample, even_shard_size
 from gazevlm.video_frames import read_frames

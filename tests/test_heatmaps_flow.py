@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from gaze_fixtures import HEIGHT, VELOCITY, WIDTH, panning_frames
-from gazevlm.gaze import aggregate as A
-from gazevlm.gaze.aggregate import Aggregator, GazeTrack, single_point, window_frames
-from gazevlm.gaze.flow import FlowBackendError, RaftFlow, make_backend, sample_flow
-from gazevlm.gaze.occlusion import consistency
+from gazevlm.heatmaps import aggregate as A
+from gazevlm.heatmaps.aggregate import Aggregator, GazeTrack, single_point, window_frames
+from gazevlm.heatmaps.flow import FlowBackendError, RaftFlow, make_backend, sample_flow
+from gazevlm.heatmaps.occlusion import consistency
+from heatmaps_fixtures import HEIGHT, VELOCITY, WIDTH, panning_frames
 
 FRAMES = panning_frames(16, seed=3)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import rating_fixtures as RF
+import hallucination_fixtures as RF
 from gazevlm import params
-from gazevlm.rating import ratings, stage, study
+from gazevlm.hallucination import ratings, stage, study
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -4,9 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from gaze_fixtures import make_world  # noqa: E402
 from gazevlm import params as P  # noqa: E402
-from gazevlm.gaze import figures, stage  # noqa: E402
+from gazevlm.heatmaps import figures, stage  # noqa: E402
+from heatmaps_fixtures import make_world  # noqa: E402
 
 
 def test_figures_and_tables(tmp_path, monkeypatch):

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gazevlm.gaze.flow import FlowBackend, sample_flow
-from gazevlm.gaze.occlusion import consistency
+from gazevlm.heatmaps.flow import FlowBackend, sample_flow
+from gazevlm.heatmaps.occlusion import consistency
 
 # Per considered frame, why its point was or was not used.
 USED = "used"

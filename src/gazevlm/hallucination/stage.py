@@ -21,8 +21,8 @@ import pandas as pd
 
 from gazevlm import atomic, layout
 from gazevlm.evaluate import stats, tables
+from gazevlm.hallucination import ratings, study
 from gazevlm.params import Params
-from gazevlm.rating import ratings, study
 
 PAPER_RATE = {"base": 0.205, "gaze": 0.14}  # the paper's rates, judged by a person on 200 samples
 PAPER_SAMPLES = 200
