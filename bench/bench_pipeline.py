@@ -150,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     quiet()
-    figures = run(args.repo, args.keep, log_dir=args.log_dir)
+    # the commit cloned (HEAD may move while the pipeline runs)
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=args.repo, capture_output=True, text=True
     ).stdout.strip()
+    figures = run(args.repo, args.keep, log_dir=args.log_dir)
     save(figures, head)
     for f in figures:
         print(f"{f.name}: {f.value:.1f} {f.unit} goal {f.goal}  {f.note}")
