@@ -135,3 +135,20 @@ def test_the_import_walk_finds_lazy_and_relative_imports():
     assert "gazevlm/layout.py" in files  # `from .. import ego4d, layout`
     assert "gazevlm/losses.py" in files  # imported inside train.step.model_api()
     assert "gazevlm/params.py" in files
+
+
+@pytest.mark.slow
+def test_bytecode_beside_the_sources_is_not_part_of_a_dependency():
+    """Stages run without PYTHONDONTWRITEBYTECODE (the Makefile), so Python writes __pycache__ into the
+    src/gazevlm directories the stages depend on; DVC must not hash it, or `dvc status` after `make repro`
+    would call the stages that ran first changed."""
+    import subprocess
+    import sys
+
+    dvc = Path(sys.executable).parent / "dvc"
+    paths = ["src/gazevlm/models/__pycache__/text.cpython-311.pyc", "src/gazevlm/models/stale.pyc"]
+    root = Path(__file__).resolve().parent.parent
+    got = subprocess.run(
+        [str(dvc), "check-ignore", *paths, "src/gazevlm/models/text.py"], cwd=root, capture_output=True, text=True
+    )
+    assert got.stdout.split() == paths
