@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed
 # Every transitive package at the exact version CI tested (pip-compile's output, see `lock` below).
 LOCK := requirements.lock
 
-.PHONY: install placeholder repro test test-fast test-all lint lock bench browser clean-venv
+.PHONY: install placeholder repro test test-fast test-all lint lock bench ceiling browser clean-venv
 
 install: $(STAMP)
 
@@ -86,6 +86,13 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The world ceiling on the default run's shards (after `make repro`; about 30 minutes on 2 cores): a small
+# classifier on the frozen pretrained encoder and on pixels, lambda 0 / the VLM runs' 100 / 10 (the
+# ceiling's KL is summed over patches), 3 seeds, validation split -> reports/ceiling.{json,md}
+ceiling: install
+	$(BIN)/python -m gazevlm.ceiling --tasks future activity --encoders pretrained scratch --steps 500 \
+	  --seeds 0 1 2 --lambdas 0 1.5625 10 --out reports/ceiling
 
 clean-venv:
 	rm -rf $(VENV)
