@@ -61,7 +61,7 @@ def test_the_command_line_scores_val_by_default_and_writes_the_report(tmp_path, 
     assert all(len(r["hits"]) == 4 for r in record["results"])  # the 4 val windows, each scored
     assert [g["lam"] for g in record["gains"]] == [10.0] and record["gains"][0]["n_videos"] == 1
     md = out.with_suffix(".md").read_text()
-    assert "| activity | scratch | 2 | 10 | 2 |" in md and "chance" in md and " s)" not in md
+    assert "| activity | scratch | block | 2 | 10 | 2 |" in md and "chance" in md and " s)" not in md
     # the same runs give the same report bytes (no timings in it)
     assert ceiling.main(argv) == 0 and out.with_suffix(".md").read_text() == md
 
@@ -139,3 +139,20 @@ def test_chance_is_the_most_frequent_train_object_on_the_held_out_windows():
 
     chance, best = ceiling.chance_level(split([3, 3, 5, -1, -1, -1]), split([3, 5, 5, -1]))
     assert chance == pytest.approx(1 / 3) and best == pytest.approx(2 / 3)
+
+
+def test_a_free_path_around_the_block_is_reported_apart(tmp_path):
+    write_world(tmp_path)
+    root = tmp_path / layout.SHARDS_DIR
+    train, val = ceiling.load_split("activity", "train", root), ceiling.load_split("activity", "val", root)
+    net = ceiling.CeilingNet(128, 16, train.frames.shape[1], free_path=True)
+    logits, attention = net(train.inputs(slice(0, 2)))
+    assert logits.shape == (2, ceiling.N_CLASSES) and attention.shape == (2, train.frames.shape[1], 64)
+    results = [
+        ceiling.train_one(train, val, task="activity", lam=lam, seed=0, steps=2, batch_size=4, free_path=free)
+        for free in (False, True)
+        for lam in (0.0, 1.5)
+    ]
+    assert [r.reads for r in results] == ["block", "block", "block+patches", "block+patches"]
+    gains = ceiling.summarise(results, {"activity": [u for u in val.uid]})["gains"]
+    assert [(g["reads"], g["lam"]) for g in gains] == [("block", 1.5), ("block+patches", 1.5)]

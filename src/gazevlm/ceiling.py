@@ -109,7 +109,14 @@ class CeilingNet(nn.Module):
     (B, T, 3, H, W) in [0, 1], or a frozen encoder's tokens (B, T, P, in_features) when in_features is set."""
 
     def __init__(
-        self, image_size: int, patch: int, n_frames: int, dim: int = 64, heads: int = 4, in_features: int | None = None
+        self,
+        image_size: int,
+        patch: int,
+        n_frames: int,
+        dim: int = 64,
+        heads: int = 4,
+        in_features: int | None = None,
+        free_path: bool = False,
     ):
         super().__init__()
         from gazevlm.models.gaze_block import GazeBlock
@@ -121,6 +128,11 @@ class CeilingNet(nn.Module):
         self.spatial = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.norm = nn.LayerNorm(dim)
         self.block = GazeBlock(dim, layers=2, heads=heads, query="global", output="pooled_lm", ff_mult=0)
+        # free_path: a second pooling of each frame's patches with its own query and no gaze loss, added to the
+        # block's token, so the frames also reach the head around the block (as the VLM's Perceiver reads
+        # every patch token beside the block's one); without it the block's view is the only way in
+        self.free = nn.MultiheadAttention(dim, heads, batch_first=True) if free_path else None
+        self.free_query = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if free_path else None
         self.frame_pos = nn.Parameter(torch.randn(n_frames, dim) * 0.02)
         self.temporal = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.head = nn.Linear(dim, N_CLASSES)
@@ -133,7 +145,12 @@ class CeilingNet(nn.Module):
             x = self.embed(frames.flatten(0, 1) - 0.5).flatten(2).transpose(1, 2) + self.pos
         x = self.norm(self.spatial(x)).view(b, t, x.shape[1], x.shape[2])
         out = self.block(x)
-        h = self.temporal(out.tokens + self.frame_pos[:t])
+        tokens = out.tokens
+        if self.free is not None:
+            flat = x.flatten(0, 1)
+            pooled, _ = self.free(self.free_query.expand(flat.shape[0], -1, -1), flat, flat, need_weights=False)
+            tokens = tokens + pooled.view(b, t, -1)
+        h = self.temporal(tokens + self.frame_pos[:t])
         return self.head(h[:, -1]), out.attention
 
 
@@ -156,6 +173,7 @@ class CeilingResult:
     chance: float = float("nan")  # always naming the most frequent train first object, on the same windows
     # always naming the held-out split's own most frequent first object: no constant answer does better
     best_constant: float = float("nan")
+    reads: str = "block"  # the head's way to the frames: "block" alone, or "block+patches" (free_path)
 
 
 def chance_level(train: Split, test: Split) -> tuple[float, float]:
@@ -188,6 +206,7 @@ def train_one(
     steps: int = 500,
     batch_size: int = 32,
     lr: float = 1e-3,
+    free_path: bool = False,
 ) -> CeilingResult:
     """Train the classifier once (lambda, seed) and score the held-out split."""
     from gazevlm.losses import gaze_kl
@@ -199,7 +218,11 @@ def train_one(
     grid = math.isqrt(train.target.shape[-1])  # the gaze targets' patch grid fixes the patch size
     in_features = None if train.features is None else train.features.shape[-1]
     net = CeilingNet(
-        train.frames.shape[-1], train.frames.shape[-1] // grid, train.frames.shape[1], in_features=in_features
+        train.frames.shape[-1],
+        train.frames.shape[-1] // grid,
+        train.frames.shape[1],
+        in_features=in_features,
+        free_path=free_path,
     )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -245,6 +268,7 @@ def train_one(
         by_verb,
         hit[test.label >= 0].int().tolist(),
         *chance_level(train, test),
+        "block+patches" if free_path else "block",
     )
 
 
@@ -258,6 +282,7 @@ def measure(
     threads: int = 1,
     held_out: str = "val",
     params: Params | None = None,
+    free_path: bool = False,
 ) -> list[CeilingResult]:
     """Every (lambda, seed); scored on the validation split by default (a diagnostic never looks at test).
     With params, the classifier reads their frozen pretrained encoder instead of learning an embedding."""
@@ -265,7 +290,11 @@ def measure(
     train, test = load_split(task, "train", root), load_split(task, held_out, root)
     if params is not None:
         train, test = encode(train, params), encode(test, params)
-    return [train_one(train, test, task=task, lam=lam, seed=seed, steps=steps) for lam in lambdas for seed in seeds]
+    return [
+        train_one(train, test, task=task, lam=lam, seed=seed, steps=steps, free_path=free_path)
+        for lam in lambdas
+        for seed in seeds
+    ]
 
 
 def _record(result: CeilingResult) -> dict:
@@ -281,15 +310,16 @@ def summarise(results: Sequence[CeilingResult], uids: Mapping[str, Sequence[str]
 
     groups: dict[tuple, list[CeilingResult]] = {}
     for r in results:
-        groups.setdefault((r.task, r.encoder, r.steps, r.lam), []).append(r)
+        groups.setdefault((r.task, r.encoder, r.reads, r.steps, r.lam), []).append(r)
     runs, gains = [], []
-    for (task, encoder, steps, lam), rs in sorted(groups.items()):
+    for (task, encoder, reads, steps, lam), rs in sorted(groups.items()):
         accs = [r.object_accuracy for r in rs]
         picks = [r.by_first_verb.get("pick", {}).get("object_accuracy", float("nan")) for r in rs]
         runs.append(
             {
                 "task": task,
                 "encoder": encoder,
+                "reads": reads,
                 "steps": steps,
                 "lam": lam,
                 "seeds": [r.seed for r in rs],
@@ -302,7 +332,7 @@ def summarise(results: Sequence[CeilingResult], uids: Mapping[str, Sequence[str]
                 "last_frame_top3_overlap": sum(r.last_frame_top3_overlap for r in rs) / len(rs),
             }
         )
-        base = groups.get((task, encoder, steps, 0.0))
+        base = groups.get((task, encoder, reads, steps, 0.0))
         if lam and base:
             common = sorted({r.seed for r in rs} & {r.seed for r in base})
             if common:
@@ -312,7 +342,15 @@ def summarise(results: Sequence[CeilingResult], uids: Mapping[str, Sequence[str]
                     seed_mean([hits[s] for s in common]), seed_mean([base_hits[s] for s in common]), list(uids[task])
                 )
                 gains.append(
-                    {"task": task, "encoder": encoder, "steps": steps, "lam": lam, "seeds": common, **asdict(cmp)}
+                    {
+                        "task": task,
+                        "encoder": encoder,
+                        "reads": reads,
+                        "steps": steps,
+                        "lam": lam,
+                        "seeds": common,
+                        **asdict(cmp),
+                    }
                 )
     return {"runs": runs, "gains": gains}
 
@@ -329,24 +367,24 @@ def to_markdown(summary: dict[str, list[dict]], held_out: str) -> str:
         "same windows (seed mean per window), 95% bootstrap CI over videos, p from sign flips of per-video "
         "differences.",
         "",
-        "| task | encoder | steps | lambda | seeds | object acc. | pick windows | chance | best constant "
+        "| task | encoder | reads | steps | lambda | seeds | object acc. | pick windows | chance | best constant "
         "| last-frame top-3 overlap with gaze |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["runs"]:
         lines.append(
-            f"| {r['task']} | {r['encoder']} | {r['steps']} | {r['lam']:g} | {len(r['seeds'])} | "
+            f"| {r['task']} | {r['encoder']} | {r['reads']} | {r['steps']} | {r['lam']:g} | {len(r['seeds'])} | "
             f"{r['object_accuracy']:.3f} [{r['min']:.3f}, {r['max']:.3f}] | {r['pick_object_accuracy']:.3f} | "
             f"{r['chance']:.3f} | {r['best_constant']:.3f} | {r['last_frame_top3_overlap']:.2f} |"
         )
     lines += [
         "",
-        "| task | encoder | steps | lambda vs 0 | object acc. gain | videos / seeds |",
-        "|---|---|---|---|---|---|",
+        "| task | encoder | reads | steps | lambda vs 0 | object acc. gain | videos / seeds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in summary["gains"]:
         lines.append(
-            f"| {g['task']} | {g['encoder']} | {g['steps']} | {g['lam']:g} | {fmt_gain(g)} | "
+            f"| {g['task']} | {g['encoder']} | {g['reads']} | {g['steps']} | {g['lam']:g} | {fmt_gain(g)} | "
             f"{g['n_videos']} / {len(g['seeds'])} |"
         )
     return "\n".join(lines) + "\n"
@@ -368,6 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scratch: learn the patch embedding; pretrained: the frozen encoder of --params' model.vision_weights",
     )
     ap.add_argument("--params", default="params.yaml", help="read for --encoders pretrained")
+    ap.add_argument(
+        "--reads",
+        nargs="+",
+        default=["block"],
+        choices=("block", "block+patches"),
+        help="block: the head sees the frames only through the gaze block; block+patches: also through a free pooling",
+    )
     ap.add_argument("--out", default=None, help="write <out>.json (every run, per-window hits) and <out>.md")
     args = ap.parse_args(argv)
     results: list[CeilingResult] = []
@@ -375,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for task in args.tasks:
         for encoder in args.encoders:
             params = load_params(args.params) if encoder == "pretrained" else None
-            for steps in args.steps:
+            for steps, reads in [(n, r) for n in args.steps for r in args.reads]:
                 results += measure(
                     task,
                     lambdas=args.lambdas,
@@ -384,13 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     root=args.shards,
                     held_out=args.held_out,
                     params=params,
+                    free_path=reads == "block+patches",
                 )
                 for r in results[-len(args.lambdas) * len(args.seeds) :]:
                     print(
-                        f"{r.task} {r.encoder} {r.steps} steps lambda {r.lam:g} seed {r.seed}: object accuracy "
-                        f"{r.object_accuracy:.3f}, last-frame top-3 overlap {r.last_frame_top3_overlap:.2f} "
-                        f"({r.train_windows} train / {r.test_windows} held-out windows, {r.test_videos} held-out "
-                        f"videos, {r.seconds:.0f} s)",
+                        f"{r.task} {r.encoder} reads {r.reads} {r.steps} steps lambda {r.lam:g} seed {r.seed}: "
+                        f"object accuracy {r.object_accuracy:.3f}, last-frame top-3 overlap "
+                        f"{r.last_frame_top3_overlap:.2f} ({r.train_windows} train / {r.test_windows} held-out "
+                        f"windows, {r.test_videos} held-out videos, {r.seconds:.0f} s)",
                         flush=True,
                     )
         split = load_split(task, args.held_out, args.shards)
