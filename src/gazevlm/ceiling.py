@@ -277,24 +277,28 @@ def measure(
     *,
     lambdas: Sequence[float] = (0.0, 10.0),
     seeds: Sequence[int] = (0, 1, 2),
-    steps: int = 500,
+    steps: Sequence[int] = (500,),
+    reads: Sequence[str] = ("block",),
     root: str | Path = layout.SHARDS_DIR,
     threads: int = 1,
     held_out: str = "val",
     params: Params | None = None,
-    free_path: bool = False,
-) -> list[CeilingResult]:
-    """Every (lambda, seed); scored on the validation split by default (a diagnostic never looks at test).
-    With params, the classifier reads their frozen pretrained encoder instead of learning an embedding."""
+) -> tuple[list[CeilingResult], list[str]]:
+    """Every (steps, reads, lambda, seed) on splits loaded (and encoded) once; scored on the validation split
+    by default (a diagnostic never looks at test). With params, the classifier reads their frozen pretrained
+    encoder instead of learning an embedding. Also returns the video of each scored held-out window."""
     torch.set_num_threads(threads)
     train, test = load_split(task, "train", root), load_split(task, held_out, root)
     if params is not None:
         train, test = encode(train, params), encode(test, params)
-    return [
-        train_one(train, test, task=task, lam=lam, seed=seed, steps=steps, free_path=free_path)
+    results = [
+        train_one(train, test, task=task, lam=lam, seed=seed, steps=n, free_path=how == "block+patches")
+        for n in steps
+        for how in reads
         for lam in lambdas
         for seed in seeds
     ]
+    return results, [u for u, label in zip(test.uid, test.label.tolist(), strict=True) if label >= 0]
 
 
 def _record(result: CeilingResult) -> dict:
@@ -419,28 +423,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     uids: dict[str, list[str]] = {}
     for task in args.tasks:
         for encoder in args.encoders:
-            params = load_params(args.params) if encoder == "pretrained" else None
-            for steps, reads in [(n, r) for n in args.steps for r in args.reads]:
-                results += measure(
-                    task,
-                    lambdas=args.lambdas,
-                    seeds=args.seeds,
-                    steps=steps,
-                    root=args.shards,
-                    held_out=args.held_out,
-                    params=params,
-                    free_path=reads == "block+patches",
+            got, uids[task] = measure(
+                task,
+                lambdas=args.lambdas,
+                seeds=args.seeds,
+                steps=args.steps,
+                reads=args.reads,
+                root=args.shards,
+                held_out=args.held_out,
+                params=load_params(args.params) if encoder == "pretrained" else None,
+            )
+            for r in got:
+                print(
+                    f"{r.task} {r.encoder} reads {r.reads} {r.steps} steps lambda {r.lam:g} seed {r.seed}: "
+                    f"object accuracy {r.object_accuracy:.3f}, last-frame top-3 overlap "
+                    f"{r.last_frame_top3_overlap:.2f} ({r.train_windows} train / {r.test_windows} held-out "
+                    f"windows, {r.test_videos} held-out videos, {r.seconds:.0f} s)",
+                    flush=True,
                 )
-                for r in results[-len(args.lambdas) * len(args.seeds) :]:
-                    print(
-                        f"{r.task} {r.encoder} reads {r.reads} {r.steps} steps lambda {r.lam:g} seed {r.seed}: "
-                        f"object accuracy {r.object_accuracy:.3f}, last-frame top-3 overlap "
-                        f"{r.last_frame_top3_overlap:.2f} ({r.train_windows} train / {r.test_windows} held-out "
-                        f"windows, {r.test_videos} held-out videos, {r.seconds:.0f} s)",
-                        flush=True,
-                    )
-        split = load_split(task, args.held_out, args.shards)
-        uids[task] = [u for u, label in zip(split.uid, split.label.tolist(), strict=True) if label >= 0]
+            results += got
     summary = summarise(results, uids)
     if args.out:
         from gazevlm import atomic
