@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed
 # Every transitive package at the exact version CI tested (pip-compile's output, see `lock` below).
 LOCK := requirements.lock
 
-.PHONY: install placeholder repro test test-fast test-all lint lock bench ceiling browser clean-venv
+.PHONY: install placeholder repro test test-fast test-all lint lock bench ceiling probe-representations browser clean-venv
 
 install: $(STAMP)
 
@@ -96,6 +96,13 @@ ceiling: install
 	  --seeds 0 1 2 --lambdas 0 1.5625 10 --out reports/ceiling
 	$(BIN)/python -m gazevlm.ceiling --tasks future --encoders pretrained --reads block block+patches \
 	  --steps 500 --seeds 0 1 2 --lambdas 0 1.5625 --out reports/ceiling_paths
+
+# What the default run's trained models carry (after `make repro`; about 3 minutes): linear probes for the
+# first object on the gaze block's token and on what the LM's cross-attention reads, base vs gaze, validation
+# split -> reports/representation_probe.{json,md}
+probe-representations: install
+	$(BIN)/python -m gazevlm.representation_probe --task future --runs base gaze --seeds 0 1 2 \
+	  --out reports/representation_probe
 
 clean-venv:
 	rm -rf $(VENV)

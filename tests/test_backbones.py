@@ -81,7 +81,7 @@ def test_generation_never_emits_the_media_token(backbone):
 
 
 @pytest.mark.parametrize("backbone", PROJECTOR_BACKBONES)
-@pytest.mark.parametrize("output", ["pooled", "reweighted"])
+@pytest.mark.parametrize("output", ["pooled", "reweighted", "attended"])
 def test_projector_backbone_puts_each_frame_into_the_lm_input(backbone, output):
     model = build("gaze", backbone=backbone, block_output=output)
     bb = model.backbone
@@ -89,7 +89,7 @@ def test_projector_backbone_puts_each_frame_into_the_lm_input(backbone, output):
     pixels, enc = batch(model, b=2, t=3)
     media = bb.media_embeddings(model._vision_x(pixels, None))
     # 8 x 8 patches -> 4 x 4 LM tokens per frame, + the block's pooled token when it makes one
-    assert media.shape[:2] == (2, 3 * (16 + (output == "pooled")))
+    assert media.shape[:2] == (2, 3 * (16 + (output != "reweighted")))
     out = model(pixels, enc["input_ids"], enc["attention_mask"], enc["labels"])
     assert out.logits.shape[:2] == enc["input_ids"].shape and out.attention.shape == (2, 3, 64)
     changed = pixels.clone()

@@ -156,3 +156,22 @@ def test_a_free_path_around_the_block_is_reported_apart(tmp_path):
     assert [r.reads for r in results] == ["block", "block", "block+patches", "block+patches"]
     gains = ceiling.summarise(results, {"activity": [u for u in val.uid]})["gains"]
     assert [(g["reads"], g["lam"]) for g in gains] == [("block", 1.5), ("block+patches", 1.5)]
+
+
+def test_without_a_patch_layer_the_block_reads_the_encoder_tokens_through_the_linear_map_only(tmp_path):
+    write_world(tmp_path)
+    root = tmp_path / layout.SHARDS_DIR
+    train, val = ceiling.load_split("activity", "train", root), ceiling.load_split("activity", "val", root)
+    net = ceiling.CeilingNet(128, 16, train.frames.shape[1], in_features=32, patch_layer=False)
+    assert isinstance(net.spatial, torch.nn.Identity)
+    tokens = torch.randn(2, train.frames.shape[1], 64, 32)
+    seen = {}
+    net.block.register_forward_pre_hook(lambda mod, args: seen.update(x=args[0]))
+    net(tokens)
+    torch.testing.assert_close(seen["x"], net.norm(net.embed(tokens.flatten(0, 1))).view_as(seen["x"]))
+    r = ceiling.train_one(train, val, task="activity", lam=1.5, seed=0, steps=2, batch_size=4, patch_layer=False)
+    assert r.reads == "block-no-patch-layer"
+    results, _ = ceiling.measure(
+        "activity", lambdas=(0.0,), seeds=(0,), steps=(2,), reads=("block-no-patch-layer",), root=root
+    )
+    assert [x.reads for x in results] == ["block-no-patch-layer"]

@@ -174,6 +174,24 @@ def test_block_outputs_pooled_and_reweighted():
     torch.testing.assert_close(same, x)
 
 
+def test_block_output_attended_is_only_what_the_attention_looked_at():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 32)
+    block = GazeBlock(32, heads=4, output="attended")
+    features, tokens, att = block(x)
+    assert tokens is None and torch.equal(features[:, :, :16], x)
+    torch.testing.assert_close(features[:, :, 16], (att.unsqueeze(-1) * x).sum(2))
+    # the query's residual never leaves: the token moves with the query only through the attention
+    last = block.layers[-1]
+    assert last.attention_only and not hasattr(last, "to_v")
+    with torch.no_grad():
+        block.query_proj.bias.add_(5.0)
+        for layer in block.layers:
+            torch.nn.init.zeros_(layer.to_q.weight)
+    features, _, att = block(x)
+    torch.testing.assert_close(features[:, :, 16], x.mean(2))
+
+
 def test_head_reduce_max_is_renormalised():
     torch.manual_seed(0)
     att = GazeBlock(32, heads=4, head_reduce="max")(torch.randn(2, 3, 16, 32)).attention
@@ -202,7 +220,7 @@ def test_efficient_attention_equals_standard_multi_head_attention():
 
 
 @pytest.mark.parametrize("backbone", ["openflamingo", "openflamingo_noperceiver"])
-@pytest.mark.parametrize("block_output", ["pooled", "pooled_lm", "reweighted"])
+@pytest.mark.parametrize("block_output", ["pooled", "pooled_lm", "reweighted", "attended"])
 def test_backbones_train_end_to_end(backbone, block_output):
     model = build("gaze", backbone=backbone, block_output=block_output).train()
     pixels, enc = batch(model, b=2, t=3)
@@ -224,6 +242,7 @@ def test_backbones_train_end_to_end(backbone, block_output):
         ("openflamingo_noperceiver", "pooled_lm", 3 * 64 + 3),
         ("openflamingo", "pooled_lm", 16 + 3),
         ("openflamingo", "pooled", 16),
+        ("openflamingo_noperceiver", "attended", 3 * 65),
     ],
 )
 def test_visual_tokens_reaching_cross_attention(backbone, block_output, tokens):
@@ -416,3 +435,21 @@ def test_cross_attention_gates_start_at_the_presets_value():
     ]
     assert gates and all(float(g.detach()) == get_preset("tiny").xattn_gate_init == 1.0 for g in gates)
     assert PRESETS["paper"].xattn_gate_init == 0.0  # open_flamingo's: the pretrained LM starts unchanged
+
+
+def test_block_patch_layers_adapt_the_patches_the_block_attends_over_and_passes_on():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 32)
+    block = GazeBlock(32, heads=4, output="pooled", patch_layers=1)
+    features, _, att = block(x)
+    adapted = block.patch_layers[0](x.reshape(6, 16, 32)).view(2, 3, 16, 32)
+    torch.testing.assert_close(features[:, :, :16], adapted)  # the Perceiver reads the adapted patches
+    # the gaze loss reaches the patch layer: it shapes the features, not only where the query looks
+    (att[..., 0].sum()).backward()
+    assert all(p.grad is not None for p in block.patch_layers.parameters())
+    assert len(GazeBlock(32, heads=4).patch_layers) == 0
+    with pytest.raises(ValueError, match="block_patch_layers"):
+        GazeBlock(32, heads=4, patch_layers=-1)
+    model = build("gaze", block_patch_layers=1)
+    assert model.config["block_patch_layers"] == 1 and len(model.backbone.gaze_block.patch_layers) == 1
+    assert build("base", block_patch_layers=1).config["block_patch_layers"] is None

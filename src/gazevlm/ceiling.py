@@ -117,6 +117,7 @@ class CeilingNet(nn.Module):
         heads: int = 4,
         in_features: int | None = None,
         free_path: bool = False,
+        patch_layer: bool = True,
     ):
         super().__init__()
         from gazevlm.models.gaze_block import GazeBlock
@@ -125,7 +126,13 @@ class CeilingNet(nn.Module):
         # the encoder's tokens already know where they are; only a scratch embedding needs positions
         self.embed = nn.Conv2d(3, dim, patch, patch) if in_features is None else nn.Linear(in_features, dim)
         self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
-        self.spatial = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        # patch_layer False: the block reads the tokens through the linear map only, as the VLMs' block reads
+        # their frozen encoder's (the gaze loss can then move where the query looks, not the features)
+        self.spatial = (
+            nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+            if patch_layer
+            else nn.Identity()
+        )
         self.norm = nn.LayerNorm(dim)
         self.block = GazeBlock(dim, layers=2, heads=heads, query="global", output="pooled_lm", ff_mult=0)
         # free_path: a second pooling of each frame's patches with its own query and no gaze loss, added to the
@@ -173,7 +180,9 @@ class CeilingResult:
     chance: float = float("nan")  # always naming the most frequent train first object, on the same windows
     # always naming the held-out split's own most frequent first object: no constant answer does better
     best_constant: float = float("nan")
-    reads: str = "block"  # the head's way to the frames: "block" alone, or "block+patches" (free_path)
+    # the head's way to the frames: "block" alone, "block+patches" (free_path), or "block-no-patch-layer"
+    # (no trainable layer over the patches before the block)
+    reads: str = "block"
 
 
 def chance_level(train: Split, test: Split) -> tuple[float, float]:
@@ -207,6 +216,7 @@ def train_one(
     batch_size: int = 32,
     lr: float = 1e-3,
     free_path: bool = False,
+    patch_layer: bool = True,
 ) -> CeilingResult:
     """Train the classifier once (lambda, seed) and score the held-out split."""
     from gazevlm.losses import gaze_kl
@@ -223,6 +233,7 @@ def train_one(
         train.frames.shape[1],
         in_features=in_features,
         free_path=free_path,
+        patch_layer=patch_layer,
     )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
@@ -268,7 +279,7 @@ def train_one(
         by_verb,
         hit[test.label >= 0].int().tolist(),
         *chance_level(train, test),
-        "block+patches" if free_path else "block",
+        "block+patches" if free_path else "block" if patch_layer else "block-no-patch-layer",
     )
 
 
@@ -292,7 +303,16 @@ def measure(
     if params is not None:
         train, test = encode(train, params), encode(test, params)
     results = [
-        train_one(train, test, task=task, lam=lam, seed=seed, steps=n, free_path=how == "block+patches")
+        train_one(
+            train,
+            test,
+            task=task,
+            lam=lam,
+            seed=seed,
+            steps=n,
+            free_path=how == "block+patches",
+            patch_layer=how != "block-no-patch-layer",
+        )
         for n in steps
         for how in reads
         for lam in lambdas
@@ -414,8 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reads",
         nargs="+",
         default=["block"],
-        choices=("block", "block+patches"),
-        help="block: the head sees the frames only through the gaze block; block+patches: also through a free pooling",
+        choices=("block", "block+patches", "block-no-patch-layer"),
+        help="block: the head sees the frames only through the gaze block; block+patches: also through a free "
+        "pooling; block-no-patch-layer: through the block, with no trainable layer over the patches before it",
     )
     ap.add_argument("--out", default=None, help="write <out>.json (every run, per-window hits) and <out>.md")
     args = ap.parse_args(argv)

@@ -141,6 +141,7 @@ class ModelParams:
     query: str = "global"
     block_output: str = "pooled"
     block_layers: int = 2
+    block_patch_layers: int = 2  # trainable transformer layers over each frame's patches, first in the block
     head_reduce: str = "mean"
 
 
@@ -275,7 +276,7 @@ class ParamsError(ValueError):
 DATA_FORMATS = ("ego4d", "egtea")  # the layouts gazevlm.extract reads (gazevlm.ego4d, gazevlm.egtea)
 BACKBONES = ("openflamingo", "openflamingo_noperceiver", "lavila", "internvl", "llava_next")
 QUERIES = ("global", "frame")
-BLOCK_OUTPUTS = ("pooled", "pooled_lm", "reweighted")
+BLOCK_OUTPUTS = ("pooled", "pooled_lm", "reweighted", "attended")
 HEAD_REDUCTIONS = ("mean", "max")
 FLOW_BACKENDS = ("dis", "farneback", "raft", "raft_small")
 ANNOTATE_SOURCES = ("narrations", "llm")
@@ -407,6 +408,7 @@ RULES: dict[str, Rule] = {
     "model.query": _one_of(*QUERIES),
     "model.block_output": _one_of(*BLOCK_OUTPUTS),
     "model.block_layers": _at_least(1),
+    "model.block_patch_layers": _at_least(0),
     "model.head_reduce": _one_of(*HEAD_REDUCTIONS),
     "runs.*.lambda": _at_least(0),
     "train.tasks": _tasks,
