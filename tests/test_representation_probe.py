@@ -32,6 +32,14 @@ def test_the_resampler_representation_is_what_the_lm_cross_attention_reads(block
     assert torch.equal(reps["resampler+block"], torch.cat([reps["resampler"], reps["block"]], 1))
 
 
+@pytest.mark.parametrize("backbone", ["openflamingo", "openflamingo_noperceiver"])
+def test_reweighted_patches_make_no_block_token(backbone):
+    model = build("gaze", backbone=backbone, block_output="reweighted")
+    pixels, _ = batch(model, b=2, t=3)
+    reps = representation_probe.representations(model, model.encode_vision(pixels))
+    assert set(reps) == {"resampler"} and reps["resampler"].shape[0] == 2
+
+
 def test_a_run_without_block_has_only_the_resampler_and_projectors_are_refused():
     model = build("base")
     pixels, _ = batch(model, b=2, t=3)

@@ -40,7 +40,7 @@ def representations(model: nn.Module, features: torch.Tensor, chunk: int = 64) -
     if not isinstance(getattr(backbone, "perceiver", None), nn.Module):
         raise ValueError(
             f"representation probe: backbone {model.config.get('backbone')!r} has no resampler between the block "
-            "and the LM (openflamingo and lavila do)"
+            "and the LM (the Flamingo backbones have)"
         )
     blocks, resampled = [], []
     for i in range(0, len(features), chunk):
@@ -48,8 +48,10 @@ def representations(model: nn.Module, features: torch.Tensor, chunk: int = 64) -
         p = x.shape[2]
         if backbone.gaze_block is not None:
             out = backbone.gaze_block(x)
-            token = out.tokens if out.tokens is not None else out.features[:, :, p]
-            blocks.append(token[:, -1])
+            if out.tokens is not None:  # "pooled_lm"
+                blocks.append(out.tokens[:, -1])
+            elif out.features.shape[2] > p:  # "pooled", "attended": the token after the frame's patches
+                blocks.append(out.features[:, -1, p])
             x = out.features  # what the resampler reads (adapted patches, + the token when pooled)
         latents = backbone.perceiver(x.unsqueeze(1))  # (n, 1, latents, D): one media item per window
         if blocks and out.tokens is not None:  # "pooled_lm": the tokens join the latents on the LM's side
