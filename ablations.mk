@@ -12,7 +12,7 @@ ABL_DIR ?= reports/ablations
 
 ABLATION_TARGETS := ablation-table1 ablation-table2 ablation-table3 ablation-table4 ablation-table9 \
                     ablation-table11 ablation-table12 ablation-table13 ablation-table14 ablation-table15 \
-                    ablation-table18 ablation-table19 ablation-table20
+                    ablation-table18 ablation-table19 ablation-table20 ablation-patch_layers
 .PHONY: ablations $(ABLATION_TARGETS)
 
 # $(call abl_queue,<experiment name>,<-S overrides>)
@@ -89,6 +89,15 @@ ablation-table12:
 ablation-table14:
 	$(call abl_queue,t14-runs,-S ++runs.lambda0.block=true)
 	$(call abl_finish,table14,t14-runs)
+
+# Not a paper table: 0, 1 or 2 trainable transformer layers over each frame's patches first in the gaze block
+# (model.block_patch_layers; 0, the default, is the paper's block). Base is retrained too (the train stages read
+# the whole model section) and must come out the same in every row
+ablation-patch_layers:
+	$(call abl_queue,pl-0,-S model.block_patch_layers=0)
+	$(call abl_queue,pl-1,-S model.block_patch_layers=1)
+	$(call abl_queue,pl-2,-S model.block_patch_layers=2)
+	$(call abl_finish,patch_layers,pl-0 pl-1 pl-2)
 
 # Table 19: global vs frame-level query
 ablation-table19:

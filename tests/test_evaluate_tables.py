@@ -229,6 +229,25 @@ def test_gaze_input_tables_give_each_run_its_gain_over_base_beside_the_paper():
     assert num.loc[0, "paper gaze future semantic"] == 0.7621 and num.loc[0, "paper base future rouge_l"] == 0.4982
 
 
+def test_patch_layers_ablation_shows_object_accuracy_and_its_gains():
+    def node_with(layers, gaze_obj):
+        metrics = {
+            f"metrics/eval/{run}_future.json": {"n": 30, "object_accuracy": {"mean": obj}, "semantic": {"mean": 0.7}}
+            for run, obj in (("base", 0.2), ("gaze", gaze_obj))
+        }
+        cmp = {"n_videos": 6, "diff": gaze_obj - 0.2, "ci_low": 0.0, "ci_high": 0.1, "p_value": 0.01}
+        metrics["metrics/eval/comparisons.json"] = {
+            "future": {"gaze_vs_base": {"object_accuracy": cmp, "semantic": cmp}}
+        }
+        return node(f"pl-{layers}", {"model": {"block_patch_layers": layers}}, metrics)
+
+    data = exp_show(node_with(0, 0.21), node_with(2, 0.26))
+    num, disp, missing = A.ablation_table(A.ABLATIONS["patch_layers"], A.parse_exp_show(data), ["pl-0", "pl-2"])
+    assert not missing and list(num["model.block_patch_layers"]) == [0, 2]
+    assert list(num["gaze future object_accuracy"]) == pytest.approx([0.21, 0.26])
+    assert "+0.060" in " ".join(disp.astype(str).values.ravel())
+
+
 def _dry_run(target: str) -> list[str]:
     out = subprocess.run(
         ["make", "--no-print-directory", "-n", "-f", str(ROOT / "ablations.mk"), target, "DVC=dvc", "PYTHON=python"],

@@ -62,6 +62,12 @@ _A18 = (
     ("gaze", "activity", "semantic"),
     ("gaze", "activity", "rouge_l"),
 )
+_PATCH = (
+    ("base", "future", "object_accuracy"),
+    ("gaze", "future", "object_accuracy"),
+    ("base", "future", "semantic"),
+    ("gaze", "future", "semantic"),
+)
 _F20 = (
     ("base", "future", "semantic"),
     ("base", "future", "rouge_l"),
@@ -200,6 +206,15 @@ ABLATIONS: dict[str, Ablation] = {
                 (3,): {_col(*_A18[0]): 0.7176, _col(*_A18[2]): 0.7848},
             },
             gains=(("activity", "semantic"),),
+        ),
+        Ablation(
+            "patch_layers",
+            "Not a paper table: trainable transformer layers over each frame's patches, first in the gaze block "
+            "(model.block_patch_layers; 0 is the paper's block), base and gaze, future task",
+            ("model.block_patch_layers",),
+            _PATCH,
+            {},
+            gains=(("future", "object_accuracy"), ("future", "semantic")),
         ),
         Ablation(
             "table20",
