@@ -90,13 +90,16 @@ bench: install
 # The world ceiling on the default run's shards (after `make repro`; about 40 minutes on 2 cores): a small
 # classifier on the frozen pretrained encoder and on pixels, lambda 0 / the VLM runs' 100 / 10 (the
 # ceiling's KL is summed over patches), 3 seeds, validation split -> reports/ceiling.{json,md}; then the
-# same classifier with a free way to the frames around the gaze block, and without the trainable layer over
-# the patches before it (as the VLMs' block was before model.block_patch_layers) -> reports/ceiling_paths.{json,md}
+# same classifier with a free way to the frames around the gaze block -> reports/ceiling_paths.{json,md}; and
+# without its trainable layer over the patches before the block (as the VLMs' paper block reads the encoder)
+# -> reports/ceiling_patch_layer.{json,md}
 ceiling: install
 	$(BIN)/python -m gazevlm.ceiling --tasks future activity --encoders pretrained scratch --steps 500 \
 	  --seeds 0 1 2 --lambdas 0 1.5625 10 --out reports/ceiling
-	$(BIN)/python -m gazevlm.ceiling --tasks future --encoders pretrained \
-	  --reads block block+patches block-no-patch-layer --steps 500 --seeds 0 1 2 --lambdas 0 1.5625 --out reports/ceiling_paths
+	$(BIN)/python -m gazevlm.ceiling --tasks future --encoders pretrained --reads block block+patches \
+	  --steps 500 --seeds 0 1 2 --lambdas 0 1.5625 --out reports/ceiling_paths
+	$(BIN)/python -m gazevlm.ceiling --tasks future --encoders pretrained --reads block-no-patch-layer \
+	  --steps 500 --seeds 0 1 2 --lambdas 0 1.5625 --out reports/ceiling_patch_layer
 
 # What the default run's trained models carry (after `make repro`; about 3 minutes): linear probes for the
 # first object on the gaze block's token and on what the LM's cross-attention reads, base vs gaze, validation
