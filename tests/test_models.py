@@ -453,3 +453,28 @@ def test_block_patch_layers_adapt_the_patches_the_block_attends_over_and_passes_
     model = build("gaze", block_patch_layers=1)
     assert model.config["block_patch_layers"] == 1 and len(model.backbone.gaze_block.patch_layers) == 1
     assert build("base", block_patch_layers=1).config["block_patch_layers"] is None
+
+
+def test_patch_layer_is_torchs_transformer_layer_in_values_gradients_and_initialisation():
+    from gazevlm.models.gaze_block import PatchLayer
+
+    torch.manual_seed(3)
+    ours = PatchLayer(32, 4, 48)
+    torch.manual_seed(3)
+    ref = torch.nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, batch_first=True, norm_first=True)
+    for (name, a), (_, b) in zip(ours.state_dict().items(), ref.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # same init: old checkpoints load too
+    with torch.no_grad():  # non-trivial biases and norms, so a wrong slice or order shows
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 16, 32)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)

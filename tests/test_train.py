@@ -91,6 +91,15 @@ def test_outputs_and_logged_curves(runs):
     assert live_summary["best_epoch"] == summary["best"]["epoch"]
 
 
+def test_training_keeps_freed_memory_for_the_next_step(tmp_path, monkeypatch):
+    from gazevlm import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("kept") or True)
+    _train(tmp_path, "base", train={"epochs": 1})
+    assert calls == ["kept"]  # once per training process, before its first step
+
+
 def test_base_run_logs_no_kl_and_differs_only_by_switches(runs):
     root, summary = runs["base"]
     curves = read_tsv_metrics(root / "live" / "base")

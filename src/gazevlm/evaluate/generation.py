@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from gazevlm import checkpoint, layout
+from gazevlm import allocator, checkpoint, layout
 from gazevlm.evaluate import predict as P
 from gazevlm.params import Params
 
@@ -117,6 +117,7 @@ _WORKER: _Generator | None = None  # the generator of a worker process (set by _
 def _start_worker(params: Params, root: Path) -> None:
     global _WORKER
     torch.set_num_threads(1)  # the workers share the cores; one intra-op thread each
+    allocator.keep_freed_memory()
     _WORKER = _Generator(params, root)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
 from gazevlm import checkpoint as ckpt
-from gazevlm import distributed, layout
+from gazevlm import allocator, distributed, layout
 from gazevlm import params as params_mod
 from gazevlm.gaze_inputs import GazeInputs
 from gazevlm.params import Params
@@ -78,8 +78,10 @@ def train(
     seed = check_seed(params, seed)
     ctx = distributed.init(device)
     threads = torch.get_num_threads()
-    if ctx.device.type == "cpu" and params.train.cpu_threads > 0:
-        torch.set_num_threads(params.train.cpu_threads)
+    if ctx.device.type == "cpu":
+        allocator.keep_freed_memory()
+        if params.train.cpu_threads > 0:
+            torch.set_num_threads(params.train.cpu_threads)
     try:
         inputs = GazeInputs.of_run(params.run(run))  # gaze as a model input: the gaze-input baselines only
         # the features stage encoded the shards' own frames: a gaze_overlay run trains on other pixels
