@@ -91,7 +91,7 @@ ablation-table14:
 	$(call abl_finish,table14,t14-runs)
 
 # Not a paper table: 0, 1 or 2 trainable transformer layers over each frame's patches first in the gaze block
-# (model.block_patch_layers; 0, the default, is the paper's block). Base is retrained too (the train stages read
+# (model.block_patch_layers; 0 is the paper's block, 2 the default). Base is retrained too (the train stages read
 # the whole model section) and must come out the same in every row
 ablation-patch_layers:
 	$(call abl_queue,pl-0,-S model.block_patch_layers=0)

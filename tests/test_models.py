@@ -455,6 +455,19 @@ def test_block_patch_layers_adapt_the_patches_the_block_attends_over_and_passes_
     assert build("base", block_patch_layers=1).config["block_patch_layers"] is None
 
 
+def test_block_patch_layers_default_to_the_presets_the_papers_block_for_real_presets():
+    assert P.from_dict({}).model.block_patch_layers is None  # params.yaml's null: the preset decides
+    assert get_preset("tiny").block_patch_layers == 2
+    assert all(p.block_patch_layers == 0 for name, p in PRESETS.items() if name != "tiny")
+    tiny = build("gaze")  # the preset's 2, recorded as the number the model was built with
+    assert tiny.config["block_patch_layers"] == 2 and len(tiny.backbone.gaze_block.patch_layers) == 2
+    # a real preset's shape (scaled down here) keeps the paper's block unless params ask for layers
+    paper_like = tiny_preset(block_patch_layers=0)
+    assert len(build("gaze", preset=paper_like).backbone.gaze_block.patch_layers) == 0
+    assert len(build("gaze", preset=paper_like, block_patch_layers=1).backbone.gaze_block.patch_layers) == 1
+    assert build("gaze", block_patch_layers=0).config["block_patch_layers"] == 0
+
+
 def test_patch_layer_is_torchs_transformer_layer_in_values_gradients_and_initialisation():
     from gazevlm.models.gaze_block import PatchLayer
 

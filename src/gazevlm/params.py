@@ -141,7 +141,7 @@ class ModelParams:
     query: str = "global"
     block_output: str = "pooled"
     block_layers: int = 2
-    block_patch_layers: int = 2  # trainable transformer layers over each frame's patches, first in the block
+    block_patch_layers: int | None = None  # trainable layers over the patches first in the block; None: the preset's
     head_reduce: str = "mean"
 
 

@@ -49,6 +49,7 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
     if m.backbone not in preset.backbones:
         raise ValueError(f"preset {preset.name!r} is for backbone(s) {preset.backbones}, not {m.backbone!r}")
     run_params = params.run(run)
+    patch_layers = preset.block_patch_layers if m.block_patch_layers is None else m.block_patch_layers
     ids = special_token_ids(tokenizer)
     if m.backbone in FLAMINGO_BACKBONES:
         backbone, vis_dim, lm = _build_flamingo(m.backbone, preset, tokenizer, ids, m.weights_dir)
@@ -59,7 +60,7 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
         with torch.random.fork_rng(devices=[]):
             backbone.gaze_block = GazeBlock(vis_dim, layers=m.block_layers, heads=preset.block_heads,
                                             query=m.query, output=m.block_output, head_reduce=m.head_reduce,
-                                            patch_layers=m.block_patch_layers,
+                                            patch_layers=patch_layers,
                                             ff_mult=preset.block_ff_mult,
                                             norm_patches=m.backbone not in FLAMINGO_BACKBONES)
     backbone.set_trainable(preset.train_lm, params.train.freeze_vision)
@@ -74,7 +75,7 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
         "query": m.query if block else None,
         "block_output": m.block_output if block else None,
         "block_layers": m.block_layers if block else None,
-        "block_patch_layers": m.block_patch_layers if block else None,
+        "block_patch_layers": patch_layers if block else None,
         "head_reduce": m.head_reduce if block else None,
         "norm_patches": (m.backbone not in FLAMINGO_BACKBONES) if block else None,
         "block_heads": preset.block_heads if block else None,
