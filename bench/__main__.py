@@ -41,13 +41,13 @@ class Plan:
     params_file: str = "params.yaml"
     threads: int = DEFAULT_THREADS
     model_repeats: int = 9
-    shape_repeats: dict[str, int] = field(default_factory=lambda: {"tiny": 25})
-    model_shapes: tuple[str, ...] = ("tiny", "paper/4")
+    shape_repeats: dict[str, int] = field(default_factory=lambda: {"tiny": 25, "tiny/paper-block": 25})
+    model_shapes: tuple[str, ...] = ("tiny", "tiny/paper-block", "paper/4")
     model_only: tuple[str, ...] = ("train", "generate", "frames", "memory")
     loop_repeats: int = 25
     frame_counts: tuple[int, ...] = (3, 5, 8)
     frames_uncached: bool = True
-    gen_batch: dict[str, int] = field(default_factory=lambda: {"tiny": 8, "paper/4": 2})
+    gen_batch: dict[str, int] = field(default_factory=lambda: {"tiny": 8, "tiny/paper-block": 8, "paper/4": 2})
     profile: bool = True
     gen_repeats: int | None = None
     block_repeats: int = 20

@@ -84,3 +84,24 @@ def test_summary_and_paired_ratio():
         paired_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="no measurements"):
         Summary.of([])
+
+
+def test_the_ratio_goal_is_the_papers_blocks_and_the_default_tiny_block_is_measured_beside_it():
+    from bench import bench_model as BM
+    from gazevlm import params as params_mod
+
+    p = params_mod.load(ROOT / "params.yaml")
+    default = BM.make_setup("tiny", p, frames=3, batch_size=2)
+    paper_block = BM.make_setup("tiny/paper-block", p, frames=3, batch_size=2)
+    assert BM._patch_layers(default) == 2 and BM._patch_layers(paper_block) == 0
+    res = {
+        "ratio": Summary.of([2.0, 2.1, 1.9]),
+        "other_ratio": Summary.of([2.0, 2.1, 1.9]),
+        "times": {"base": [0.05] * 3, "gaze": [0.1] * 3},
+        "wall": {"base": [0.05] * 3, "gaze": [0.1] * 3},
+        "cpu": {"base": [0.05] * 3, "gaze": [0.1] * 3},
+        "clock": "cpu",
+    }
+    assert BM._ratio_figure("model", "x", res, "cmd").met is False  # the paper's block: <= 1.05
+    fig = BM._ratio_figure("model", "x", res, "cmd", goal_applies=False)
+    assert fig.goal == "" and fig.met is None  # patch layers cost a base step each by design: no goal
