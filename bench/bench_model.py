@@ -52,7 +52,7 @@ from bench import (
 )
 from gazevlm import distributed
 from gazevlm import params as params_mod
-from gazevlm.models import build_model, get_preset
+from gazevlm.models import block_patch_layers, build_model, get_preset
 from gazevlm.models.text import encode_prompt
 from gazevlm.models.tokenizer import build_word_tokenizer, load_pretrained_tokenizer
 from gazevlm.params import Params
@@ -500,8 +500,7 @@ class Options:
 
 def _patch_layers(setup: Setup) -> int:
     m = setup.params.model
-    preset = get_preset(m.preset, m.backbone)
-    return preset.block_patch_layers if m.block_patch_layers is None else m.block_patch_layers
+    return block_patch_layers(m, get_preset(m.preset, m.backbone))
 
 
 def _ratio_figure(section: str, name: str, res: dict[str, Any], command: str, goal_applies: bool = True) -> Figure:
@@ -599,8 +598,8 @@ def run(opts: Options) -> tuple[list[Figure], dict[str, Any]]:
                     )
                     fig = _ratio_figure(
                         "model",
-                        f"generate gaze-block/base, {shape} ({_patch_layers(gsetup)} patch layers), {opts.frames} frames, batch "
-                        f"{gsetup.batch_size}, {ev.max_new_tokens} tokens",
+                        f"generate gaze-block/base, {shape} ({_patch_layers(gsetup)} patch layers), {opts.frames} "
+                        f"frames, batch {gsetup.batch_size}, {ev.max_new_tokens} tokens",
                         res,
                         f"{MODULE} --only generate --shapes {shape} {common}".replace(
                             f"--repeats {opts.repeats}", f"--repeats {repeats}"

@@ -491,3 +491,5 @@ def test_patch_layer_is_torchs_transformer_layer_in_values_gradients_and_initial
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
     for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="masks"):  # a mask would be ignored by the lean forward: refused
+        ours(x, src_key_padding_mask=torch.zeros(5, 16, dtype=torch.bool))

@@ -3,9 +3,10 @@
 A CPU training step allocates and frees the same few-MB activations and gradients every time. glibc
 hands freed memory at the top of its heap back to the kernel once more than M_TRIM_THRESHOLD is free
 (a dynamic threshold that stays small), so the next step faults the same pages in again and zero-fills
-them. With the heap kept, the tiny models' training step took 46 instead of 51 ms (base) and 134 instead
-of 142 ms (gaze, two patch layers; bench.bench_model's Trainer, one thread, 3 rounds of 10 steps). Memory is not returned to the OS until the process ends; the training and generation
-workers that call this are short-lived processes of one model each.
+them. With the heap kept, the tiny models' training step took 46 instead of 51 ms (base) and 134
+instead of 142 ms (gaze, two patch layers; bench.bench_model's Trainer, one thread, 3 rounds of 10
+steps). Memory is not returned to the OS until the process ends; the training and generation workers
+that call this are short-lived processes of one model each.
 """
 
 from __future__ import annotations

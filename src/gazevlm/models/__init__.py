@@ -19,7 +19,7 @@ import torch
 from open_flamingo.src.helpers import PerceiverResampler
 from transformers import PreTrainedTokenizerBase
 
-from ..params import Params
+from ..params import ModelParams, Params
 from .compat import SUPPORTED_LM_FAMILIES, adapt_language_model, lm_family
 from .flamingo import FrameTokens, GazeFlamingo
 from .gaze_block import GazeBlock
@@ -36,6 +36,11 @@ __all__ = ["build_model", "build_tokenizer", "GazeVLM", "GazeVLMOutput", "Preset
            "save_model_config", "check_model_config", "load_vision_weights", "SUPPORTED_LM_FAMILIES", "BACKBONES"]
 
 
+def block_patch_layers(model: ModelParams, preset: Preset) -> int:
+    """The gaze block's trainable layers over the patches: params.model.block_patch_layers, or the preset's."""
+    return preset.block_patch_layers if model.block_patch_layers is None else model.block_patch_layers
+
+
 def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
                 preset: Preset | None = None) -> GazeVLM:
     """The model for a named run. Seed torch before calling: weights of the tiny preset are random.
@@ -49,7 +54,7 @@ def build_model(params: Params, run: str, tokenizer: PreTrainedTokenizerBase, *,
     if m.backbone not in preset.backbones:
         raise ValueError(f"preset {preset.name!r} is for backbone(s) {preset.backbones}, not {m.backbone!r}")
     run_params = params.run(run)
-    patch_layers = preset.block_patch_layers if m.block_patch_layers is None else m.block_patch_layers
+    patch_layers = block_patch_layers(m, preset)
     ids = special_token_ids(tokenizer)
     if m.backbone in FLAMINGO_BACKBONES:
         backbone, vis_dim, lm = _build_flamingo(m.backbone, preset, tokenizer, ids, m.weights_dir)

@@ -77,8 +77,11 @@ class PatchLayer(nn.TransformerEncoderLayer):
     def __init__(self, dim: int, heads: int, ff_dim: int):
         super().__init__(dim, heads, ff_dim, dropout=0.0, batch_first=True, norm_first=True)
 
-    def forward(self, src: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
-        """src (N, P, D) -> (N, P, D)."""
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,  # type: ignore[override]
+                src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """src (N, P, D) -> (N, P, D). Every patch sees every patch of its frame: no masks."""
+        if src_mask is not None or src_key_padding_mask is not None or is_causal:
+            raise ValueError("PatchLayer attends over all of a frame's patches: masks are not supported")
         n, p, d = src.shape
         h = self.self_attn.num_heads
         attn = self.self_attn

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-from gazevlm import checkpoint as ckpt
 from gazevlm import allocator, distributed, layout
+from gazevlm import checkpoint as ckpt
 from gazevlm import params as params_mod
 from gazevlm.gaze_inputs import GazeInputs
 from gazevlm.params import Params
