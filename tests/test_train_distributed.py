@@ -16,6 +16,7 @@ from train_fixtures import (
     read_tsv_metrics,
     run_in_process,
     spawn_ranks,
+    tiny_params,
     train_until_killed,
     weights_of,
     write_shards,
@@ -55,8 +56,24 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(tmp_path, backbone)
     w1, w2 = weights_of(one / "models/model.safetensors"), weights_of(two / "models/model.safetensors")
     assert w1.keys() == w2.keys()
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=2e-5, msg=k)
+        a, b = _comparable(k, w1[k], s1["steps"]), _comparable(k, w2[k], s1["steps"])
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=2e-5, msg=k)
     assert s2[0]["best"]["epoch"] == s1["best"]["epoch"]
+
+
+def _comparable(name: str, weight: torch.Tensor, steps: int) -> torch.Tensor:
+    """The part of a trained weight that two equivalent runs must agree on.
+
+    A patch layer's key bias adds the same q . b_k to every logit of a query, which the softmax removes:
+    its true gradient is 0, its computed one float noise that differs with the order of additions, and
+    AdamW turns any nonzero gradient into a step of about lr (at most a few lr). So it only has to stay
+    within a few steps x lr of its initial 0; the query and value biases around it are compared as
+    everything else."""
+    if not (".patch_layers." in name and name.endswith("self_attn.in_proj_bias")):
+        return weight
+    q, k, v = weight.chunk(3)
+    assert k.abs().max() <= 3 * steps * tiny_params().train.lr, name
+    return torch.cat([q, v])
 
 
 # one rank reads the shards into memory by default (train.in_memory); streaming them is what 2+ ranks do
