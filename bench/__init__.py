@@ -47,6 +47,34 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+# /proc/stat's first line: the whole machine's time per state since boot, in clock ticks
+_PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def host_cpu_times(path: str = "/proc/stat") -> dict[str, float]:
+    """Seconds the whole machine spent in each state since boot (summed over its cores); {} where there is
+    no /proc/stat. The differences over a measurement tell a slow machine from slow code: `steal` is time
+    the hypervisor gave this VM's cores to others, `iowait` idle time waiting on the disk."""
+    try:
+        with open(path) as f:
+            first = f.readline().split()
+    except OSError:
+        return {}
+    if not first or first[0] != "cpu":
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {name: int(v) / tick for name, v in zip(_PROC_STAT_FIELDS, first[1:], strict=False)}
+
+
+def host_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each state's share of the machine's time between two host_cpu_times readings ({} if either is)."""
+    if not before or not after:
+        return {}
+    delta = {k: after[k] - before[k] for k in before if k in after}
+    total = sum(delta.values())
+    return {k: v / total for k, v in delta.items()} if total > 0 else {}
+
+
 @dataclass
 class Summary:
     """Median and spread of repeated measurements (seconds, bytes, ratios: whatever was measured)."""

@@ -105,3 +105,47 @@ def test_the_ratio_goal_is_the_papers_blocks_and_the_default_tiny_block_is_measu
     assert BM._ratio_figure("model", "x", res, "cmd").met is False  # the paper's block: <= 1.05
     fig = BM._ratio_figure("model", "x", res, "cmd", goal_applies=False)
     assert fig.goal == "" and fig.met is None  # patch layers cost a base step each by design: no goal
+
+
+def test_host_cpu_times_reads_proc_stat_and_shares_sum_to_one(tmp_path):
+    from bench import host_cpu_times, host_shares
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  {tick * 10} 0 {tick * 2} {tick * 80} {tick} 0 0 {tick * 7} 0 0\ncpu0 1 2 3\n")
+    before = host_cpu_times(str(stat))
+    assert before == {
+        "user": 10.0,
+        "nice": 0.0,
+        "system": 2.0,
+        "idle": 80.0,
+        "iowait": 1.0,
+        "irq": 0.0,
+        "softirq": 0.0,
+        "steal": 7.0,
+    }
+    stat.write_text(f"cpu  {tick * 20} 0 {tick * 2} {tick * 150} {tick} 0 0 {tick * 27} 0 0\n")
+    shares = host_shares(before, host_cpu_times(str(stat)))
+    assert shares["steal"] == pytest.approx(0.2) and shares["user"] == pytest.approx(0.1)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert host_cpu_times(str(tmp_path / "missing")) == {} and host_shares({}, before) == {}
+
+
+@pytest.mark.slow
+def test_pipeline_timing_counts_stages_and_the_cpu_of_every_descendant(tmp_path):
+    from bench import bench_pipeline
+
+    # a grandchild burns ~0.6 s of CPU inside stage "b": the make -> dvc -> papermill -> worker chain in small
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    script = tmp_path / "stages.sh"
+    script.write_text(
+        f"echo \"Running stage 'a':\"\nsleep 0.2\necho \"Running stage 'b':\"\n{sys.executable} -c '{burn}'\n"
+    )
+    timed = bench_pipeline._run(["bash", str(script)], tmp_path, dict(os.environ), tmp_path / "log", 60)
+    assert list(timed.stages_s) == ["a", "b"] and timed.stages_s["a"] >= 0.2
+    assert timed.cpu_s >= 0.5 and timed.wall_s >= 0.8
+    assert "Running stage 'b'" in (tmp_path / "log").read_text()
+    if timed.host:
+        assert sum(timed.host.values()) == pytest.approx(1.0)
+    note = bench_pipeline.machine_note(timed)
+    assert note.startswith(f"CPU {timed.cpu_s:.0f} s = ") and "cores busy" in note
