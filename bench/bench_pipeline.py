@@ -53,8 +53,8 @@ def _children_cpu_s() -> float:
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float) -> Timed:
     """Run cmd to its end, logging its output; its wall and CPU seconds, and the wall seconds per DVC stage.
 
-    The CPU seconds and the machine's steal share tell a slow VM from slow code: the same pipeline
-    took 15.3, 17.4 and 19.6 min on this shared machine with byte-identical results."""
+    Beside the wall time, what it cannot tell alone: the CPU seconds of the work (the same work in more
+    CPU seconds means slower cores) and the machine's steal share (cores the hypervisor gave to others)."""
     cpu0, host0 = _children_cpu_s(), host_cpu_times()
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
@@ -153,8 +153,8 @@ def run(repo: Path = REPO, keep: bool = False, timeout_s: float = 3600.0, log_di
 
 
 def machine_note(t: Timed) -> str:
-    """CPU seconds over wall seconds (how many of the 2 cores the command kept busy) and the machine's
-    steal and iowait shares meanwhile: the same CPU work in more wall time on a busier host."""
+    """CPU seconds over wall seconds (how many cores the command kept busy on average) and the machine's
+    steal and iowait shares meanwhile."""
     note = f"CPU {t.cpu_s:.0f} s = {t.cpu_s / t.wall_s:.2f} cores busy" if t.wall_s > 0 else f"CPU {t.cpu_s:.0f} s"
     if t.host:
         note += f", steal {t.host.get('steal', 0.0):.1%}, iowait {t.host.get('iowait', 0.0):.1%}"
