@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import gazevlm  # noqa: F401  before any test module imports torch: the pinned kernels (gazevlm.numerics)
+
 pytest_plugins = ["pytester"]  # tests/test_environment.py runs this file's hooks on a throwaway suite
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gazevlm import layout, pretrain
+from gazevlm import layout, numerics, pretrain
 from gazevlm import params as gparams
 from gazevlm.geometry import patch_grid, vision_geometry
 from gazevlm.models import load_vision_weights, presets
@@ -121,6 +121,21 @@ def test_same_params_same_bytes_and_no_timing_in_the_metrics(pretrained, tmp_pat
     assert "seconds" not in json.loads((root / pretrain.REPORT_FILE).read_text())
     other = pretrain.run(small(seed=1), root=tmp_path)
     assert other["sha256"] != report["sha256"]
+
+
+def test_the_bytes_do_not_depend_on_the_machines_core_count(pretrained, tmp_path):
+    """torch's default is one thread per core, and the gradients' sums are split by thread: the stage
+    trains with numerics.STAGE_THREADS whatever the caller's count."""
+    root, report = pretrained
+    write_world(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if numerics.STAGE_THREADS != 1 else 3)
+    try:
+        again = pretrain.run(small(), root=tmp_path)
+        assert torch.get_num_threads() == (1 if numerics.STAGE_THREADS != 1 else 3)  # given back
+    finally:
+        torch.set_num_threads(threads)
+    assert again["sha256"] == report["sha256"]
 
 
 def test_disabled_or_real_preset_trains_nothing(tmp_path):

@@ -1,6 +1,11 @@
 """gazevlm: gaze-regularised vision-language models on egocentric video."""
 
+from gazevlm import numerics as _numerics
+
 __version__ = "0.1.0"
+
+# before anything imports torch: the same kernels, hence the same bytes, on every machine (gazevlm.numerics)
+_numerics.pin()
 
 
 def load_model(path, task=None, device="cpu", weights_dir=None):

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gazevlm import atomic, layout
+from gazevlm import atomic, layout, numerics
 from gazevlm.params import Params
 
 ENCODER_DIR = layout.MODELS_DIR / "encoder"
@@ -182,18 +182,23 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             )
             mean = torch.tensor(preset.pixel_mean).view(1, 3, 1, 1)
             std = torch.tensor(preset.pixel_std).view(1, 3, 1, 1)
-            # one process: torch's default threads (every core); deterministic for a given machine
-            report.update(
-                pretrain_encoder(
-                    visual,
-                    data,
-                    lambda x: (x - mean) / std,
-                    steps=pp.steps,
-                    batch_size=pp.batch_size,
-                    lr=pp.lr,
-                    seed=pp.seed,
+            # a fixed thread count, not every core: the gradients' sums are split by thread (numerics)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(numerics.STAGE_THREADS)
+            try:
+                report.update(
+                    pretrain_encoder(
+                        visual,
+                        data,
+                        lambda x: (x - mean) / std,
+                        steps=pp.steps,
+                        batch_size=pp.batch_size,
+                        lr=pp.lr,
+                        seed=pp.seed,
+                    )
                 )
-            )
+            finally:
+                torch.set_num_threads(threads)
             save_file(
                 {k: v.contiguous() for k, v in sorted(visual.state_dict().items())},
                 str(out_dir / WEIGHTS_FILE),
