@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+import gazevlm  # noqa: F401  before any bench imports torch: the pipeline's pinned kernels (gazevlm.numerics)
+
 # One thread count for every measurement of a run (set in each process, subprocesses included) so that
 # base and gaze always get the same CPU. 1 by default: on the shared 2-core machine, 2 OpenMP threads
 # competing with other processes made a tiny training step 4x slower and bimodal (77 ms idle, ~800 ms
@@ -64,6 +66,19 @@ def host_cpu_times(path: str = "/proc/stat") -> dict[str, float]:
         return {}
     tick = os.sysconf("SC_CLK_TCK")
     return {name: int(v) / tick for name, v in zip(_PROC_STAT_FIELDS, first[1:], strict=False)}
+
+
+def cpu_description(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its widest vector instructions ("?" where there is no /proc/cpuinfo): the
+    same work took 1.6x more CPU seconds on one of this project's machines than on another."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return "?"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {widest}"
 
 
 def host_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

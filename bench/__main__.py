@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import DEFAULT_THREADS, Figure, Summary, fmt_spread, goal_at_least, load_average, quiet, set_threads
+from bench import (
+    DEFAULT_THREADS,
+    Figure,
+    Summary,
+    cpu_description,
+    fmt_spread,
+    goal_at_least,
+    load_average,
+    quiet,
+    set_threads,
+)
+from gazevlm import numerics
 
 REPORT = Path("reports/bench.md")
 PIPELINE_RESULTS = Path("reports/bench_pipeline.json")  # = bench_pipeline.RESULTS
@@ -284,8 +295,9 @@ def write_report(
         "# Benchmarks",
         "",
         f"Written by `{meta['command']}` (`make bench`) on {meta['date']}, commit {meta['commit']}, in "
-        f"{meta['wall_s'] / 60:.1f} min. Machine: {meta['cores']} cores, {meta['machine']}, Python {meta['python']}, "
-        f"torch {meta['torch']}, OpenCV {meta['opencv']}. Every measurement ran with {meta['threads']} thread(s) "
+        f"{meta['wall_s'] / 60:.1f} min. Machine: {meta['cores']} cores, {meta['machine']} ({meta['cpu']}), Python "
+        f"{meta['python']}, torch {meta['torch']} ({meta['kernels']}: gazevlm.numerics), OpenCV {meta['opencv']}. "
+        f"Every measurement ran with {meta['threads']} thread(s) "
         f"(torch.set_num_threads, cv2.setNumThreads) in this process and in its subprocesses.",
         "",
         f"**Load average** (1 min) {meta['load_start']:.2f} at the start, {meta['load_end']:.2f} at the end "
@@ -404,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git_head(),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu": cpu_description(),
+        "kernels": ", ".join(f"{k}={v}" for k, v in numerics.in_effect().items()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "opencv": cv2.__version__,

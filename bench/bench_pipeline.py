@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import Figure, goal_at_most, host_cpu_times, host_shares, load_average, quiet
+from bench import Figure, cpu_description, goal_at_most, host_cpu_times, host_shares, load_average, quiet
 
 REPO = Path(__file__).resolve().parent.parent
 # the last measurement, kept so that `python -m bench` (without --pipeline) still reports it, dated
@@ -158,7 +158,7 @@ def machine_note(t: Timed) -> str:
     note = f"CPU {t.cpu_s:.0f} s = {t.cpu_s / t.wall_s:.2f} cores busy" if t.wall_s > 0 else f"CPU {t.cpu_s:.0f} s"
     if t.host:
         note += f", steal {t.host.get('steal', 0.0):.1%}, iowait {t.host.get('iowait', 0.0):.1%}"
-    return note
+    return f"{note}; {cpu_description()}"
 
 
 def save(figures: list[Figure], commit: str, path: Path = RESULTS) -> None:

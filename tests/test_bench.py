@@ -131,6 +131,17 @@ def test_host_cpu_times_reads_proc_stat_and_shares_sum_to_one(tmp_path):
     assert host_cpu_times(str(tmp_path / "missing")) == {} and host_shares({}, before) == {}
 
 
+def test_cpu_description_names_the_model_and_its_widest_vectors(tmp_path):
+    from bench import cpu_description
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert cpu_description(str(info)) == "Some Xeon, AVX2"
+    info.write_text("model name\t: Some Xeon\nflags\t\t: avx2 avx512f avx512bw\n")
+    assert cpu_description(str(info)) == "Some Xeon, AVX-512"
+    assert cpu_description(str(tmp_path / "missing")) == "?"
+
+
 @pytest.mark.slow
 def test_pipeline_timing_counts_stages_and_the_cpu_of_every_descendant(tmp_path):
     from bench import bench_pipeline

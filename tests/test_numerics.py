@@ -6,7 +6,6 @@ a machine with AVX-512 (which the check needs to see a difference at all)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -40,8 +39,9 @@ print(json.dumps({"digest": digest, "capability": torch.backends.cpu.get_cpu_cap
 
 def run_steps(**env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
-    out = subprocess.run([sys.executable, "-c", STEPS], env={**clean, **env}, capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", STEPS], env={**clean, **env}, capture_output=True, text=True, check=True, cwd=ROOT
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -57,8 +57,9 @@ def test_pin_sets_defaults_keeps_the_users_values_and_can_be_switched_off():
 def test_importing_gazevlm_pins_torch_before_it_computes():
     code = "import gazevlm, json, torch; from gazevlm import numerics; print(json.dumps(numerics.in_effect()))"
     clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
-    got = json.loads(subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True,
-                                    check=True).stdout)
+    got = json.loads(
+        subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
+    )
     assert {k: got[k] for k in numerics.PINNED} == numerics.PINNED
     if X86:
         assert got["torch_cpu_capability"] == "AVX2"
@@ -70,8 +71,8 @@ def test_training_bytes_do_not_depend_on_the_instructions_the_cpu_has():
     # this CPU as it is, and as one without AVX-512 (MKL told not to use it)
     assert run_steps() == run_steps(MKL_ENABLE_INSTRUCTIONS="AVX2")
     if "avx512f" in Path("/proc/cpuinfo").read_text():  # else this machine cannot show the difference
-        native = run_steps(**{numerics.NATIVE_SWITCH: "1"})
-        assert native["digest"] != run_steps(**{numerics.NATIVE_SWITCH: "1", "MKL_ENABLE_INSTRUCTIONS": "AVX2"})["digest"]
+        native = {numerics.NATIVE_SWITCH: "1"}
+        assert run_steps(**native)["digest"] != run_steps(**native, MKL_ENABLE_INSTRUCTIONS="AVX2")["digest"]
 
 
 @pytest.mark.slow

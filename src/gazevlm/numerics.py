@@ -45,5 +45,7 @@ def in_effect() -> dict[str, str]:
     """What this process computes with (for reports): torch's kernel capability and the pinned variables."""
     import torch
 
-    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            **{key: os.environ.get(key, "") for key in PINNED}}
+    return {
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **{key: os.environ.get(key, "") for key in PINNED},
+    }
