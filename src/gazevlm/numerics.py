@@ -6,8 +6,9 @@ convolutions likewise. Each choice rounds differently, and a model trained for a
 somewhere else: the default pipeline's metrics, byte-identical run after run on one machine, differed on
 the next (future object accuracy, gaze - base: +0.045, p 0.038 on one; +0.036, p 0.12 on another; README
 "Same bytes on every machine"). Pinning all three to their AVX2 paths (MKL's Conditional Numerical
-Reproducibility mode, strict) gives the same results on every CPU with AVX2, for about 15% of a tiny
-training step (MKL's AVX2 GEMMs; ATen's AVX2 loops cost nothing measurable here).
+Reproducibility mode, strict) gives the same results on every CPU with AVX2. On an AVX-512 machine that
+costs a tiny training step ~20% (MKL's AVX2 GEMMs; ATen's AVX2 loops nothing measurable), the train
+stages 8% and `make repro` 3% (12.5 -> 12.9 min).
 
 The variables must be in the environment before torch computes anything, so `import gazevlm` sets them
 (every stage notebook, worker and test imports gazevlm before torch). Each is only a default: export your
