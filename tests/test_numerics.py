@@ -37,10 +37,19 @@ print(json.dumps({"digest": digest, "capability": torch.backends.cpu.get_cpu_cap
 """
 
 
+def unpinned_env() -> dict[str, str]:
+    """This environment without the pinned variables: what a fresh shell gives `import gazevlm`."""
+    return {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
+
+
 def run_steps(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
     out = subprocess.run(
-        [sys.executable, "-c", STEPS], env={**clean, **env}, capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", STEPS],
+        env={**unpinned_env(), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -56,9 +65,10 @@ def test_pin_sets_defaults_keeps_the_users_values_and_can_be_switched_off():
 
 def test_importing_gazevlm_pins_torch_before_it_computes():
     code = "import gazevlm, json, torch; from gazevlm import numerics; print(json.dumps(numerics.in_effect()))"
-    clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
     got = json.loads(
-        subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code], env=unpinned_env(), capture_output=True, text=True, check=True
+        ).stdout
     )
     assert {k: got[k] for k in numerics.PINNED} == numerics.PINNED
     if X86:
