@@ -124,8 +124,13 @@ def test_fixed_seed_gives_identical_metrics_and_weights(runs):
     # the DVC metrics file holds results only: two identical runs give the same file (no timings)
     ma, mb = ((r / "live" / "gaze" / "metrics.json").read_text() for r in (ra, rb))
     assert ma == mb and "step_time_s" not in ma and "train_time_s" not in ma
-    # identical weights, identical bytes (safetensors' metadata order was random): DVC sees no change
-    assert (ra / "models/gaze/model.safetensors").read_bytes() == (rb / "models/gaze/model.safetensors").read_bytes()
+    # identical weights, identical bytes (safetensors' metadata order was random), and so every file of
+    # the model directory, the resumable state included (it once held the wall time): DVC sees no change
+    da, db = ra / "models/gaze", rb / "models/gaze"
+    files_a, files_b = (sorted(p.relative_to(d) for p in d.rglob("*") if p.is_file()) for d in (da, db))
+    assert files_a == files_b and any(f.name == ckpt.STATE_FILE for f in files_a)
+    for rel in files_a:
+        assert (da / rel).read_bytes() == (db / rel).read_bytes(), rel
 
 
 def test_safetensors_bytes_do_not_depend_on_metadata_order(tmp_path):
@@ -355,6 +360,17 @@ def test_finished_run_resumes_to_a_no_op(runs, tmp_path):
 
 
 # --- pieces -------------------------------------------------------------------------------------
+
+
+def test_resumed_wall_time_is_read_only_for_the_state_it_was_recorded_for(tmp_path):
+    from gazevlm.train import live
+
+    live.record_wall_time(tmp_path, "step-000000004", 12.3456)
+    assert live.wall_time_before(tmp_path, "step-000000004") == 12.346
+    assert live.wall_time_before(tmp_path, "step-000000006") == 0.0  # killed before the record of a newer state
+    assert live.wall_time_before(tmp_path / "gone", "step-000000004") == 0.0  # logs deleted: time unknown
+    (tmp_path / live.WALL_TIME_FILE).write_text("{not json")
+    assert live.wall_time_before(tmp_path, "step-000000004") == 0.0
 
 
 def test_schedule_and_batch_split():

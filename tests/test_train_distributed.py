@@ -103,6 +103,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, in_memory)
     state = ckpt.find_train_state(killed / "models" / "state")
     assert state.name == "step-000000004"
     assert max(s for s, _ in read_tsv_metrics(killed / "live")["plots/metrics/train/loss.tsv"]) == 5
+    # the killed process's training time, kept beside its logs for the state it wrote
+    before = ckpt.read_json(killed / "live" / "wall_time.json")
+    assert before["state"] == "step-000000004" and before["elapsed_s"] > 0
 
     with chdir(killed):
         s_res = run_in_process(
@@ -112,6 +115,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, in_memory)
             train_kwargs=_kwargs(killed, shards_root=str(shards), resume="must", train=dict(train)),
         )
     assert s_res["steps"] == 9 and s_res["best"] == s_full["best"]
+    assert s_res["train_time_s"] > before["elapsed_s"]  # both processes' time
     for rel in ("model.safetensors", "state/step-000000009-end/model.safetensors"):
         a, b = weights_of(full / "models" / rel), weights_of(killed / "models" / rel)
         assert a.keys() == b.keys()

@@ -1,10 +1,18 @@
-"""The loop's DVCLive logs (reports/train/<run>/seed<N>/<task>/): opening, trimming on resume, and
-keeping the DVC metric free of wall-clock values."""
+"""The loop's DVCLive logs (reports/train/<run>/seed<N>/<task>/): opening, trimming on resume,
+keeping the DVC metric free of wall-clock values, and the training time a resumed run continues from."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
+
+from gazevlm import checkpoint as ckpt
+
+# Beside the logs, not in the resumable state: two identical runs then write the same model directory byte
+# for byte (a DVC output), while a resumed run still reports the training time of all its processes.
+WALL_TIME_FILE = "wall_time.json"
+STEP_TIME = "step_time_s"  # the one wall-clock value a step logs
 
 _LIVE_REPOS: list = []  # DVC repos opened by DVCLive in this process, closed when train() returns
 
@@ -46,7 +54,7 @@ def truncate_live_logs(live_dir: Path, last_step: int) -> None:
 def results_only(summary: dict) -> None:
     """DVCLive's metrics.json is a DVC metric: keep wall-clock values out of it, or `dvc metrics diff`
     of two identical runs shows noise (step times stay in the plots; the total in summary.json)."""
-    summary.get("train", {}).pop("step_time_s", None)
+    summary.get("train", {}).pop(STEP_TIME, None)
     summary.pop("train_time_s", None)
 
 
@@ -57,3 +65,27 @@ def log_metrics(live, step: int, prefix: str, values: dict[str, float]) -> None:
     live.step = step
     for k, v in values.items():
         live.log_metric(f"{prefix}/{k}", v)
+
+
+def without_wall_clock(values: dict[str, float]) -> dict[str, float]:
+    """A step's logged values without its wall time: what the resumable state keeps of them."""
+    return {k: v for k, v in values.items() if k != STEP_TIME}
+
+
+def record_wall_time(live_dir: Path, state_name: str, elapsed_s: float) -> None:
+    """The training seconds up to the resumable state `state_name` (rank 0, after the state is written)."""
+    ckpt.write_json(Path(live_dir) / WALL_TIME_FILE, {"state": state_name, "elapsed_s": round(elapsed_s, 3)})
+
+
+def wall_time_before(live_dir: Path, state_name: str) -> float:
+    """The training seconds recorded for the state a run resumes from; 0 when the logs are gone or name
+    another state (a process killed between writing the state and this record)."""
+    path = Path(live_dir) / WALL_TIME_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    if not isinstance(record, dict) or record.get("state") != state_name:
+        return 0.0
+    value = record.get("elapsed_s")
+    return float(value) if isinstance(value, int | float) else 0.0

@@ -49,7 +49,7 @@ class TrainState:
     epoch: int = 0  # the epoch the loop (re)starts at
     skip_steps: int = 0  # steps of that epoch already in a mid-epoch state
     step: int = 0  # optimizer steps taken
-    elapsed: float = 0.0  # training seconds before this process
+    elapsed: float = 0.0  # training seconds before this process (rank 0; kept beside the logs, not in the state)
     last: dict[str, float] = field(default_factory=dict)  # the last step's logged values
     best: dict[str, Any] = field(default_factory=lambda: {"value": math.inf, "epoch": -1, "step": 0})
     pending_rng: dict | None = None  # this rank's random streams, set once the resumed position is reached
@@ -58,7 +58,7 @@ class TrainState:
         """Take the counters of a state read by `read_train_state`; this rank's random streams when the
         state was written by as many ranks."""
         self.epoch, self.skip_steps, self.step = meta["epoch"], meta["steps_in_epoch"], meta["step"]
-        self.best, self.elapsed, self.last = meta["best"], meta["elapsed_s"], meta["last"]
+        self.best, self.last = meta["best"], meta["last"]
         if meta["world_size"] == world_size:
             self.pending_rng = meta["rng"][rank]
         elif self.skip_steps:

@@ -16,6 +16,7 @@ from torch import nn
 
 from gazevlm import distributed
 from gazevlm.train.data import VisionFeatureCache, batch_frames, batch_pixels, prompt_inputs
+from gazevlm.train.live import STEP_TIME
 
 
 def model_api() -> SimpleNamespace:
@@ -176,7 +177,7 @@ class Stepper:
             "ce": tot[1].item() / n,
             "lr": lr,
             "grad_norm": grad_norm,
-            "step_time_s": time.perf_counter() - t0,
+            STEP_TIME: time.perf_counter() - t0,
         }
         if self.has_block:
             last["kl"] = tot[2].item() / n

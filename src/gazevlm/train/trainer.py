@@ -254,6 +254,8 @@ class Trainer:
             set_optimizer_state_dict(self.model, self.opt, optim_state if ctx.is_main else {}, options=load_opts)
             self.sched.load_state_dict(meta["scheduler"])
             st.restore(meta, ctx.rank, ctx.world_size)
+            if ctx.is_main:
+                st.elapsed = live_mod.wall_time_before(self.live_dir, Path(meta["dir"]).name)
             if st.pending_rng is None:  # another number of ranks, at an epoch's end: fresh streams
                 seed_all(self.seed + 7919 * (st.step + 1) + ctx.rank)
         else:
@@ -403,11 +405,11 @@ class Trainer:
                     "steps_in_epoch": steps_in_epoch,
                     "step": st.step,
                     "best": st.best,
-                    "elapsed_s": st.elapsed + (time.perf_counter() - self.t_start),
-                    "last": st.last,
+                    "last": live_mod.without_wall_clock(st.last),
                     "world_size": ctx.world_size,
                 },
             )
+            live_mod.record_wall_time(self.live_dir, name, st.elapsed + (time.perf_counter() - self.t_start))
 
     def save_epoch(self, epoch: int, val: dict[str, float] | None) -> None:
         """Keep the epoch as the best one if it is (by train.select_on, among the validated epochs: `val`
