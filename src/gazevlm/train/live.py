@@ -4,7 +4,6 @@ keeping the DVC metric free of wall-clock values, and the training time a resume
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from gazevlm import checkpoint as ckpt
@@ -80,10 +79,9 @@ def record_wall_time(live_dir: Path, state_name: str, elapsed_s: float) -> None:
 def wall_time_before(live_dir: Path, state_name: str) -> float:
     """The training seconds recorded for the state a run resumes from; 0 when the logs are gone or name
     another state (a process killed between writing the state and this record)."""
-    path = Path(live_dir) / WALL_TIME_FILE
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = ckpt.read_json(Path(live_dir) / WALL_TIME_FILE)
+    except (ckpt.CheckpointError, OSError):
         return 0.0
     if not isinstance(record, dict) or record.get("state") != state_name:
         return 0.0
