@@ -18,6 +18,7 @@ from egtea_fixtures import NEW_COLUMNS, clip, new_row, old_row, write_annotation
 from gazevlm import egtea, extract, layout, sample, sample_egtea
 from gazevlm import params as gparams
 from gazevlm.annotate import actions as action_captions
+from gazevlm.annotate.narrations import clean_narration, narrations_between
 from gazevlm.ego4d import VideoRecord
 
 SESSION = "P02-R04-ContinentalBreakfast"
@@ -363,6 +364,25 @@ def test_keyframes_take_the_segment_in_progress_or_the_nearest_one():
     assert action_captions.caption_keyframes(kf[:1], actions, tolerance_s=0.5)["caption"].isna().all()
 
 
+def test_segments_become_narrations_at_their_start_in_one_pass():
+    actions = pd.DataFrame(
+        {
+            "session": ["S", "S", "T"],
+            "clip": ["late", "early", "t"],
+            "start_s": [6.0, 1.0, 2.0],
+            "end_s": [7.0, 3.0, 2.5],
+            "text": ["#C C cuts the onion", "#C C takes the bowl", "#C C opens the fridge"],
+        }
+    )
+    index = action_captions.narration_index(actions)
+    assert [(n.t, n.text, n.annotation_uid) for n in index.by_uid["S"]] == [
+        (1.0, "#C C takes the bowl", "early"),
+        (6.0, "#C C cuts the onion", "late"),
+    ]
+    assert {n.narration_pass for ns in index.by_uid.values() for n in ns} == {"narration_pass_1"}
+    assert [n.text for n in narrations_between(index.by_uid["S"], 1.0, 6.0)] == ["#C C cuts the onion"]
+
+
 # --- discovery ---------------------------------------------------------------------------------------------
 
 
@@ -506,6 +526,36 @@ def test_extract_and_annotate_read_egtea_into_the_same_tables(world, tmp_path):
         r"(cup|bowl|plate|knife|bottle|spoon)$"
     ).all()
     assert ann["narrations"]["file"].endswith("action_annotation") and ann["windows"]["kept"] > 0
+
+
+def test_future_targets_from_the_labels_begun_inside_the_horizon(world, tmp_path):
+    """annotate.future_targets = narrations on EGTEA (no narration file): the labels of the segments that
+    start inside each future window's horizon, in order; activity targets stay the keyframes' captions."""
+    p = gparams.with_overrides(gparams.Params(), data={"format": "egtea", "root": str(world)})
+    with chdir(tmp_path):
+        extract.run(p)
+        from gazevlm import annotate
+
+        annotate.run(p)
+        captions = pd.read_parquet(annotate.paths(".")["targets"]).set_index("window_id")
+        report = annotate.run(gparams.with_overrides(p, annotate={"future_targets": "narrations"}))
+        targets = pd.read_parquet(annotate.paths(".")["targets"]).set_index("window_id")
+    assert report["future_targets"] == "narrations"
+    windows = pd.read_parquet(tmp_path / layout.EXTRACT_DIR / "windows.parquet")
+    t_of = pd.read_parquet(tmp_path / layout.EXTRACT_DIR / "keyframes.parquet").set_index("keyframe_id")["t"]
+    actions, _ = egtea.read_actions(world, 1)
+    checked = 0
+    for w in windows[windows["task"] == "future"].itertuples():
+        t_last = t_of[w.obs_keyframe_ids[-1]]
+        begun = actions[(actions["session"] == w.uid) & (actions["start_s"] > t_last) & (actions["start_s"] <= w.t_end)]
+        texts = [clean_narration(t) for t in begun.sort_values("start_s")["text"]]
+        texts = [t for i, t in enumerate(texts) if i == 0 or t != texts[i - 1]]
+        got = targets.at[w.window_id, "target_text"]
+        assert (got if isinstance(got, str) else None) == (", then ".join(texts) if texts else None)
+        checked += bool(texts)
+    assert checked > 0
+    activity = targets["task"] == "activity"
+    pd.testing.assert_frame_equal(targets[activity], captions[activity])
 
 
 def test_extract_skips_sessions_in_no_split_file(world, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 import subprocess
@@ -94,6 +95,8 @@ def test_zero_shot_end_to_end_on_a_tiny_egtea_world(tmp_path):
     raw = gparams.to_dict(trained)
     for section, values in TINY.items():
         raw[section] = {**raw[section], **values}
+    # the committed default's future targets: on EGTEA (no narration file) they come from the action labels
+    raw["annotate"] = {**raw["annotate"], "future_targets": "narrations"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     _train_tiny_models(tmp_path, trained)
     models_before = _digests(tmp_path / "models")
@@ -113,6 +116,7 @@ def test_zero_shot_end_to_end_on_a_tiny_egtea_world(tmp_path):
     assert "zero-shot on EGTEA Gaze+" in md and "synthetic EGTEA-layout world" in md and "2 sessions" in md
     predictions = pd.read_parquet(work / layout.PREDICTIONS_DIR / "gaze" / "future" / "seed0.parquet")
     assert predictions["reference"].str.startswith("the camera wearer ").all()
+    assert json.loads((work / "reports" / "annotate.json").read_text())["future_targets"] == "narrations"
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .narrations import clean_narration
+from .narrations import PASSES, Narration, NarrationIndex, clean_narration
 
 
 def _pick(segments: pd.DataFrame, t: float, tolerance_s: float) -> pd.Series | None:
@@ -49,3 +49,17 @@ def caption_keyframes(keyframes: pd.DataFrame, actions: pd.DataFrame, tolerance_
             }
         )
     return pd.DataFrame(rows, columns=["keyframe_id", "caption", "narration_t", "narration_text"])
+
+
+def narration_index(actions: pd.DataFrame) -> NarrationIndex:
+    """The segments as narrations, for the future task's horizon targets (annotate.future_targets =
+    narrations): one per segment, at its start (when the action begins, the time caption_keyframes reports
+    as narration_t), so a horizon lists the actions begun inside it. EGTEA has one labelling pass: all go
+    in the first."""
+    index = NarrationIndex(by_uid={})
+    ordered = actions.sort_values(["session", "start_s", "end_s", "clip"], kind="stable")
+    for session, start, text, clip in zip(
+        ordered["session"], ordered["start_s"], ordered["text"], ordered["clip"], strict=True
+    ):
+        index.by_uid.setdefault(str(session), []).append(Narration(float(start), str(text), PASSES[0], str(clip)))
+    return index

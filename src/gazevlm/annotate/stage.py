@@ -36,7 +36,7 @@ from . import qc
 from .cache import ResponseCache
 from .llm_captions import ChunkResult, annotate_chunks, make_chunks, sha256_text
 from .llm_client import ChatClient
-from .narrations import caption_keyframes, clean_narration, load_narrations, narrations_between
+from .narrations import NarrationIndex, caption_keyframes, clean_narration, load_narrations, narrations_between
 from .refine import RefinementSession, load_feedback, replay, select_validation
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def run(params: Params, root: str | Path = ".") -> dict[str, Any]:
         failed_keyframes=failed_keyframes,
     )
     if a.future_targets == "narrations":
-        index = load_narrations(resolve_path(root, params.data.root), params.data.version)
+        index = horizon_narrations(params, root)
         future = windows["task"] == "future"
         coarse = build_narration_targets(
             windows[future],
@@ -189,6 +189,16 @@ def _captions_from_narrations(params: Params, root: Path, used: pd.DataFrame):
         "narration_file": report["file"],
     }
     return captions, report, history
+
+
+def horizon_narrations(params: Params, root: Path) -> NarrationIndex:
+    """What the future targets are read from with annotate.future_targets = narrations: Ego4D's narration
+    file, or for EGTEA Gaze+ (no narrations) its action labels, one per segment at its start."""
+    data_root = resolve_path(root, params.data.root)
+    if params.data.format == "egtea":
+        actions, _ = egtea.read_actions(data_root, params.data.egtea_split)  # skips: counted by the captions
+        return action_captions.narration_index(actions)
+    return load_narrations(data_root, params.data.version)
 
 
 def _captions_from_actions(params: Params, root: Path, used: pd.DataFrame):
